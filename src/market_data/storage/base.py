@@ -1,0 +1,146 @@
+"""The store interface every service talks to. One SQL implementation (`sql.py`) serves
+SQLite and PostgreSQL; tests may add an in-memory one. Times are epoch ms UTC throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from market_data.models import Candle, Gap, Job, SeriesKey, SeriesStats
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A candle the store refused, and why (it was not stored)."""
+
+    candle: Candle
+    reason: str
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    written: int = 0  # rows inserted or changed
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class Store(Protocol):
+    # lifecycle -----------------------------------------------------------------------------
+    async def upgrade(self) -> None:
+        """Create or migrate the schema (Alembic, to head)."""
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable when the database cannot be reached."""
+
+    async def close(self) -> None: ...
+
+    # candles ---------------------------------------------------------------------------------
+    async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
+        """Insert or update by (exchange, symbol, timeframe, ts), idempotent.
+
+        Picks the bulk path for large batches (backfill pages up to 10,000 rows) and the
+        low-latency path for small ones (WebSocket flushes of ~200). Invalid candles are
+        rejected (listed in the result, never stored); the valid rows of the batch still land.
+        Within a batch the last row for a key wins. A stored final candle is never replaced by
+        a non-final one; a final one replaces it only when values differ.
+        """
+
+    async def first_candle(self, series: SeriesKey) -> Candle | None: ...
+
+    async def last_candle(self, series: SeriesKey, *, final_only: bool = False) -> Candle | None: ...
+
+    async def candles_in_range(
+        self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
+    ) -> list[Candle]:
+        """Candles with start_ms <= ts < end_ms, ascending, at most `limit`."""
+
+    async def open_times_in_range(self, series: SeriesKey, start_ms: int, end_ms: int) -> list[int]:
+        """Stored open times with start_ms <= ts < end_ms, ascending."""
+
+    async def find_missing_ranges(
+        self, series: SeriesKey, start_ms: int, end_ms: int, step_ms: int
+    ) -> list[tuple[int, int]]:
+        """Holes between stored candles in [start_ms, end_ms], computed in SQL: each hole as
+        (gap_start, gap_end) where gap_start = previous ts + step and gap_end = next stored ts.
+        Only for fixed-length timeframes."""
+
+    async def delete_candles_before(
+        self, series: SeriesKey, cutoff_ms: int, batch_size: int = 10_000
+    ) -> int:
+        """Delete candles with ts < cutoff_ms in bounded batches (each its own transaction)."""
+
+    async def series_stats(self) -> list[SeriesStats]:
+        """Per-series count, first and last ts, from a maintained table (O(series), not O(rows))."""
+
+    # jobs ------------------------------------------------------------------------------------
+    async def create_job(
+        self, job_type: str, symbol: str | None = None, timeframe: str | None = None
+    ) -> int: ...
+
+    async def finish_job(
+        self, job_id: int, status: str, candles_fetched: int = 0, last_error: str | None = None
+    ) -> None: ...
+
+    async def update_job_progress(self, job_id: int, candles_fetched: int) -> None: ...
+
+    async def list_jobs(
+        self,
+        *,
+        limit: int = 20,
+        job_type: str | None = None,
+        status: str | None = None,
+        symbol: str | None = None,
+    ) -> list[Job]:
+        """Newest first."""
+
+    async def fail_running_jobs(self, reason: str, status: str = "failed") -> int:
+        """Mark every job still `running` (left by a killed process, or at shutdown)."""
+
+    # gaps ------------------------------------------------------------------------------------
+    async def create_gaps(self, series: SeriesKey, ranges: Sequence[tuple[int, int]]) -> list[Gap]:
+        """Record new gaps; a range already recorded for the series (open or closed) is skipped.
+        Returns the gaps created."""
+
+    async def list_gaps(
+        self,
+        *,
+        repaired: bool | None = None,
+        status: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        limit: int = 100,
+        due_before_ms: int | None = None,
+    ) -> list[Gap]:
+        """Newest first (by gap_start). `repaired=False` means still open or failed.
+        `due_before_ms` keeps gaps whose next_attempt_at is unset or <= it."""
+
+    async def close_gap(self, gap_id: int, status: str, candles_repaired: int, now_ms: int) -> None:
+        """Close as 'repaired' or 'empty' (repaired_at = now)."""
+
+    async def record_gap_failure(
+        self, gap_id: int, error: str, next_attempt_at_ms: int, failed: bool
+    ) -> None:
+        """Count an attempt; `failed` moves it to the slow retry cadence."""
+
+    async def count_open_gaps(self) -> int: ...
+
+    async def delete_gaps_before(self, series: SeriesKey, cutoff_ms: int) -> int:
+        """Drop gap rows that ended before the retention cut-off."""
+
+    # known-empty ranges, detector watermarks, retention horizons -------------------------------
+    async def add_empty_ranges(self, series: SeriesKey, ranges: Sequence[tuple[int, int]]) -> None:
+        """Record [start, end) ranges the exchange answered with no candles (no trades)."""
+
+    async def empty_ranges(
+        self, series: SeriesKey, start_ms: int, end_ms: int
+    ) -> list[tuple[int, int]]: ...
+
+    async def get_watermark(self, series: SeriesKey) -> int | None:
+        """Gap detection has checked this series up to this ts."""
+
+    async def set_watermark(self, series: SeriesKey, ts_ms: int) -> None: ...
+
+    async def get_retention_horizon(self, series: SeriesKey) -> int | None:
+        """Retention purged everything before this ts: nobody fetches before it again."""
+
+    async def set_retention_horizon(self, series: SeriesKey, ts_ms: int) -> None: ...
