@@ -24,6 +24,18 @@ class UpsertResult:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineItem:
+    """A row refused on the way in (by a parser or the store), kept for inspection."""
+
+    source: str  # backfill, ws, gap_repair, update, store...
+    symbol: str | None
+    timeframe: str | None
+    ts: int | None
+    raw: str  # the row as received (truncated when stored)
+    reason: str
+
+
 class Store(Protocol):
     # lifecycle -----------------------------------------------------------------------------
     async def upgrade(self) -> None:
@@ -47,7 +59,9 @@ class Store(Protocol):
 
     async def first_candle(self, series: SeriesKey) -> Candle | None: ...
 
-    async def last_candle(self, series: SeriesKey, *, final_only: bool = False) -> Candle | None: ...
+    async def last_candle(
+        self, series: SeriesKey, *, final_only: bool = False
+    ) -> Candle | None: ...
 
     async def candles_in_range(
         self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
@@ -140,7 +154,21 @@ class Store(Protocol):
 
     async def set_watermark(self, series: SeriesKey, ts_ms: int) -> None: ...
 
+    async def get_detect_low(self, series: SeriesKey) -> int | None:
+        """Gap detection has checked this series from this ts (up to the watermark)."""
+
+    async def set_detect_low(self, series: SeriesKey, ts_ms: int) -> None: ...
+
     async def get_retention_horizon(self, series: SeriesKey) -> int | None:
         """Retention purged everything before this ts: nobody fetches before it again."""
 
     async def set_retention_horizon(self, series: SeriesKey, ts_ms: int) -> None: ...
+
+    # housekeeping -------------------------------------------------------------------------------
+    async def quarantine(self, items: Sequence[QuarantineItem]) -> None:
+        """Keep refused rows in `rejected_candles` (bounded: the newest 100,000 stay)."""
+
+    async def count_quarantined(self) -> int: ...
+
+    async def delete_jobs_before(self, cutoff_ms: int) -> int:
+        """Drop finished jobs that started before the cut-off (the table grows every loop)."""

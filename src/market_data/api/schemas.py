@@ -1,0 +1,180 @@
+"""Response models: what the API returns, as documented in OpenAPI at /docs.
+
+Times are ISO 8601 UTC strings (`2026-02-05T20:00:00Z`); durations are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from market_data.models import Gap, Job
+from market_data.timeframes import format_ts
+
+
+def iso(ts_ms: int | None) -> str | None:
+    return None if ts_ms is None else format_ts(ts_ms)
+
+
+class CheckOut(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    detail: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, CheckOut]
+
+
+class SeriesOut(BaseModel):
+    symbol: str
+    timeframe: str
+    derived: bool = Field(description="aggregated from a native timeframe, not fetched")
+    configured: bool
+    candle_count: int
+    first_candle: str | None
+    last_candle: str | None
+    last_closed_candle: str | None
+    lag_seconds: float | None = Field(
+        description="seconds between now and the end of the newest stored candle's period"
+    )
+    open_gaps: int
+
+
+class LoopOut(BaseModel):
+    name: str
+    interval_seconds: float
+    running: bool
+    runs: int
+    failures: int
+    consecutive_failures: int
+    last_start: str | None
+    last_finish: str | None
+    last_success: str | None
+    last_duration_seconds: float | None
+    last_result: str | None
+    last_error: str | None
+    last_error_at: str | None
+    next_run: str | None
+
+
+class WebSocketOut(BaseModel):
+    enabled: bool
+    connections: int
+    subscriptions: int
+    queue_depth: int | None
+    details: dict[str, object] = Field(default_factory=dict)
+
+
+class BackfillOut(BaseModel):
+    state: str
+    series: list[dict[str, object]]
+
+
+class StatusOut(BaseModel):
+    now: str
+    started_at: str
+    uptime_seconds: float
+    database: str = Field(description="DATABASE_URL with the password masked")
+    database_reachable: bool
+    open_gaps: int
+    unknown_symbols: list[str]
+    series: list[SeriesOut]
+    websocket: WebSocketOut
+    loops: list[LoopOut]
+    backfill: BackfillOut
+    written_by_source: dict[str, int]
+
+
+class GapOut(BaseModel):
+    id: int
+    exchange: str
+    symbol: str
+    timeframe: str
+    gap_start: str
+    gap_end: str
+    missing_candles: int | None
+    status: str
+    detected_at: str
+    repaired_at: str | None
+    candles_repaired: int
+    attempts: int
+    next_attempt_at: str | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, gap: Gap, missing: int | None) -> GapOut:
+        return cls(
+            id=gap.id, exchange=gap.exchange, symbol=gap.symbol, timeframe=gap.timeframe,
+            gap_start=format_ts(gap.gap_start), gap_end=format_ts(gap.gap_end),
+            missing_candles=missing, status=gap.status, detected_at=format_ts(gap.detected_at),
+            repaired_at=iso(gap.repaired_at), candles_repaired=gap.candles_repaired,
+            attempts=gap.attempts, next_attempt_at=iso(gap.next_attempt_at),
+            last_error=gap.last_error,
+        )
+
+
+class GapsOut(BaseModel):
+    count: int
+    gaps: list[GapOut]
+
+
+class JobOut(BaseModel):
+    id: int
+    exchange: str
+    symbol: str | None
+    timeframe: str | None
+    job_type: str
+    status: str
+    started_at: str
+    completed_at: str | None
+    duration_seconds: float | None
+    candles_fetched: int
+    last_error: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        duration = None
+        if job.completed_at is not None:
+            duration = round((job.completed_at - job.started_at) / 1000, 3)
+        return cls(
+            id=job.id, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe,
+            job_type=job.job_type, status=job.status, started_at=format_ts(job.started_at),
+            completed_at=iso(job.completed_at), duration_seconds=duration,
+            candles_fetched=job.candles_fetched, last_error=job.last_error,
+        )
+
+
+class JobsOut(BaseModel):
+    count: int
+    jobs: list[JobOut]
+
+
+class CandleOut(BaseModel):
+    ts: str = Field(description="open time of the period, ISO 8601 UTC")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    final: bool = Field(description="false while the period is still open and may change")
+
+
+class CandlesOut(BaseModel):
+    symbol: str
+    timeframe: str
+    start: str
+    end: str
+    count: int
+    candles: list[CandleOut]
+
+
+class AcceptedOut(BaseModel):
+    accepted: bool
+    task: str
+    detail: str
+
+
+class ErrorOut(BaseModel):
+    detail: str

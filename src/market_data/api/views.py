@@ -1,0 +1,180 @@
+"""Read the daemon's state objects into the shapes /health and /status show.
+
+The one place in the API that knows the services' state dataclasses (the metrics collector reads
+its counters directly). Nothing here does I/O except through the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from market_data.api.schemas import (
+    BackfillOut,
+    CheckOut,
+    LoopOut,
+    SeriesOut,
+    WebSocketOut,
+    iso,
+)
+from market_data.daemon import Daemon, is_exchange_error
+from market_data.models import SeriesKey, SeriesStats
+from market_data.scheduler import LoopStatus
+from market_data.timeframes import next_open
+
+# Open gaps read to count them per series; beyond this the per-series counts are a lower bound
+# (the total comes from count_open_gaps()).
+OPEN_GAPS_SCAN = 1000
+# Grace on top of the reconnect backoff before a down WebSocket connection degrades /health.
+WS_DOWN_GRACE_S = 15.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def check(ok: bool, detail: str) -> CheckOut:
+    return CheckOut(status="ok" if ok else "degraded", detail=detail)
+
+
+# -- series -----------------------------------------------------------------------------------
+
+async def open_gaps_by_series(daemon: Daemon) -> Counter[SeriesKey]:
+    gaps = await daemon.store.list_gaps(repaired=False, limit=OPEN_GAPS_SCAN)
+    return Counter(g.series for g in gaps)
+
+
+def series_rows(
+    daemon: Daemon, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int
+) -> list[SeriesOut]:
+    settings = daemon.settings
+    configured = settings.all_series()
+    derived = set(settings.derived_series())
+    by_key = {SeriesKey(s.symbol, s.timeframe): s for s in stats}
+    keys = list(dict.fromkeys([*configured, *sorted(by_key, key=str)]))
+    rows: list[SeriesOut] = []
+    for key in keys:
+        st = by_key.get(key)
+        last = st.last_ts if st else None
+        lag = None if last is None else max(0.0, (now - next_open(last, key.timeframe)) / 1000)
+        rows.append(SeriesOut(
+            symbol=key.symbol, timeframe=key.timeframe, derived=key in derived,
+            configured=key in set(configured), candle_count=st.candle_count if st else 0,
+            first_candle=iso(st.first_ts if st else None), last_candle=iso(last),
+            last_closed_candle=iso(st.last_final_ts if st else None), lag_seconds=lag,
+            open_gaps=open_gaps.get(key, 0),
+        ))
+    return rows
+
+
+# -- loops, WebSocket, backfill ---------------------------------------------------------------
+
+def loop_rows(daemon: Daemon) -> list[LoopOut]:
+    return [_loop(loop.status) for loop in daemon.loops.values()]
+
+
+def _loop(s: LoopStatus) -> LoopOut:
+    return LoopOut(
+        name=s.name, interval_seconds=s.interval_s, running=s.running, runs=s.runs,
+        failures=s.failures, consecutive_failures=s.consecutive_failures,
+        last_start=iso(s.last_start_ms), last_finish=iso(s.last_finish_ms),
+        last_success=iso(s.last_success_ms), last_duration_seconds=s.last_duration_s,
+        last_result=s.last_result, last_error=s.last_error, last_error_at=iso(s.last_error_ms),
+        next_run=iso(s.next_run_ms),
+    )
+
+
+@dataclass(slots=True)
+class WsHealth:
+    ok: bool
+    detail: str
+
+
+def websocket(daemon: Daemon) -> WebSocketOut:
+    ws = daemon.ws
+    if ws is None:
+        return WebSocketOut(enabled=False, connections=0, subscriptions=0, queue_depth=None)
+    st = ws.state
+    conns = st.connections
+    return WebSocketOut(
+        enabled=True,
+        connections=sum(1 for c in conns if c.state == "subscribed"),
+        subscriptions=sum(len(c.subscriptions) for c in conns if c.state == "subscribed"),
+        queue_depth=st.queue_depth,
+        details={
+            "configured_channels": st.subscribed_series,
+            "queue_bound": st.queue_bound,
+            "queue_max_depth": st.queue_max_depth,
+            "pending_rows": st.pending,
+            "candles_written": st.candles_written,
+            "last_flush": iso(st.last_flush_ms),
+            "database_outage": st.db_outage,
+            "failed_subscriptions": st.failed_subscriptions,
+            "shards": [
+                {
+                    "id": c.id, "state": c.state, "subscriptions": len(c.subscriptions),
+                    "connected_since": iso(c.connected_since_ms),
+                    "last_message": iso(c.last_message_ms), "reconnects": c.reconnects,
+                    "messages": c.messages, "last_error": c.last_error,
+                }
+                for c in conns
+            ],
+        },
+    )
+
+
+def websocket_health(daemon: Daemon, now: int) -> WsHealth:
+    ws = daemon.ws
+    if ws is None:
+        return WsHealth(True, "disabled")
+    st = ws.state
+    if st.db_outage:
+        return WsHealth(False, f"database outage: {st.pending} candles held in memory")
+    limit_ms = (daemon.settings.ws_reconnect_max_backoff + WS_DOWN_GRACE_S) * 1000
+    conns = st.connections
+    down = []
+    for c in conns:
+        if c.state in ("subscribed", "paused", "closed"):
+            continue
+        since = c.last_message_ms or c.connected_since_ms or daemon.state.started_at_ms
+        if now - since > limit_ms:
+            down.append(f"connection {c.id} {c.state} ({c.last_error or 'no answer'})")
+    if down:
+        return WsHealth(False, "; ".join(down))
+    if st.failed_subscriptions:
+        return WsHealth(False, f"refused by the exchange: {st.failed_subscriptions}")
+    live = sum(1 for c in conns if c.state == "subscribed")
+    return WsHealth(True, f"{live}/{len(conns)} connections subscribed")
+
+
+def backfill(daemon: Daemon) -> BackfillOut:
+    now = time.monotonic()
+    series: list[dict[str, object]] = []
+    for p in list(daemon.backfill.progress.values()):
+        eta = p.eta_seconds(now) if p.state == "running" else None
+        series.append({
+            "symbol": p.symbol, "timeframe": p.timeframe, "state": p.state,
+            "fraction": round(p.fraction, 4), "candles": p.candles, "requests": p.requests,
+            "rejected": p.rejected, "eta_seconds": None if eta is None else round(eta, 1),
+            "error": p.error,
+        })
+    return BackfillOut(state=daemon.state.backfill, series=series)
+
+
+def unknown_symbols(daemon: Daemon) -> list[str]:
+    found = set(daemon.state.unknown_symbols)
+    if daemon.ws is not None:
+        found.update(daemon.ws.state.unknown_symbols)
+    return sorted(found)
+
+
+def exchange_error(daemon: Daemon) -> str | None:
+    """Why the exchange looks unreachable: the startup backfill's retry reason, or a series the
+    running backfill just failed on for an exchange error; None when nothing says so."""
+    if daemon.state.exchange_error is not None:
+        return daemon.state.exchange_error
+    for p in list(daemon.backfill.progress.values()):
+        if p.state == "failed" and p.error and is_exchange_error(p.error):
+            return p.error
+    return None

@@ -1,0 +1,134 @@
+"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from market_data.cli import exit_with_error, run_async, settings_or_exit
+from market_data.config import Settings
+from market_data.errors import MarketDataError, StorageError
+from market_data.models import SeriesKey, SeriesStats
+from market_data.timeframes import ALL_TIMEFRAMES, format_log_ts, format_ts, next_open
+
+# Open gaps are counted from one bounded listing; beyond it the count is shown as "N+".
+GAP_LISTING_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    stats: SeriesStats
+    lag_ms: int | None
+    open_gaps: int
+
+
+async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool]:
+    from market_data.storage.sql import open_store
+
+    store = open_store(settings)
+    try:
+        stats = await store.series_stats()
+        gaps = await store.list_gaps(repaired=False, limit=GAP_LISTING_LIMIT)
+    finally:
+        await store.close()
+    open_by_series = Counter(gap.series for gap in gaps)
+    rows = [
+        StatusRow(s, lag_ms(s, now_ms), open_by_series[SeriesKey(s.symbol, s.timeframe)])
+        for s in stats
+    ]
+    rows.sort(key=lambda r: (r.stats.symbol, _tf_order(r.stats.timeframe)))
+    return rows, len(gaps) >= GAP_LISTING_LIMIT
+
+
+def _tf_order(tf: str) -> int:
+    return ALL_TIMEFRAMES.index(tf) if tf in ALL_TIMEFRAMES else len(ALL_TIMEFRAMES)
+
+
+def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:
+    """How long ago the newest stored candle's period ended (0 while it is still open)."""
+    if stats.last_ts is None:
+        return None
+    return max(0, now_ms - next_open(stats.last_ts, stats.timeframe))
+
+
+def format_duration(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = ms // 1000
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {seconds}s"
+    return f"{seconds}s"
+
+
+def _as_json(rows: list[StatusRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "symbol": r.stats.symbol,
+            "timeframe": r.stats.timeframe,
+            "candles": r.stats.candle_count,
+            "first": None if r.stats.first_ts is None else format_ts(r.stats.first_ts),
+            "last": None if r.stats.last_ts is None else format_ts(r.stats.last_ts),
+            "lag_seconds": None if r.lag_ms is None else r.lag_ms / 1000,
+            "open_gaps": r.open_gaps,
+        }
+        for r in rows
+    ]
+
+
+def _table(rows: list[StatusRow], gaps_truncated: bool, where: str) -> Table:
+    table = Table(title=f"market-data status ({where})", title_justify="left")
+    for name in ("symbol", "timeframe", "candles", "first (UTC)", "last (UTC)", "lag", "open gaps"):
+        numeric = name in ("candles", "open gaps")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    suffix = "+" if gaps_truncated else ""
+    for r in rows:
+        s = r.stats
+        table.add_row(
+            s.symbol,
+            s.timeframe,
+            f"{s.candle_count:,}",
+            "-" if s.first_ts is None else format_log_ts(s.first_ts),
+            "-" if s.last_ts is None else format_log_ts(s.last_ts),
+            format_duration(r.lag_ms),
+            f"{r.open_gaps}{suffix if r.open_gaps else ''}",
+        )
+    if not rows:
+        table.caption = "no candles stored yet"
+    return table
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show every stored series: candles, first and last candle, lag behind now, open gaps."""
+    settings = settings_or_exit()
+    where = settings.database_location()
+    try:
+        rows, truncated = run_async(_collect(settings, int(time.time() * 1000)))
+    except MarketDataError as exc:
+        problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
+        if isinstance(exc, StorageError):
+            problem += " (a new database needs `market-data db upgrade` first)"
+        exit_with_error(f"cannot read status: {problem}")
+    if as_json:
+        typer.echo(json.dumps(_as_json(rows), indent=2))
+        return
+    Console(width=max(100, Console().width)).print(_table(rows, truncated, where))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)

@@ -1,0 +1,383 @@
+"""The daemon: builds every part from the settings and runs them in one asyncio TaskGroup.
+
+Named tasks: `api` (uvicorn, up first so /health answers while the rest starts), `startup`
+(database migrations with retry, then everything below), `ws_ingestion`, `startup_backfill` (in
+the background: the live stream never waits for history), and one task per periodic loop
+(`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked for over the
+API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
+
+Shutdown (SIGTERM/SIGINT only set the stop event) has two phases: every task sees the stop event
+and winds down (no new cycles, WebSocket ingestion flushes every buffered candle, backfill stops at
+a page boundary); after a grace period what is left is cancelled. Jobs still `running` are then
+marked cancelled, connections closed, and the API stops last. A task that dies unexpectedly stops
+the daemon the same way, with exit code 1 (systemd restarts it).
+
+    python -m market_data.daemon        (or: market-data run)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from market_data.config import Settings, load_settings
+from market_data.errors import ConfigError, MarketDataError, PermanentError
+from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.models import SeriesKey
+from market_data.rate_limiter import RateLimiter
+from market_data.scheduler import PeriodicLoop, wait_for_stop
+from market_data.services.backfill import BackfillService
+from market_data.services.gap_repair import GapService
+from market_data.services.retention import RetentionService
+from market_data.services.sink import CandleSink
+from market_data.services.update import UpdateService
+from market_data.services.ws_ingestion import WsIngestion
+from market_data.storage.sql import open_store
+from market_data.timeframes import DAY_MS
+from market_data.timing import TimedStore
+
+if TYPE_CHECKING:
+    from market_data.api.server import ApiServer
+
+log = logging.getLogger("market_data.daemon")
+
+WORK_GRACE_S = 6.0  # phase one: tasks wind down by themselves (WS flush included)
+CANCEL_GRACE_S = 1.0  # phase two: cancelled tasks clean up
+FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connections
+WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write latency)
+RETRY_MAX_S = 30.0
+
+
+class DaemonBusy(MarketDataError):
+    """That work is already running."""
+
+
+class DaemonNotRunning(MarketDataError):
+    """The daemon is not running (or is stopping): no new work is accepted."""
+
+
+@dataclass(slots=True)
+class RuntimeState:
+    """What /health and /status show about the daemon itself. Times are epoch ms."""
+
+    started_at_ms: int
+    phase: str = "starting"  # starting, running, stopping, stopped
+    database_ready: bool = False
+    database_error: str | None = None
+    backfill: str = "pending"  # pending, running, done, failed, disabled, stopped
+    backfill_error: str | None = None
+    exchange_error: str | None = None
+    unknown_symbols: list[str] = field(default_factory=list)
+    crashed: str | None = None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.state = RuntimeState(started_at_ms=_now_ms())
+        timed = TimedStore(open_store(settings.database_url))
+        self.timings = timed.timings
+        self.store = timed.as_store()
+        self.limiter = RateLimiter.from_settings(settings)
+        self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
+        self.sink = CandleSink(self.store, settings)
+        self.backfill = BackfillService(settings, self.store, self.rest, self.sink)
+        self.ws = (
+            WsIngestion(settings, self.store, self.rest, self.sink)
+            if settings.ws_ingestion_enabled else None
+        )
+        self.gaps = GapService(settings, self.store, self.rest, self.sink)
+        self.retention = RetentionService(settings, self.store)
+        self.update = UpdateService(settings, self.store, self.rest, self.sink)
+        self.loops: dict[str, PeriodicLoop] = self._build_loops()
+        self.api_port: int | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._work: dict[str, asyncio.Task[None]] = {}
+
+    def _build_loops(self) -> dict[str, PeriodicLoop]:
+        s = self.settings
+        detect_s = s.gap_detection_interval_minutes * 60
+        repair_s = s.gap_repair_interval_minutes * 60
+        loops = [
+            PeriodicLoop("gap_detection", self._detect_gaps, detect_s, initial_delay=detect_s),
+            PeriodicLoop("gap_repair", self.gaps.repair, repair_s, initial_delay=repair_s),
+            PeriodicLoop("cleanup", self.retention.run_once, s.cleanup_interval_hours * 3600,
+                         initial_delay=s.cleanup_initial_delay_minutes * 60),
+        ]
+        if s.rest_update_enabled:
+            loops.append(PeriodicLoop("update", self.update.run_once, s.update_interval_seconds,
+                                      initial_delay=s.update_interval_seconds))
+        checkpoint = getattr(self.store, "checkpoint", None)
+        if checkpoint is not None and s.is_sqlite:
+            loops.append(PeriodicLoop("wal_checkpoint", checkpoint, WAL_CHECKPOINT_INTERVAL_S,
+                                      initial_delay=WAL_CHECKPOINT_INTERVAL_S))
+        return {loop.name: loop for loop in loops}
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
+        from market_data.api.server import bind, build_server
+
+        s = self.settings
+        try:
+            sock = bind(s.api_host, s.api_port)
+        except OSError as exc:
+            log.error("Cannot listen on %s:%d: %s", s.api_host, s.api_port, exc.strerror or exc)
+            await self._close()
+            return 1
+        self.api_port = sock.getsockname()[1]
+        server = build_server(self)
+        self._log_start()
+        with _signals_set(self.stop):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    api = group.create_task(self._serve(server, sock), name="api")
+                    self._spawn("startup", self._startup())
+                    await self.stop.wait()
+                    await self._shutdown(server, api)
+            finally:
+                self._group = None
+                sock.close()
+        self.state.phase = "stopped"
+        return 1 if self.state.crashed else 0
+
+    async def _serve(self, server: ApiServer, sock: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # uvicorn calls sys.exit() when its startup fails
+            self._crash("api", exc)
+            return
+        if not self.stop.is_set():
+            self._crash("api", RuntimeError("the HTTP server stopped"))
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, object]) -> asyncio.Task[None]:
+        if self._group is None or self.stop.is_set():
+            coro.close()
+            raise DaemonNotRunning
+        task = self._group.create_task(self._guard(name, coro), name=name)
+        self._work[name] = task
+        task.add_done_callback(lambda t: self._work.pop(name, None) if self._work.get(name) is t
+                               else None)
+        return task
+
+    async def _guard(self, name: str, work: Awaitable[object]) -> None:
+        """A task that raises (other than being cancelled) stops the daemon: exit code 1."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._crash(name, exc)
+
+    def _crash(self, name: str, exc: BaseException) -> None:
+        log.critical("Task %s died: %s; stopping the daemon", name, _describe(exc),
+                     exc_info=exc)
+        self.state.crashed = f"{name}: {_describe(exc)}"
+        self.stop.set()
+
+    async def _startup(self) -> None:
+        if not await self._retry("Database", self._prepare_database):
+            return
+        self.state.phase = "running"
+        if self.ws is not None:
+            self._spawn("ws_ingestion", self.ws.run(self.stop))
+        if self.settings.backfill_on_startup:
+            self._spawn("startup_backfill", self._startup_backfill())
+        else:
+            self.state.backfill = "disabled"
+        for loop in self.loops.values():
+            self._spawn(loop.name, loop.run(self.stop))
+
+    async def _prepare_database(self) -> None:
+        try:
+            await self.store.upgrade()
+        except BaseException as exc:
+            self.state.database_ready = False
+            self.state.database_error = _describe(exc)
+            raise
+        self.state.database_ready = True
+        self.state.database_error = None
+        left = await self.store.fail_running_jobs("interrupted: the daemon stopped first")
+        if left:
+            log.warning("Marked %d job(s) left running by a previous process as failed", left)
+
+    async def _retry(self, what: str, step: Any) -> bool:
+        """Run `step()` until it succeeds or stop is set, backing off; True on success."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                await step()
+                return True
+            except Exception as exc:
+                level = logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
+                log.log(level, "%s unavailable (%s); retrying in %.0f s", what, _describe(exc),
+                        delay)
+            if await wait_for_stop(self.stop, delay):
+                break
+            delay = min(delay * 2, RETRY_MAX_S)
+        return False
+
+    async def _startup_backfill(self) -> None:
+        """Backfill every configured series; series that failed (exchange down) are retried
+        with backoff until they succeed or the daemon stops. Unknown symbols are not retried."""
+        self.state.backfill = "running"
+        todo: list[SeriesKey] | None = None
+        delay = 1.0
+        while not self.stop.is_set():
+            report = await self.backfill.run(series=todo, stop=self.stop)
+            self.state.unknown_symbols = sorted(
+                set(self.state.unknown_symbols) | set(report.unknown_symbols)
+            )
+            if report.cancelled or self.stop.is_set():
+                self.state.backfill = "stopped"
+                return
+            failed = report.failed
+            if not failed:
+                self.state.exchange_error = self.state.backfill_error = None
+                self.state.backfill = "done"
+                # Fresh history: look for holes now rather than an interval from now.
+                self.loops["gap_detection"].trigger()
+                return
+            error = failed[0].error or "failed"
+            self.state.backfill_error = f"retrying {len(failed)} series: {error}"
+            if is_exchange_error(error):
+                self.state.exchange_error = error
+            todo = [SeriesKey(r.symbol, r.timeframe) for r in failed]
+            log.warning("Startup backfill: %d series failed (%s); retrying in %.0f s",
+                        len(failed), failed[0].error, delay)
+            if await wait_for_stop(self.stop, delay):
+                break
+            delay = min(delay * 2, RETRY_MAX_S)
+        self.state.backfill = "stopped"
+
+    async def _detect_gaps(self) -> object:
+        report = await self.gaps.detect()
+        if report.new_gaps:
+            self.loops["gap_repair"].trigger()
+        return report
+
+    # -- work asked for over the API ---------------------------------------------------------
+
+    def trigger_backfill(self, series: list[SeriesKey] | None, days: float | None) -> str:
+        if "startup_backfill" in self._work or "manual_backfill" in self._work:
+            raise DaemonBusy("a backfill is already running")
+        start_ms = _now_ms() - int(days * DAY_MS) if days is not None else None
+        self._spawn("manual_backfill",
+                    self.backfill.run(series=series, start_ms=start_ms, stop=self.stop))
+        return "manual_backfill"
+
+    def trigger_gap_repair(self, max_repairs: int | None) -> str:
+        if "manual_gap_repair" in self._work or self.loops["gap_repair"].status.running:
+            raise DaemonBusy("a gap repair is already running")
+        self._spawn("manual_gap_repair", self.gaps.repair(max_repairs=max_repairs))
+        return "manual_gap_repair"
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def _shutdown(self, server: ApiServer, api: asyncio.Task[None]) -> None:
+        began = time.monotonic()
+        self.state.phase = "stopping"
+        log.info("Stopping: finishing in-flight work (up to %.0f s)", WORK_GRACE_S)
+        pending = set(self._work.values())
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=WORK_GRACE_S)
+        if pending:
+            log.warning("Cancelling %s", ", ".join(sorted(t.get_name() for t in pending)))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        if self.state.database_ready:
+            with contextlib.suppress(Exception):
+                n = await asyncio.wait_for(
+                    self.store.fail_running_jobs("cancelled: the daemon stopped", "cancelled"),
+                    FINAL_STEP_S,
+                )
+                if n:
+                    log.info("Marked %d running job(s) cancelled", n)
+        server.should_exit = True
+        done, _ = await asyncio.wait({api}, timeout=FINAL_STEP_S)
+        if not done:
+            server.force_exit = True
+            api.cancel()
+        await self._close()
+        written = dict(sorted(self.sink.stats.written_by_source.items()))
+        log.info("Stopped in %.1f s; candles written by source: %s", time.monotonic() - began,
+                 written)
+
+    async def _close(self) -> None:
+        for close in (self.rest.aclose, self.store.close):
+            try:
+                await asyncio.wait_for(close(), FINAL_STEP_S)
+            except Exception as exc:
+                log.warning("Closing: %s", _describe(exc))
+
+    def _log_start(self) -> None:
+        s = self.settings
+        log.info(
+            "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
+            "(%g days) update=%s api=http://%s:%d",
+            s.safe_database_url, ",".join(s.bitfinex_symbols), ",".join(s.bitfinex_timeframes),
+            "on" if s.ws_ingestion_enabled else "off",
+            "on" if s.backfill_on_startup else "off", s.backfill_days,
+            "on" if s.rest_update_enabled else "off", s.api_host, self.api_port,
+        )
+
+
+def is_exchange_error(error: str) -> bool:
+    # Reports carry "<ExceptionName>: text"; the REST client's private subclasses of
+    # ExchangeUnavailable start with an underscore.
+    return error.startswith(("ExchangeUnavailable", "RateLimited", "_"))
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Any:
+    """SIGTERM and SIGINT set `stop`, nothing more (only possible in the main thread)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from market_data.logging_setup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
+    return asyncio.run(Daemon(settings).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

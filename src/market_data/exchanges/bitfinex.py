@@ -1,0 +1,492 @@
+"""Bitfinex v2 wire knowledge: URLs, keys, payload parsers and error classification. Pure: no I/O.
+
+Wire facts (see docs/bitfinex-api.md in the shared spec): candle rows are
+`[MTS, OPEN, CLOSE, HIGH, LOW, VOLUME]` (close before high), MTS is the period's open time in ms.
+Every body may be an error array `["error", code, msg]` whatever its HTTP status, so it is
+checked before anything else.
+
+Numbers: only JSON numbers are accepted in candle rows. Strings (even numeric ones) are refused:
+the daemon never sets the DEC_S/TIME_S flags, so a string there means the payload is not what we
+asked for. Parsers raise `PayloadError` and nothing else for malformed input (error bodies raise
+their classified `MarketDataError`); a bad row inside a good page is rejected on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from market_data.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailable,
+    MarketDataError,
+    PayloadError,
+    RateLimited,
+    UnknownSymbol,
+)
+from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
+from market_data.timeframes import (
+    ALL_TIMEFRAMES,
+    TimeframeError,
+    align,
+    from_exchange,
+    next_open,
+    parse_timeframe,
+    to_exchange,
+)
+
+DEFAULT_REST_URL = "https://api-pub.bitfinex.com"
+DEFAULT_WS_URL = "wss://api-pub.bitfinex.com/ws/2"
+CANDLES_PATH = "/v2/candles/{key}/hist"
+PAIR_LIST_PATH = "/v2/conf/pub:list:pair:exchange"
+REST_MAX_LIMIT = 10_000
+REST_DEFAULT_LIMIT = 120  # what the server sends when no limit is given (docs say 100)
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a full 10,000-row page is under 1 MiB
+MAX_PAIRS = 20_000
+MAX_REJECTED_KEPT = 100  # rejected rows kept with their text; the rest are only counted
+_RAW_TEXT_MAX = 200
+# Our clock may run a little behind the exchange's: a candle that opened up to this long "after"
+# now is the exchange's new open candle, not a bogus row.
+CLOCK_SKEW_MS = 5_000
+_INT_TEXT = re.compile(r"^-?[0-9]{1,18}$")
+
+# Error codes (REST bodies and WS error events).
+ERR_UNKNOWN = 10000
+ERR_GENERIC = 10001
+ERR_PARAMS = 10020
+ERR_AUTH = 10100
+ERR_RATE_LIMIT = 11010
+ERR_MAINTENANCE = 20060
+ERR_SUB_FAILED = 10300
+ERR_SUB_DUPLICATE = 10301
+ERR_SUB_LIMIT = 10305
+ERR_UNSUB_FAILED = 10400
+ERR_NOT_SUBSCRIBED = 10401
+# WS info codes.
+INFO_RECONNECT = 20051
+INFO_MAINTENANCE_START = 20060
+INFO_MAINTENANCE_END = 20061
+# WS conf flags.
+FLAG_TIMESTAMP = 32_768
+FLAG_SEQ_ALL = 65_536
+WS_MAX_CHANNELS = 25
+
+
+def _dumps(obj: object) -> str:
+    """Short text of a hostile value for logs: bounded, never raises."""
+    try:
+        text = obj if isinstance(obj, str) else json.dumps(obj, allow_nan=True, default=repr)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        text = f"<unprintable {type(obj).__name__}>"
+    return text if len(text) <= _RAW_TEXT_MAX else text[: _RAW_TEXT_MAX - 3] + "..."
+
+
+def _loads(body: bytes | bytearray | str | object) -> object:
+    """Decode a body; text that is not JSON raises PayloadError."""
+    if isinstance(body, (bytes, bytearray)):
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadError(f"body of {len(body)} bytes is too large")
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"body is not UTF-8: {exc.reason}") from None
+    if not isinstance(body, str):
+        return body
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadError(f"body of {len(body)} characters is too large")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise PayloadError(f"body is not JSON ({type(exc).__name__}): {_dumps(body)}") from None
+
+
+def _as_int(value: object) -> int | None:
+    """A JSON integer (or an int-valued string, as WS codes sometimes arrive); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INT_TEXT.match(value.strip()):
+        return int(value)
+    return None
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def candle_key(pair: str, timeframe: str) -> str:
+    """`("DOGE:USD", "1d")` -> `trade:1D:tDOGE:USD`. Raises TimeframeError for derived ones."""
+    pair_id = pair[1:] if pair[:1] == "t" else pair
+    return f"trade:{to_exchange(parse_timeframe(timeframe))}:t{pair_id}"
+
+
+def parse_candle_key(key: str) -> tuple[str, str]:
+    """`trade:1h:tDOGE:USD` -> `("DOGE:USD", "1h")`. Funding and unknown keys raise PayloadError."""
+    if not isinstance(key, str):
+        raise PayloadError(f"candle key is not text: {_dumps(key)}")
+    parts = key.split(":", 2)
+    if len(parts) != 3 or parts[0] != "trade" or parts[2][:1] != "t":
+        raise PayloadError(f"not a trading candle key: {_dumps(key)}")
+    pair = parts[2][1:]
+    try:
+        timeframe = from_exchange(parts[1])
+        canonical_symbol(pair)
+    except (TimeframeError, SymbolError) as exc:
+        raise PayloadError(f"bad candle key {_dumps(key)}: {exc}") from None
+    return pair, timeframe
+
+
+# --- candles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row refused by the parser: its text (shortened), why, and its MTS when it had one."""
+
+    raw: str
+    reason: str
+    ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """The candles of one payload, and the rows refused, in payload order."""
+
+    candles: list[Candle]
+    rejected: list[RejectedRow] = field(default_factory=list)
+    rejected_count: int = 0  # may exceed len(rejected), which is bounded
+    raw_count: int = 0
+    min_ts: int | None = None  # over every row with an integer MTS, rejected ones included,
+    max_ts: int | None = None  # so a pager can move past a page of refused rows
+
+
+def _price(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PayloadError(f"{name} is not a number: {_dumps(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise PayloadError(f"{name} is out of range") from None
+    if not math.isfinite(number):
+        raise PayloadError(f"{name} is not finite: {number}")
+    return number
+
+
+def _mts(value: object) -> int:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"MTS is not an integer: {_dumps(value)}")
+    return value
+
+
+def parse_candle_row(row: object, symbol: str, timeframe: str, now_ms: int) -> Candle:
+    """One `[MTS, OPEN, CLOSE, HIGH, LOW, VOLUME]` row -> Candle (final once its period ended)."""
+    if timeframe not in ALL_TIMEFRAMES:
+        timeframe = parse_timeframe(timeframe)
+    if not isinstance(row, (list, tuple)):
+        raise PayloadError(f"candle row is not an array: {_dumps(row)}")
+    if len(row) != 6:
+        raise PayloadError(f"candle row has {len(row)} fields, not 6")
+    ts = _mts(row[0])
+    open_, close, high, low = (_price(row[i], n) for i, n in enumerate(_PRICES, start=1))
+    volume = _price(row[5], "volume")
+    if ts < 0:
+        raise PayloadError(f"MTS {ts} is negative")
+    if ts > now_ms + CLOCK_SKEW_MS:
+        raise PayloadError(f"MTS {ts} is in the future (now {now_ms})")
+    if align(ts, timeframe) != ts:
+        raise PayloadError(f"MTS {ts} is not aligned to {timeframe}")
+    if min(open_, close, high, low) <= 0:
+        raise PayloadError("a price is zero or negative")
+    if volume < 0:
+        raise PayloadError(f"volume {volume} is negative")
+    if high < low:
+        raise PayloadError(f"high {high} is below low {low}")
+    candle = Candle(symbol, timeframe, ts, open_, high, low, close, volume,
+                    final=next_open(ts, timeframe) <= now_ms)
+    problem = candle.problem()
+    if problem is not None:
+        raise PayloadError(problem)
+    return candle
+
+
+_PRICES = ("open", "close", "high", "low")
+
+
+def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
+                      now_ms: int) -> ParsedPage:
+    """Parse rows one by one: a bad row is rejected with its reason, the others still parse."""
+    timeframe = parse_timeframe(timeframe)
+    candles: list[Candle] = []
+    rejected: list[RejectedRow] = []
+    rejected_count = raw_count = 0
+    min_ts: int | None = None
+    max_ts: int | None = None
+    latest = now_ms + CLOCK_SKEW_MS
+    for row in rows:
+        raw_count += 1
+        mts: int | None = None
+        if isinstance(row, (list, tuple)) and row:
+            first = row[0]
+            if isinstance(first, int) and not isinstance(first, bool) and 0 <= first <= latest:
+                mts = first
+                min_ts = mts if min_ts is None else min(min_ts, mts)
+                max_ts = mts if max_ts is None else max(max_ts, mts)
+        try:
+            candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
+        except PayloadError as exc:
+            rejected_count += 1
+            if len(rejected) < MAX_REJECTED_KEPT:
+                rejected.append(RejectedRow(_dumps(row), str(exc), mts))
+    return ParsedPage(candles, rejected, rejected_count, raw_count, min_ts, max_ts)
+
+
+def is_error_body(obj: object) -> bool:
+    """`["error", code, msg]`, or the legacy `{"error": "ERR_RATE_LIMIT"}`."""
+    if isinstance(obj, list):
+        return len(obj) >= 2 and obj[0] == "error"
+    return isinstance(obj, dict) and "error" in obj
+
+
+def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
+                       now_ms: int) -> ParsedPage:
+    """A `/hist` (`[[...], ...]`) or `/last` (`[MTS, ...]`) body -> ParsedPage.
+
+    An error body raises its classified error (RateLimited, ExchangeUnavailable,
+    ExchangeRequestError); anything that is not a JSON array raises PayloadError.
+    """
+    obj = _loads(body)
+    if is_error_body(obj):
+        raise classify_http_error(200, obj)
+    if not isinstance(obj, list):
+        raise PayloadError(f"candles body is not an array: {_dumps(obj)}")
+    if len(obj) > REST_MAX_LIMIT:
+        raise PayloadError(f"candles body has {len(obj)} rows, more than {REST_MAX_LIMIT}")
+    if obj and not isinstance(obj[0], list):
+        obj = [obj]  # `/last` answers with one bare row
+    return parse_candle_rows(obj, symbol, timeframe, now_ms)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def classify_http_error(status: int, body: bytes | str | object) -> MarketDataError:
+    """The error a response stands for. The body's error code wins over the HTTP status."""
+    try:
+        obj = _loads(body)
+    except PayloadError:
+        obj = body if isinstance(body, str) else None
+    code: int | None = None
+    message = ""
+    if isinstance(obj, list) and len(obj) >= 2 and obj[0] == "error":
+        code = _as_int(obj[1])
+        message = _dumps(obj[2]) if len(obj) > 2 else ""
+    elif isinstance(obj, dict) and "error" in obj:
+        message = _dumps(obj.get("error"))
+    elif isinstance(obj, str):
+        message = _dumps(obj.strip())
+    detail = f"HTTP {status}" + (f", error {code}" if code is not None else "") + (
+        f": {message}" if message else "")
+    lowered = message.lower()
+    if code == ERR_RATE_LIMIT or status == 429 or "ratelimit" in lowered.replace("_", ""):
+        return RateLimited(f"rate limited ({detail})")
+    if code == ERR_MAINTENANCE or "maintenance" in lowered:
+        return ExchangeUnavailable(f"exchange in maintenance ({detail})")
+    if code in (ERR_PARAMS, ERR_AUTH):
+        return ExchangeRequestError(f"request refused ({detail})")
+    if status >= 500 or status in (408, 425):
+        return ExchangeUnavailable(f"exchange error ({detail})")
+    if 400 <= status < 500:
+        return ExchangeRequestError(f"request refused ({detail})")
+    if code is not None:
+        # An error body with a 2xx status and a code we do not know: assume it passes.
+        return ExchangeUnavailable(f"exchange error ({detail})")
+    return PayloadError(f"unexpected response ({detail})")
+
+
+# --- pairs ----------------------------------------------------------------------------------
+
+
+def parse_pair_list(body: bytes | str | object) -> list[str]:
+    """`[["BTCUSD","DOGE:USD",...]]` (also the `pub:info:pair` shape `[[["BTCUSD",[...]],...]]`)."""
+    obj = _loads(body)
+    if is_error_body(obj):
+        raise classify_http_error(200, obj)
+    if not isinstance(obj, list) or len(obj) != 1 or not isinstance(obj[0], list):
+        raise PayloadError(f"pair list is not [[...]]: {_dumps(obj)}")
+    if len(obj[0]) > MAX_PAIRS:
+        raise PayloadError(f"pair list has {len(obj[0])} entries, more than {MAX_PAIRS}")
+    pairs: list[str] = []
+    for item in obj[0]:
+        if isinstance(item, list) and item:
+            item = item[0]
+        if not isinstance(item, str) or not 1 <= len(item) <= 40:
+            raise PayloadError(f"pair list entry is not a pair id: {_dumps(item)}")
+        pairs.append(item)
+    return pairs
+
+
+def pair_for_symbol(symbol: str, pairs: Iterable[str] | Mapping[str, str]) -> str:
+    """The exchange's pair id for a symbol (`DOGEUSD` -> `DOGE:USD`), or UnknownSymbol.
+
+    `pairs` is the exchange's pair list, or the map `exchange_pair_map` built from it.
+    """
+    try:
+        canonical = canonical_symbol(symbol)
+    except SymbolError:
+        raise UnknownSymbol(f"{symbol!r} is not a trading pair") from None
+    mapping = pairs if isinstance(pairs, Mapping) else exchange_pair_map(pairs)
+    try:
+        return mapping[canonical]
+    except KeyError:
+        raise UnknownSymbol(f"Bitfinex does not list {canonical}") from None
+
+
+# --- WebSocket frames -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InfoEvent:
+    version: int | None
+    code: int | None
+    msg: str
+    platform_status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfAck:
+    status: str
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribedEvent:
+    chan_id: int
+    channel: str
+    key: str | None
+    sub_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribedEvent:
+    chan_id: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    code: int | None
+    msg: str
+    chan_id: int | None
+    key: str | None
+    channel: str | None
+    sub_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PongEvent:
+    cid: int | None
+    ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    chan_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CandleSnapshot:
+    """Rows as sent (newest first); convert with parse_candle_rows for the channel's series."""
+
+    chan_id: int
+    rows: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CandleUpdate:
+    chan_id: int
+    row: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """A well-formed frame we have no use for (other events, trade `te`/`tu`, checksums)."""
+
+    description: str
+
+
+WsEvent = (InfoEvent | ConfAck | SubscribedEvent | UnsubscribedEvent | ErrorEvent | PongEvent
+           | Heartbeat | CandleSnapshot | CandleUpdate | UnknownFrame)
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise PayloadError(f"expected text, got {_dumps(value)}")
+
+
+def _chan_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"chanId is not an integer: {_dumps(value)}")
+    return value
+
+
+def _parse_event(msg: dict[str, Any]) -> WsEvent:
+    event = msg.get("event")
+    if event == "info":
+        platform = msg.get("platform")
+        status = _as_int(platform.get("status")) if isinstance(platform, dict) else None
+        return InfoEvent(_as_int(msg.get("version")), _as_int(msg.get("code")),
+                         _opt_str(msg.get("msg")) or "", status)
+    if event == "conf":
+        flags = _as_int(msg.get("flags"))
+        return ConfAck(_opt_str(msg.get("status")) or "", flags if flags is not None else 0)
+    if event == "subscribed":
+        channel = _opt_str(msg.get("channel"))
+        if channel is None:
+            raise PayloadError("subscribed event without a channel")
+        return SubscribedEvent(_chan_id(msg.get("chanId")), channel, _opt_str(msg.get("key")),
+                               _opt_str(msg.get("subId")))
+    if event == "unsubscribed":
+        return UnsubscribedEvent(_chan_id(msg.get("chanId")), _opt_str(msg.get("status")) or "")
+    if event == "error":
+        chan = msg.get("chanId")
+        return ErrorEvent(_as_int(msg.get("code")), _opt_str(msg.get("msg")) or "",
+                          None if chan is None else _chan_id(chan), _opt_str(msg.get("key")),
+                          _opt_str(msg.get("channel")), _opt_str(msg.get("subId")))
+    if event == "pong":
+        return PongEvent(_as_int(msg.get("cid")), _as_int(msg.get("ts")))
+    if isinstance(event, str):
+        return UnknownFrame(f"event {_dumps(event)}")
+    raise PayloadError(f"object frame without an event: {_dumps(msg)}")
+
+
+def parse_ws_message(message: str | bytes | object) -> WsEvent:
+    """One WebSocket frame -> event. Trailing seq/timestamp elements are ignored."""
+    obj = _loads(message)
+    if isinstance(obj, dict):
+        return _parse_event(obj)
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise PayloadError(f"frame is not an event or [chanId, payload]: {_dumps(obj)}")
+    chan_id = _chan_id(obj[0])
+    payload = obj[1]
+    if payload == "hb":
+        return Heartbeat(chan_id)
+    if isinstance(payload, str):
+        return UnknownFrame(f"channel {chan_id} {_dumps(payload)}")
+    if not isinstance(payload, list):
+        raise PayloadError(f"channel {chan_id} payload is not an array: {_dumps(payload)}")
+    if not payload or isinstance(payload[0], list):
+        if not all(isinstance(row, list) for row in payload):
+            raise PayloadError(f"channel {chan_id} snapshot mixes rows and values")
+        return CandleSnapshot(chan_id, payload)
+    return CandleUpdate(chan_id, payload)

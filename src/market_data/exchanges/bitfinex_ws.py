@@ -1,0 +1,511 @@
+"""Bitfinex WebSocket v2 candles: shards, subscriptions, heartbeats, info codes, reconnects.
+
+A shard is one connection carrying up to `max_per_connection` candle channels. Every shard
+runs its own connect -> subscribe -> read loop and reconnects on its own (exponential backoff
+with jitter, reset after a healthy stretch); the others are untouched. New connections of all
+shards go through one `ConnectionPacer`, because Bitfinex counts connections per IP (20/min).
+
+Frames become `Candle`s through the pure parsers in `bitfinex.py` and are handed to the
+`deliver` coroutine together with the receive time; `deliver` may block (backpressure). This
+module knows nothing about storage or finality: that is the ingestion service's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from market_data.errors import MarketDataError
+from market_data.exchanges.bitfinex import (
+    CandleSnapshot,
+    CandleUpdate,
+    ErrorEvent,
+    InfoEvent,
+    SubscribedEvent,
+    UnsubscribedEvent,
+    parse_candle_row,
+    parse_ws_message,
+)
+from market_data.models import Candle, SeriesKey
+
+log = logging.getLogger(__name__)
+
+CODE_RESTART = 20051
+CODE_MAINTENANCE_START = 20060
+CODE_MAINTENANCE_END = 20061
+ERR_SUBSCRIBE_FAILED = 10300
+ERR_ALREADY_SUBSCRIBED = 10301
+ERR_CHANNEL_LIMIT = 10305
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    series: SeriesKey
+    key: str  # the exchange's candle key, e.g. trade:1m:tDOGE:USD
+
+
+@dataclass(frozen=True, slots=True)
+class CandleFrame:
+    """Candles of one channel message, ascending by time, with when the shard received it."""
+
+    series: SeriesKey
+    candles: tuple[Candle, ...]
+    snapshot: bool
+    received_ms: int  # wall clock, epoch ms
+    received_at: float  # time.monotonic(), for latency
+    shard_id: int
+
+
+@dataclass(slots=True)
+class ConnectionInfo:
+    """One shard as /status and /metrics show it."""
+
+    id: int
+    state: str = "connecting"  # connecting, subscribed, paused, backoff, closed
+    subscriptions: list[str] = field(default_factory=list)
+    last_message_ms: int | None = None
+    connected_since_ms: int | None = None
+    reconnects: int = 0
+    messages: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WsOptions:
+    url: str
+    clock_ms: Callable[[], int]  # the exchange's time; frames are stamped with it
+    max_per_connection: int
+    heartbeat_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    open_timeout: float = 10.0
+    close_timeout: float = 2.0
+    subscribe_timeout: float = 10.0
+    maintenance_timeout: float = 180.0  # 20060 promises at most ~120 s of silence
+    healthy_after: float = 30.0  # a connection up this long resets the backoff
+    connections_per_minute: int = 18  # Bitfinex allows 20 per minute and IP
+    handshake_penalty: float = 60.0  # a refused handshake blocks new connections this long
+
+
+class ProtocolViolation(MarketDataError):
+    """The server did not speak WebSocket v2 as expected."""
+
+
+async def until_stopped(stop: asyncio.Event, awaitable: Coroutine[Any, Any, Any]) -> bool:
+    """Run `awaitable` unless `stop` is set first; True when it completed."""
+    if stop.is_set():
+        awaitable.close()
+        return False
+    work = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((work, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, stopper):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(work, stopper, return_exceptions=True)
+    if work.cancelled():
+        return False
+    error = work.exception()
+    if error is not None:
+        raise error
+    return True
+
+
+class Backoff:
+    """Exponential delays with jitter between `initial` and `maximum`."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = max(0.0, initial)
+        self.maximum = max(self.initial, maximum)
+        self.attempt = 0
+
+    def next(self) -> float:
+        base = min(self.maximum, self.initial * (2 ** min(self.attempt, 32)))
+        self.attempt += 1
+        # Jitter so shards dropped together do not reconnect in lock-step.
+        return float(max(self.initial, base * random.uniform(0.5, 1.0)))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class ConnectionPacer:
+    """At most `per_minute` connection attempts in any sliding minute, shared by every shard."""
+
+    def __init__(self, per_minute: int, penalty: float, window: float = 61.0) -> None:
+        self._per_minute = max(1, per_minute)
+        self._window = window
+        self._penalty = penalty
+        self._starts: deque[float] = deque(maxlen=self._per_minute)
+        self._blocked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                wait = self._blocked_until - now
+                if len(self._starts) == self._per_minute:
+                    wait = max(wait, self._starts[0] + self._window - now)
+                if wait <= 0:
+                    self._starts.append(now)
+                    return
+                await asyncio.sleep(wait)
+
+    def penalize(self) -> None:
+        self._blocked_until = time.monotonic() + self._penalty
+
+
+Deliver = Callable[[CandleFrame], Awaitable[None]]
+# Called with a shard id and the series (re)subscribed on it: their data may have a hole.
+OnReady = Callable[[int, list[SeriesKey]], None]
+
+
+class ShardPool:
+    """Owns the shards: initial split, moves on 10305, failed series, the stop watcher."""
+
+    def __init__(
+        self,
+        options: WsOptions,
+        subscriptions: list[Subscription],
+        deliver: Deliver,
+        on_ready: OnReady,
+    ) -> None:
+        self.options = options
+        self.deliver = deliver
+        self.on_ready = on_ready
+        self.pacer = ConnectionPacer(options.connections_per_minute, options.handshake_penalty)
+        self.shards: list[Shard] = []
+        self.failed: dict[SeriesKey, str] = {}  # series the exchange refused, and why
+        self.closed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop: asyncio.Event | None = None
+        self._live = 0
+        size = max(1, options.max_per_connection)
+        for start in range(0, len(subscriptions), size):
+            self._new_shard(subscriptions[start:start + size])
+
+    @property
+    def connections(self) -> list[ConnectionInfo]:
+        return [shard.info for shard in self.shards]
+
+    def start(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        """Spawn every shard, and a watcher closing their sockets on stop, as tasks of `tg`."""
+        self._tg, self._stop = tg, stop
+        if not self.shards:
+            self.closed.set()
+            return
+        for shard in self.shards:
+            self._spawn(shard)
+        tg.create_task(self._close_on_stop(stop), name="ws-stop-watcher")
+
+    def _new_shard(self, subs: list[Subscription]) -> Shard:
+        shard = Shard(self, len(self.shards) + 1, subs)
+        self.shards.append(shard)
+        return shard
+
+    def _spawn(self, shard: Shard) -> None:
+        assert self._tg is not None
+        assert self._stop is not None
+        self._live += 1
+        task = self._tg.create_task(shard.run(self._stop), name=f"ws-shard-{shard.info.id}")
+        task.add_done_callback(self._shard_done)
+
+    def _shard_done(self, _task: asyncio.Task[None]) -> None:
+        self._live -= 1
+        if self._live == 0:
+            self.closed.set()
+
+    async def _close_on_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await asyncio.gather(*(shard.close() for shard in self.shards))
+
+    async def relocate(self, sub: Subscription, origin: Shard) -> None:
+        """Move a channel refused with 10305 to a shard with room, or to a new one."""
+        for shard in self.shards:
+            if shard is not origin and shard.has_room():
+                log.info("Moving %s to WebSocket connection %d", sub.series, shard.info.id)
+                await shard.add(sub)
+                return
+        shard = self._new_shard([sub])
+        log.info(
+            "Opening WebSocket connection %d for %s (channel limit)", shard.info.id, sub.series
+        )
+        if self._tg is not None and self._stop is not None and not self._stop.is_set():
+            self._spawn(shard)
+
+    def report_failed(self, sub: Subscription, reason: str) -> None:
+        self.failed[sub.series] = reason
+        log.error("Subscription to %s refused by the exchange: %s", sub.series, reason)
+
+
+class _Restart(Exception):
+    """The server asked us to reconnect (info 20051)."""
+
+
+class Shard:
+    """One connection and the channels assigned to it."""
+
+    def __init__(self, pool: ShardPool, shard_id: int, subs: list[Subscription]) -> None:
+        self.pool = pool
+        self.info = ConnectionInfo(id=shard_id)
+        self.subs: dict[str, Subscription] = {s.key: s for s in subs}
+        self.capacity = max(1, pool.options.max_per_connection)
+        self._ws: ClientConnection | None = None
+        self._chan: dict[int, Subscription] = {}
+        self._pending: set[str] = set()  # subscribe requests not answered yet
+        self._pending_since = 0.0
+        self._subscribing = False  # subscribe requests go out on the current connection
+        self._paused_since: float | None = None
+        self._acked: list[SeriesKey] = []  # subscribed since the last time all were answered
+        self._sync_info()
+
+    def _sync_info(self) -> None:
+        self.info.subscriptions = sorted(str(s.series) for s in self.subs.values())
+
+    def has_room(self) -> bool:
+        return len(self.subs) < self.capacity
+
+    async def add(self, sub: Subscription) -> None:
+        self.subs[sub.key] = sub
+        self._sync_info()
+        ws = self._ws
+        if ws is not None and self._subscribing:
+            self._want_answer(sub.key)
+            # If the connection is going down, the channel is subscribed on reconnect.
+            with contextlib.suppress(WebSocketException):
+                await ws.send(_subscribe(sub.key))
+
+    async def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        opts = self.pool.options
+        backoff = Backoff(opts.backoff_initial, opts.backoff_max)
+        try:
+            while not stop.is_set() and self.subs:
+                self.info.state = "connecting"
+                if not await until_stopped(stop, self.pool.pacer.acquire()):
+                    break
+                started = time.monotonic()
+                delay: float | None = None
+                try:
+                    await self._connect_and_read(stop)
+                except _Restart:
+                    delay = 0.0
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    self.info.last_error = f"handshake refused: HTTP {status}"
+                    if status == 429:
+                        self.pool.pacer.penalize()
+                except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as exc:
+                    self.info.last_error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    self._ws = None
+                    self._subscribing = False
+                    self._pending.clear()
+                    self._chan.clear()
+                if stop.is_set():
+                    break
+                self.info.reconnects += 1
+                if time.monotonic() - started >= opts.healthy_after:
+                    backoff.reset()
+                if delay is None:
+                    delay = backoff.next()
+                log.warning(
+                    "WebSocket connection %d lost (%s); reconnecting in %.1f s",
+                    self.info.id, self.info.last_error or "closed", delay,
+                )
+                self.info.state = "backoff"
+                if delay > 0 and not await until_stopped(stop, asyncio.sleep(delay)):
+                    break
+        finally:
+            self.info.state = "closed"
+
+    async def _connect_and_read(self, stop: asyncio.Event) -> None:
+        opts = self.pool.options
+        async with connect(
+            opts.url,
+            open_timeout=opts.open_timeout,
+            close_timeout=opts.close_timeout,
+            # Liveness is Bitfinex's own heartbeat; library pings would also time out while
+            # this reader is held back by a full queue (backpressure), which is not death.
+            ping_interval=None,
+            compression=None,
+            max_size=16 * 1024 * 1024,
+        ) as ws:
+            self._ws = ws
+            if stop.is_set():
+                return
+            self.info.connected_since_ms = _now_ms()
+            self._paused_since = None
+            self._acked = []
+            await self._handshake(ws)
+            await self._subscribe_all(ws)
+            await self._read(ws)
+
+    async def _recv(self, ws: ClientConnection, seconds: float) -> str:
+        async with asyncio.timeout(seconds):
+            raw = await ws.recv()
+        self.info.messages += 1
+        self.info.last_message_ms = _now_ms()
+        return raw if isinstance(raw, str) else raw.decode()
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        event = parse_ws_message(await self._recv(ws, self.pool.options.open_timeout))
+        if not isinstance(event, InfoEvent) or event.version != 2:
+            raise ProtocolViolation(f"expected info event with version 2, got {event!r}")
+        # Flags 0: numbers as JSON numbers, no sequence numbers; candles need nothing more.
+        await ws.send(json.dumps({"event": "conf", "flags": 0}))
+
+    def _want_answer(self, key: str) -> None:
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.add(key)
+
+    async def _subscribe_all(self, ws: ClientConnection) -> None:
+        self._chan.clear()
+        self.info.state = "connecting"
+        keys = list(self.subs)
+        for key in keys:
+            self._want_answer(key)
+        # From here on a channel moved to this shard is subscribed by `add` itself.
+        self._subscribing = True
+        for key in keys:
+            await ws.send(_subscribe(key))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        opts = self.pool.options
+        while True:
+            if self._paused_since is not None:
+                timeout = self._paused_since + opts.maintenance_timeout - time.monotonic()
+            else:
+                timeout = opts.heartbeat_timeout
+            subscribe_deadline = self._pending_since + opts.subscribe_timeout
+            if self._pending:
+                timeout = min(timeout, subscribe_deadline - time.monotonic())
+            try:
+                raw = await self._recv(ws, max(timeout, 0.0))
+            except TimeoutError:
+                if self._pending and time.monotonic() >= subscribe_deadline:
+                    raise ProtocolViolation(
+                        f"no answer to subscriptions {sorted(self._pending)}"
+                    ) from None
+                raise TimeoutError("no message within the heartbeat timeout") from None
+            await self._handle(ws, raw)
+            if not self._pending and (self._acked or self.info.state == "connecting"):
+                self._became_ready()
+
+    def _became_ready(self) -> None:
+        self.info.state = "paused" if self._paused_since is not None else "subscribed"
+        series, self._acked = self._acked, []
+        log.info(
+            "WebSocket connection %d subscribed to %d channels (%d new)",
+            self.info.id, len(self._chan), len(series),
+        )
+        if series:
+            self.pool.on_ready(self.info.id, series)
+
+    async def _handle(self, ws: ClientConnection, raw: str) -> None:
+        event = parse_ws_message(raw)
+        if isinstance(event, (CandleUpdate, CandleSnapshot)):
+            await self._candles(event)
+        elif isinstance(event, SubscribedEvent):
+            sub = self.subs.get(event.key) if event.key else None
+            if sub is not None:
+                self._chan[event.chan_id] = sub
+                self._acked.append(sub.series)
+                self._pending.discard(event.key)
+        elif isinstance(event, ErrorEvent):
+            await self._error(event)
+        elif isinstance(event, InfoEvent):
+            await self._info(ws, event)
+        elif isinstance(event, UnsubscribedEvent):
+            self._chan.pop(event.chan_id, None)
+
+    async def _candles(self, event: CandleUpdate | CandleSnapshot) -> None:
+        sub = self._chan.get(event.chan_id)
+        if sub is None:
+            return  # a channel we just unsubscribed, or one never ours
+        now_ms = self.pool.options.clock_ms()
+        received_at = time.monotonic()
+        rows = event.rows if isinstance(event, CandleSnapshot) else [event.row]
+        candles: list[Candle] = []
+        symbol, timeframe = sub.series.symbol, sub.series.timeframe
+        for row in rows:
+            try:
+                candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
+            except MarketDataError as exc:
+                log.warning("Unusable candle row on %s: %s (%s)", sub.series, row, exc)
+        if not candles:
+            return
+        # Snapshots come newest first; everything downstream wants time order.
+        candles.sort(key=lambda c: c.ts)
+        await self.pool.deliver(
+            CandleFrame(
+                series=sub.series,
+                candles=tuple(candles),
+                snapshot=isinstance(event, CandleSnapshot),
+                received_ms=now_ms,
+                received_at=received_at,
+                shard_id=self.info.id,
+            )
+        )
+
+    async def _error(self, event: ErrorEvent) -> None:
+        sub = self.subs.get(event.key) if event.key else None
+        if sub is None:
+            log.warning("WebSocket connection %d: error %s %s", self.info.id, event.code, event.msg)
+            return
+        self._pending.discard(sub.key)
+        if event.code == ERR_ALREADY_SUBSCRIBED and event.chan_id is not None:
+            self._chan[event.chan_id] = sub
+            self._acked.append(sub.series)
+        elif event.code == ERR_CHANNEL_LIMIT:
+            self.capacity = max(1, len(self._chan))
+            del self.subs[sub.key]
+            self._sync_info()
+            await self.pool.relocate(sub, self)
+        else:
+            del self.subs[sub.key]
+            self._sync_info()
+            self.pool.report_failed(sub, f"error {event.code}: {event.msg}")
+
+    async def _info(self, ws: ClientConnection, event: InfoEvent) -> None:
+        if event.code == CODE_RESTART:
+            log.warning("WebSocket connection %d: server restarting (20051)", self.info.id)
+            raise _Restart
+        if event.code == CODE_MAINTENANCE_START:
+            log.warning("WebSocket connection %d: maintenance started (20060)", self.info.id)
+            self._paused_since = time.monotonic()
+            self.info.state = "paused"
+        elif event.code == CODE_MAINTENANCE_END:
+            log.info("WebSocket connection %d: maintenance ended (20061), resubscribing",
+                     self.info.id)
+            self._paused_since = None
+            for chan_id in list(self._chan):
+                await ws.send(json.dumps({"event": "unsubscribe", "chanId": chan_id}))
+            await self._subscribe_all(ws)
+
+
+def _subscribe(key: str) -> str:
+    return json.dumps({"event": "subscribe", "channel": "candles", "key": key})

@@ -1,0 +1,379 @@
+"""Paged, resumable history: walks each native series forward with the fewest requests Bitfinex
+allows, then rebuilds the derived series (4h from 1h) over the range.
+
+Per series the range is [start, end) with start = now - BACKFILL_DAYS aligned (never older than
+the timeframe's retention or the store's retention horizon). What is already known is not fetched
+again: the span from the first stored candle to the last stored *final* one, and every range the
+exchange already answered empty (recorded in the store). Each remaining window is walked with
+`sort=1`, explicit `start`/`end` and `limit=10000`; the next page starts one period after the last
+row returned, and a short page ends the window. While one page is written the next is already
+being fetched (one page ahead, no more), so the database and the exchange work at the same time.
+
+When a walk's first row is later than the window start, the exchange has said nothing traded
+before it: [window start, first row) is recorded empty. That is how a recently listed pair stops
+at its first candle and why a rerun does not walk the pre-listing range again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from market_data.config import Settings
+from market_data.errors import MarketDataError, UnknownSymbol
+from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.models import JobStatus, JobType, SeriesKey
+from market_data.rate_limiter import Priority
+from market_data.services.sink import CandleSink
+from market_data.storage.base import Store
+from market_data.timeframes import (
+    DAY_MS,
+    align,
+    format_log_ts,
+    is_native,
+    next_open,
+    previous_open,
+    source_of,
+)
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 10_000
+SOURCE = "backfill"
+
+
+@dataclass(slots=True)
+class SeriesProgress:
+    """Live state of one series, for the CLI's progress bars and /status."""
+
+    symbol: str
+    timeframe: str
+    state: str = "pending"  # pending, running, success, failed, cancelled, skipped
+    candles: int = 0  # rows written (changed or new)
+    fetched: int = 0  # rows received from the exchange
+    rejected: int = 0  # rows refused by the parser or the store
+    requests: int = 0
+    rate_limit_waits: int = 0
+    total_ms: int = 0  # time span to walk
+    done_ms: int = 0  # time span walked so far
+    started: float | None = None  # monotonic
+    finished: float | None = None
+    error: str | None = None
+
+    @property
+    def fraction(self) -> float:
+        if self.state in ("success", "skipped"):
+            return 1.0
+        return min(1.0, self.done_ms / self.total_ms) if self.total_ms else 0.0
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        if self.started is None or self.finished is not None or self.done_ms <= 0:
+            return None
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        return elapsed * max(0, self.total_ms - self.done_ms) / self.done_ms
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesResult:
+    symbol: str
+    timeframe: str
+    status: str  # success, failed, cancelled, skipped
+    candles: int
+    requests: int
+    rejected: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    results: list[SeriesResult] = field(default_factory=list)
+    unknown_symbols: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def failed(self) -> list[SeriesResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.unknown_symbols and not self.cancelled
+
+    @property
+    def candles(self) -> int:
+        return sum(r.candles for r in self.results)
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.results)
+
+
+def subtract(windows: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]]
+             ) -> list[tuple[int, int]]:
+    """Half-open windows minus half-open holes, ascending, empty pieces dropped."""
+    result = sorted(w for w in windows if w[0] < w[1])
+    for h_start, h_end in holes:
+        pieces: list[tuple[int, int]] = []
+        for w_start, w_end in result:
+            if h_end <= w_start or h_start >= w_end:
+                pieces.append((w_start, w_end))
+                continue
+            if w_start < h_start:
+                pieces.append((w_start, h_start))
+            if h_end < w_end:
+                pieces.append((h_end, w_end))
+        result = pieces
+    return result
+
+
+def _align_up(ts: int, tf: str) -> int:
+    start = align(ts, tf)
+    return start if start == ts else next_open(start, tf)
+
+
+def order_series(series: Sequence[SeriesKey]) -> tuple[list[SeriesKey], list[SeriesKey]]:
+    """(native series to fetch, sources of derived ones first; derived series to rebuild)."""
+    derived = list(dict.fromkeys(k for k in series if not is_native(k.timeframe)))
+    sources = {SeriesKey(k.symbol, source_of(k.timeframe)) for k in derived}
+    natives = list(dict.fromkeys(
+        [k for k in series if is_native(k.timeframe)] + [SeriesKey(k.symbol, source_of(
+            k.timeframe)) for k in derived]
+    ))
+    natives.sort(key=lambda k: k not in sources)  # stable: configured order otherwise
+    return natives, derived
+
+
+class BackfillService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        rest: BitfinexRest,
+        sink: CandleSink,
+        *,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._rest = rest
+        self._sink = sink
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self.progress: dict[SeriesKey, SeriesProgress] = {}
+        self._limited_seen = 0
+
+    async def run(
+        self,
+        series: Sequence[SeriesKey] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> BackfillReport:
+        """Backfill `series` (default: every configured one) over [start_ms, end_ms)."""
+        stop = stop or asyncio.Event()
+        wanted = list(series) if series is not None else self._settings.all_series()
+        natives, derived = order_series(wanted)
+        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in natives + derived}
+        report = BackfillReport()
+        now = self._clock()
+        end = now if end_ms is None else min(end_ms, now)
+        days_ms = round(self._settings.backfill_days * DAY_MS)
+        for key in natives:
+            if stop.is_set():
+                report.cancelled = True
+                self.progress[key].state = "cancelled"
+                continue
+            base = start_ms if start_ms is not None else now - days_ms
+            # A source starts at its derived series' period start: no partial first 4h candle.
+            start = min([align(base, key.timeframe)] + [
+                align(base, d.timeframe) for d in derived
+                if d.symbol == key.symbol and source_of(d.timeframe) == key.timeframe
+            ])
+            result = await self._run_native(key, start, end, now, stop)
+            report.results.append(result)
+            if result.status == "skipped" and key.symbol not in report.unknown_symbols:
+                report.unknown_symbols.append(key.symbol)
+            report.cancelled = report.cancelled or result.status == "cancelled"
+            # Rebuilt right after the source, even when it stopped early: what landed is
+            # aggregated now, the rest on the next run.
+            for dkey in (d for d in derived if d.symbol == key.symbol
+                         and source_of(d.timeframe) == key.timeframe):
+                if result.status == "skipped":
+                    self.progress[dkey].state = "skipped"
+                    continue
+                report.results.append(
+                    await self._run_derived(dkey, align(base, dkey.timeframe), end, now))
+        for key in derived:
+            if self.progress[key].state == "pending":
+                self.progress[key].state = "cancelled"
+        log.info(
+            "Backfill %s: %d candles in %d requests, %d series failed",
+            "cancelled" if report.cancelled else "complete",
+            report.candles, report.requests, len(report.failed),
+        )
+        return report
+
+    async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
+        lower = start
+        retention = self._settings.retention_ms(key.timeframe)
+        if retention is not None:
+            lower = max(lower, now - retention)
+        horizon = await self._store.get_retention_horizon(key)
+        if horizon is not None:
+            lower = max(lower, horizon)
+        return _align_up(lower, key.timeframe)
+
+    async def plan(self, key: SeriesKey, start: int, end: int, now: int) -> list[tuple[int, int]]:
+        """The windows still to fetch for `key` in [start, end)."""
+        lower = await self._lower_bound(key, start, now)
+        if lower >= end:
+            return []
+        windows = [(lower, end)]
+        first = await self._store.first_candle(key)
+        if first is not None:
+            last_final = await self._store.last_candle(key, final_only=True)
+            known_end = next_open(last_final.ts, key.timeframe) if last_final else first.ts
+            windows = subtract(windows, [(first.ts, known_end)])
+        if windows:
+            windows = subtract(windows, await self._store.empty_ranges(key, lower, end))
+        return windows
+
+    async def _run_native(
+        self, key: SeriesKey, start: int, end: int, now: int, stop: asyncio.Event
+    ) -> SeriesResult:
+        prog = self.progress[key]
+        prog.state, prog.started = "running", time.monotonic()
+        self._limited_seen = self._rest.limiter.stats.rate_limited
+        job_id = await self._store.create_job(JobType.BACKFILL, key.symbol, key.timeframe)
+        status, error = JobStatus.SUCCESS, None
+        try:
+            try:
+                pair = await self._rest.pair_for(key.symbol)
+            except UnknownSymbol as exc:
+                log.error("Backfill %s skipped: the exchange does not list %s", key, key.symbol)
+                status, error = JobStatus.FAILED, f"unknown symbol: {exc}"
+                prog.state = "skipped"
+            else:
+                windows = await self.plan(key, start, end, now)
+                prog.total_ms = sum(b - a for a, b in windows)
+                for window in windows:
+                    if not await self._walk(key, pair, window, now, job_id, stop):
+                        status = JobStatus.CANCELLED
+                        break
+        except MarketDataError as exc:
+            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("Backfill %s failed: %s", key, error)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._store.finish_job(
+                    job_id, JobStatus.CANCELLED, prog.candles, "interrupted"))
+            raise
+        self._count_waits(prog)
+        await self._store.finish_job(job_id, status, prog.candles, error)
+        prog.finished = time.monotonic()
+        if prog.state != "skipped":
+            prog.state = str(status)
+        prog.error = error
+        return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles,
+                            prog.requests, prog.rejected, error)
+
+    def _count_waits(self, prog: SeriesProgress) -> None:
+        # The limiter is shared by the process: 429s while this series runs are counted for it.
+        limited = self._rest.limiter.stats.rate_limited
+        prog.rate_limit_waits += limited - self._limited_seen
+        self._limited_seen = limited
+
+    async def _fetch(self, pair: str, key: SeriesKey, cursor: int, end: int) -> CandlePage:
+        return await self._rest.fetch_candles(
+            pair, key.timeframe, cursor, end - 1, limit=PAGE_LIMIT, sort=1,
+            priority=Priority.BULK,
+        )
+
+    async def _walk(
+        self, key: SeriesKey, pair: str, window: tuple[int, int], now: int, job_id: int,
+        stop: asyncio.Event,
+    ) -> bool:
+        """Walk one window forward; False when stopped before its end."""
+        prog = self.progress[key]
+        w_start, w_end = window
+        cursor = w_start
+        ahead: asyncio.Task[CandlePage] | None = asyncio.create_task(
+            self._fetch(pair, key, cursor, w_end))
+        first_page = True
+        try:
+            while ahead is not None:
+                page = await ahead
+                ahead = None
+                prog.requests += 1
+                self._count_waits(prog)
+                last_ts = page.max_ts
+                more = page.raw_count >= PAGE_LIMIT and last_ts is not None
+                next_cursor = next_open(last_ts, key.timeframe) if last_ts is not None else w_end
+                more = more and next_cursor < w_end
+                if more and not stop.is_set():
+                    ahead = asyncio.create_task(self._fetch(pair, key, next_cursor, w_end))
+                if first_page:
+                    await self._record_empty_head(key, cursor, page, w_end, now)
+                    first_page = False
+                await self._write(key, page)
+                walked_to = next_cursor if more else w_end
+                prog.done_ms += walked_to - cursor
+                cursor = walked_to
+                await self._store.update_job_progress(job_id, prog.candles)
+                if more and stop.is_set():
+                    return False
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MarketDataError):
+                    await ahead
+        return True
+
+    async def _record_empty_head(
+        self, key: SeriesKey, cursor: int, page: CandlePage, w_end: int, now: int
+    ) -> None:
+        """The exchange has nothing in [cursor, first row): remember it so no one asks again."""
+        first = page.min_ts
+        if first is None:
+            # Nothing at all in the window. The newest ended period is left out: the exchange
+            # may publish it a moment late, and an empty range is never looked at again.
+            first = min(w_end, previous_open(align(now, key.timeframe), key.timeframe))
+        if first > cursor:
+            await self._store.add_empty_ranges(key, [(cursor, first)])
+            log.info("Backfill %s: no candles before %s", key, format_log_ts(first))
+
+    async def _write(self, key: SeriesKey, page: CandlePage) -> None:
+        prog = self.progress[key]
+        prog.fetched += page.raw_count
+        if page.rejected_count:
+            # Already logged by the REST client; kept in quarantine for inspection.
+            prog.rejected += page.rejected_count
+            await self._sink.refuse(key, page.rejected, SOURCE, page.rejected_count)
+        if page.candles:
+            result = await self._sink.write(page.candles, SOURCE, derive=False)
+            prog.candles += result.written
+            prog.rejected += len(result.rejected)
+
+    async def _run_derived(self, key: SeriesKey, start: int, end: int, now: int) -> SeriesResult:
+        prog = self.progress[key]
+        prog.state, prog.started = "running", time.monotonic()
+        source = SeriesKey(key.symbol, source_of(key.timeframe))
+        job_id = await self._store.create_job(JobType.BACKFILL, key.symbol, key.timeframe)
+        status, error = JobStatus.SUCCESS, None
+        try:
+            lower = await self._lower_bound(key, start, now)
+            prog.total_ms = max(0, end - lower)
+            if lower < end:
+                result = await self._sink.derived.recompute(
+                    source, lower, end, timeframes=[key.timeframe], now_ms=self._clock())
+                prog.candles, prog.rejected = result.written, len(result.rejected)
+            prog.done_ms = prog.total_ms
+        except MarketDataError as exc:
+            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("Backfill %s failed: %s", key, error)
+        await self._store.finish_job(job_id, status, prog.candles, error)
+        prog.state, prog.error, prog.finished = str(status), error, time.monotonic()
+        return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles, 0,
+                            prog.rejected, error)

@@ -1,0 +1,248 @@
+"""Repairing recorded gaps: fetch from the exchange, upsert through the sink, close the gap.
+
+Slots the exchange answered for without a candle had no trades: they are recorded as empty ranges
+(never detected or fetched again) and a gap without any candle is closed as `empty`. Native gaps of
+one series whose span fits one exchange page share a request, so a thin pair's many small gaps
+cost a few requests, not one each. A derived gap (4h) is rebuilt from its source (1h): recomputed
+when the stored source covers it, otherwise the missing source range is fetched first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from market_data import timeframes as tfm
+from market_data.errors import MarketDataError, StorageError, StorageUnavailable
+from market_data.models import Candle, Gap, SeriesKey
+from market_data.rate_limiter import Priority
+from market_data.services.gap_detection import Range, missing_runs
+from market_data.storage.base import Store
+
+if TYPE_CHECKING:
+    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.services.sink import CandleSink
+
+log = logging.getLogger("market_data.services.gap_repair")
+
+PAGE_LIMIT = 10_000  # Bitfinex's maximum candles per request
+_LOG_EACH = 50  # per-gap INFO lines per run; the rest go to DEBUG
+_MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed repairs back off: 1, 2, 4, 8 minutes, then `failed` and every 6 hours."""
+
+    max_attempts: int = 5
+    base_backoff_ms: int = 60_000
+    max_backoff_ms: int = 3_600_000
+    failed_retry_ms: int = 6 * tfm.HOUR_MS
+    urgent_window_ms: int = tfm.DAY_MS  # gaps this recent are fetched with URGENT priority
+
+    def next_attempt(self, attempts: int, now_ms: int) -> tuple[int, bool]:
+        """(next attempt time, failed?) after the `attempts`-th failed attempt."""
+        if attempts >= self.max_attempts:
+            return now_ms + self.failed_retry_ms, True
+        delay = min(self.max_backoff_ms, self.base_backoff_ms * 2 ** max(0, attempts - 1))
+        return now_ms + delay, False
+
+
+@dataclass(slots=True)
+class RepairReport:
+    attempted: int = 0
+    repaired: int = 0  # closed with candles
+    empty: int = 0  # closed as empty: the exchange had no trades there
+    failures: int = 0
+    candles: int = 0
+    requests: int = 0  # exchange requests made
+    open_gaps: int = 0
+    errors: list[str] = field(default_factory=list)  # the first few, for the job row
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.repaired} repaired, {self.empty} empty, {self.failures} failures, "
+            f"{self.candles} candles, open_gaps={self.open_gaps}"
+        )
+
+
+def span(start: int, end: int) -> str:
+    return f"from {tfm.format_log_ts(start)} to {tfm.format_log_ts(end)}"
+
+
+def clusters(gaps: Sequence[Gap], max_span_ms: int) -> list[list[Gap]]:
+    """Group one series' gaps into runs whose whole span fits one exchange page; newest first."""
+    groups: list[list[Gap]] = []
+    for gap in sorted(gaps, key=lambda g: g.gap_start):
+        current = groups[-1] if groups else None
+        if current and gap.gap_end - current[0].gap_start <= max_span_ms:
+            current.append(gap)
+        else:
+            groups.append([gap])
+    groups.sort(key=lambda c: c[-1].gap_start, reverse=True)
+    return groups
+
+
+class GapRepairer:
+    def __init__(
+        self,
+        store: Store,
+        rest: BitfinexRest,
+        sink: CandleSink,
+        derived: set[SeriesKey],
+        clock: Callable[[], int],
+        policy: RetryPolicy,
+    ) -> None:
+        self._store = store
+        self._rest = rest
+        self._sink = sink
+        self._derived = derived
+        self._clock = clock
+        self.policy = policy
+
+    async def repair(self, gaps: Sequence[Gap], report: RepairReport) -> None:
+        """Repair `gaps` (newest first). Exchange failures are recorded on the gaps; storage
+        errors propagate (the run cannot go on without its database)."""
+        native: dict[tuple[SeriesKey, Priority], list[Gap]] = {}
+        for gap in gaps:
+            if gap.series in self._derived:
+                await self._guarded([gap], report, self._repair_derived(gap, report))
+            else:
+                native.setdefault((gap.series, self._priority(gap)), []).append(gap)
+        # Recent gaps go first, and alone: an urgent request carries no older work with it.
+        for (series, priority), group in sorted(native.items(), key=lambda kv: kv[0][1]):
+            step = tfm.nominal_ms(series.timeframe)
+            for cluster in clusters(group, step * PAGE_LIMIT):
+                work = self._repair_cluster(series, cluster, priority, report)
+                await self._guarded(cluster, report, work)
+
+    async def _guarded(
+        self, gaps: list[Gap], report: RepairReport, work: Coroutine[Any, Any, None]
+    ) -> None:
+        try:
+            await work
+        except (StorageUnavailable, StorageError):
+            raise
+        except MarketDataError as exc:
+            await self._record_failures(gaps, exc, report)
+
+    async def _record_failures(
+        self, gaps: Sequence[Gap], exc: MarketDataError, report: RepairReport
+    ) -> None:
+        now = self._clock()
+        message = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+        for gap in gaps:
+            attempts = gap.attempts + 1
+            next_at, failed = self.policy.next_attempt(attempts, now)
+            await self._store.record_gap_failure(gap.id, message, next_at, failed)
+            report.attempted += 1
+            report.failures += 1
+            state = "marked failed, next attempt in" if failed else "next attempt in"
+            log.warning(
+                "Gap repair failed: %s/%s %s (attempt %d, %s %.0f min): %s",
+                gap.symbol, gap.timeframe, span(gap.gap_start, gap.gap_end), attempts, state,
+                (next_at - now) / tfm.MINUTE_MS, message,
+            )
+        if len(report.errors) < 3:
+            report.errors.append(message)
+
+    def _priority(self, gap: Gap) -> Priority:
+        recent = self._clock() - gap.gap_end <= self.policy.urgent_window_ms
+        return Priority.URGENT if recent else Priority.NORMAL
+
+    async def _fetch(
+        self, series: SeriesKey, start: int, end: int, priority: Priority, report: RepairReport
+    ) -> tuple[list[Candle], set[int]]:
+        """Candles of a native series in [start, end), paging forward, and the open times the
+        exchange sent rows for (rejected rows included: their slots are not empty)."""
+        tf = series.timeframe
+        pair = await self._rest.pair_for(series.symbol)
+        candles: list[Candle] = []
+        answered: set[int] = set()
+        cursor = start
+        while cursor < end:
+            page = await self._rest.fetch_candles(
+                pair, tf, cursor, end - 1, limit=PAGE_LIMIT, sort=1, priority=priority,
+                now_ms=self._clock(),
+            )
+            report.requests += 1
+            rows = [c for c in page.candles if start <= c.ts < end]
+            candles.extend(rows)
+            answered.update(c.ts for c in rows)
+            answered.update(r.ts for r in page.rejected if r.ts is not None)
+            if page.raw_count < PAGE_LIMIT or page.max_ts is None:
+                break
+            cursor = tfm.next_open(page.max_ts, tf)
+        return candles, answered
+
+    async def _repair_cluster(
+        self, series: SeriesKey, cluster: list[Gap], priority: Priority, report: RepairReport
+    ) -> None:
+        start = min(g.gap_start for g in cluster)
+        end = max(g.gap_end for g in cluster)
+        for gap in cluster:
+            self._log(report, "Repairing gap: %s/%s %s", gap.symbol, gap.timeframe,
+                      span(gap.gap_start, gap.gap_end))
+        fetched, answered = await self._fetch(series, start, end, priority, report)
+        wanted = [c for c in fetched if any(g.gap_start <= c.ts < g.gap_end for g in cluster)]
+        if wanted:
+            await self._sink.write(wanted, source="gap_repair")
+        for gap in cluster:
+            got = sum(1 for c in wanted if gap.gap_start <= c.ts < gap.gap_end)
+            expected = tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe)
+            await self._close(gap, got, missing_runs(expected, answered, series.timeframe), report)
+
+    async def _repair_derived(self, gap: Gap, report: RepairReport) -> None:
+        series = gap.series
+        source = SeriesKey(series.symbol, tfm.source_of(series.timeframe))
+        self._log(report, "Repairing gap: %s/%s %s", gap.symbol, gap.timeframe,
+                  span(gap.gap_start, gap.gap_end))
+        stored = set(await self._store.open_times_in_range(source, gap.gap_start, gap.gap_end))
+        expected = tfm.expected_opens(gap.gap_start, gap.gap_end, source.timeframe)
+        holes = missing_runs(expected, stored, source.timeframe)
+        known = await self._store.empty_ranges(source, gap.gap_start, gap.gap_end)
+        holes = [h for h in holes if not any(k[0] <= h[0] and h[1] <= k[1] for k in known)]
+        if holes:
+            # The source has a hole here too: repairing the source repairs the derived period.
+            lo, hi = holes[0][0], holes[-1][1]
+            fetched, answered = await self._fetch(source, lo, hi, self._priority(gap), report)
+            if fetched:
+                await self._sink.write(fetched, source="gap_repair")
+            empty = missing_runs(
+                tfm.expected_opens(lo, hi, source.timeframe), answered | stored, source.timeframe
+            )
+            if empty:
+                await self._store.add_empty_ranges(source, empty)
+        await self._sink.derived.recompute(
+            source, gap.gap_start, gap.gap_end, timeframes=[series.timeframe],
+            now_ms=self._clock(),
+        )
+        rebuilt = set(await self._store.open_times_in_range(series, gap.gap_start, gap.gap_end))
+        expected = tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe)
+        await self._close(gap, len(rebuilt), missing_runs(expected, rebuilt, series.timeframe),
+                          report)
+
+    async def _close(
+        self, gap: Gap, candles: int, empty: list[Range], report: RepairReport
+    ) -> None:
+        if empty:
+            await self._store.add_empty_ranges(gap.series, empty)
+        status = "repaired" if candles else "empty"
+        await self._store.close_gap(gap.id, status, candles, self._clock())
+        report.attempted += 1
+        report.candles += candles
+        if candles:
+            report.repaired += 1
+            self._log(report, "Repaired gap with %d candles", candles)
+        else:
+            report.empty += 1
+            self._log(report, "Gap closed as empty (no trades on the exchange): %s/%s %s",
+                      gap.symbol, gap.timeframe, span(gap.gap_start, gap.gap_end))
+
+    @staticmethod
+    def _log(report: RepairReport, message: str, *args: object) -> None:
+        log.log(logging.INFO if report.attempted < _LOG_EACH else logging.DEBUG, message, *args)
+

@@ -1,0 +1,112 @@
+"""Retention cleanup: drop candles older than `RETENTION_<TF>` days, per timeframe.
+
+Deletes run in bounded batches (each its own short transaction, `store.delete_candles_before`) so
+no huge delete holds the table. Gap rows that fall out of retention go too, and the series'
+retention horizon is recorded so that neither gap detection nor the backfill fetches the purged
+range again. Every stored series counts, configured or not, derived ones included; a timeframe
+without a retention setting is kept forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from market_data import timeframes as tfm
+from market_data.errors import MarketDataError
+from market_data.models import JobType, SeriesKey
+from market_data.storage.base import Store
+
+if TYPE_CHECKING:
+    from market_data.config import Settings
+
+log = logging.getLogger(__name__)
+
+DELETE_BATCH = 10_000  # rows per delete transaction
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class RetentionStats:
+    runs: int = 0
+    deleted_total: int = 0
+    last_deleted: int | None = None
+    last_run_ms: int | None = None
+    last_seconds: float | None = None
+    deleted_by_timeframe: dict[str, int] = field(default_factory=dict)
+
+
+def cutoff_ms(now_ms: int, retention_ms: int, timeframe: str) -> int:
+    """First open time kept: candles opening before `now - retention` go (aligned up, so the
+    horizon is a period boundary)."""
+    raw = now_ms - retention_ms
+    aligned = tfm.align(raw, timeframe)
+    return aligned if aligned == raw else tfm.next_open(aligned, timeframe)
+
+
+class RetentionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], int] = _wall_ms,
+        batch_size: int = DELETE_BATCH,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._batch_size = batch_size
+        self.stats = RetentionStats()
+
+    async def _series(self) -> list[SeriesKey]:
+        stored = [SeriesKey(s.symbol, s.timeframe) for s in await self._store.series_stats()]
+        return list(dict.fromkeys(stored + self._settings.all_series()))
+
+    async def run_once(self) -> int:
+        """One cleanup: returns the number of candles deleted."""
+        started = time.perf_counter()
+        job_id = await self._store.create_job(JobType.CLEANUP)
+        deleted = 0
+        by_tf: dict[str, int] = {}
+        try:
+            now = self._clock()
+            for series in await self._series():
+                retention = self._settings.retention_ms(series.timeframe)
+                if retention is None:
+                    continue
+                cutoff = cutoff_ms(now, retention, series.timeframe)
+                # Horizon first: a backfill running meanwhile must not refill what goes now.
+                await self._store.set_retention_horizon(series, cutoff)
+                count = await self._store.delete_candles_before(series, cutoff, self._batch_size)
+                await self._store.delete_gaps_before(series, cutoff)
+                deleted += count
+                by_tf[series.timeframe] = by_tf.get(series.timeframe, 0) + count
+        except BaseException as exc:
+            status = "failed" if isinstance(exc, Exception) else "cancelled"
+            try:
+                message = f"{type(exc).__name__}: {exc}"
+                await self._store.finish_job(job_id, status, deleted, message)
+            except MarketDataError:
+                log.warning("Could not record the end of job %d", job_id)
+            raise
+        seconds = time.perf_counter() - started
+        detail = ", ".join(f"{tf}: {n}" for tf, n in sorted(by_tf.items()) if n)
+        log.info("Deleted %d old candles%s in %.1f s", deleted, f" ({detail})" if detail else "",
+                 seconds)
+        st = self.stats
+        st.runs += 1
+        st.deleted_total += deleted
+        st.last_deleted = deleted
+        st.last_run_ms = self._clock()
+        st.last_seconds = seconds
+        for tf, n in by_tf.items():
+            st.deleted_by_timeframe[tf] = st.deleted_by_timeframe.get(tf, 0) + n
+        await self._store.finish_job(job_id, "success", deleted)
+        return deleted

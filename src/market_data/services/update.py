@@ -1,0 +1,123 @@
+"""The REST update loop: the latest candles of every native series, a fallback for WebSocket.
+
+Each run asks the exchange for the newest `UPDATE_CANDLES` candles of each series (newest first,
+one request each, NORMAL priority through the rate limiter) and upserts them through the sink;
+the still-open candle is stored with final=False and replaced once it closes. Derived series
+follow through the sink. One `update` job per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from market_data import timeframes as tfm
+from market_data.errors import (
+    MarketDataError,
+    StorageError,
+    StorageUnavailable,
+    UnknownSymbol,
+)
+from market_data.models import JobType, SeriesKey
+from market_data.rate_limiter import Priority
+from market_data.storage.base import Store
+
+if TYPE_CHECKING:
+    from market_data.config import Settings
+    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.services.sink import CandleSink
+
+log = logging.getLogger(__name__)
+
+UPDATE_CANDLES = 10
+_MAX_ERROR_CHARS = 500
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class UpdateStats:
+    runs: int = 0
+    candles_written: int = 0
+    requests: int = 0
+    failures: int = 0
+    last_run_ms: int | None = None
+    last_error: str | None = None
+
+
+class UpdateService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        rest: BitfinexRest,
+        sink: CandleSink,
+        *,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._rest = rest
+        self._sink = sink
+        self._clock = clock
+        self._unknown: set[str] = set()  # symbols already reported as unlisted
+        self.stats = UpdateStats()
+
+    async def run_once(self) -> int:
+        """Fetch and upsert the latest candles of every native series; returns candles written."""
+        job_id = await self._store.create_job(JobType.UPDATE)
+        written = 0
+        errors: list[str] = []
+        series_list = self._settings.native_series()
+        try:
+            for series in series_list:
+                try:
+                    written += await self._update(series)
+                except (StorageUnavailable, StorageError):
+                    raise
+                except UnknownSymbol as exc:
+                    if series.symbol not in self._unknown:
+                        self._unknown.add(series.symbol)
+                        log.warning("Update skips %s: %s", series.symbol, exc)
+                except MarketDataError as exc:
+                    self.stats.failures += 1
+                    errors.append(f"{series}: {type(exc).__name__}: {exc}")
+                    log.warning("Update of %s failed: %s", series, exc)
+        except BaseException as exc:
+            status = "failed" if isinstance(exc, Exception) else "cancelled"
+            try:
+                message = f"{type(exc).__name__}: {exc}"
+                await self._store.finish_job(job_id, status, written, message)
+            except MarketDataError:
+                log.warning("Could not record the end of job %d", job_id)
+            raise
+        st = self.stats
+        st.runs += 1
+        st.candles_written += written
+        st.last_run_ms = self._clock()
+        st.last_error = errors[-1] if errors else None
+        failed_all = bool(errors) and len(errors) >= len(series_list)
+        error = "; ".join(errors)[:_MAX_ERROR_CHARS] or None
+        await self._store.finish_job(job_id, "failed" if failed_all else "success", written, error)
+        log.debug("Update wrote %d candles for %d series", written, len(series_list))
+        return written
+
+    async def _update(self, series: SeriesKey) -> int:
+        now = self._clock()
+        tf = series.timeframe
+        pair = await self._rest.pair_for(series.symbol)
+        start = now - UPDATE_CANDLES * tfm.nominal_ms(tf)
+        page = await self._rest.fetch_candles(
+            pair, tf, start, now, limit=UPDATE_CANDLES, sort=-1, priority=Priority.NORMAL,
+            now_ms=now,
+        )
+        self.stats.requests += 1
+        if not page.candles:
+            return 0
+        result = await self._sink.write(page.candles, source="update")
+        return result.written

@@ -1,0 +1,233 @@
+"""REST catch-up for the WebSocket stream: what a channel missed, and what it got wrong.
+
+- The first time a series is subscribed in this process: the last WS_CATCHUP_LOOKBACK_MINUTES.
+- After a reconnect or a maintenance resubscribe (URGENT): from the series' last final stored
+  candle (or the last verified one, whichever is older) to now.
+- Every `reconcile_seconds`, for each series where a period has closed since it was last
+  verified (NORMAL priority): the same window. A stream can lose an update without any visible
+  sign (Bitfinex re-sends a closed candle only sometimes), so a candle finalized from the stream
+  is checked once against REST. This costs one request per series per closed period at most.
+
+Each fetch is a `ws_catchup` job. Only closed candles (period ended plus a grace) are taken: the
+open one is the stream's. They go through the writer's queue, so the writer's view of finality
+stays whole, and the job is finished once the writer has committed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from market_data.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailable,
+    RateLimited,
+    StorageUnavailable,
+    UnknownSymbol,
+)
+from market_data.exchanges.bitfinex import REST_MAX_LIMIT
+from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex_ws import Backoff, until_stopped
+from market_data.models import JobStatus, JobType, SeriesKey
+from market_data.rate_limiter import Priority
+from market_data.services.ws_writer import CatchupBatch
+from market_data.storage.base import Store
+from market_data.timeframes import DAY_MS, MINUTE_MS, align, next_open, nominal_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CatchupStats:
+    runs: int = 0
+    failures: int = 0
+    candles: int = 0
+    queued: int = 0  # series waiting for a catch-up
+    last_run_ms: int | None = None
+
+
+class CatchUp:
+    def __init__(
+        self,
+        store: Store,
+        rest: BitfinexRest,
+        pairs: dict[SeriesKey, str],
+        enqueue: Callable[[CatchupBatch], Coroutine[Any, Any, None]],
+        *,
+        lookback_minutes: float,
+        grace_ms: int,
+        reconcile_seconds: float,
+        clock_ms: Callable[[], int],
+        retry_initial: float = 2.0,
+        retry_max: float = 60.0,
+    ) -> None:
+        self._retry_initial, self._retry_max = retry_initial, retry_max
+        self._store = store
+        self._rest = rest
+        self._pairs = pairs
+        self._enqueue = enqueue
+        self._lookback_ms = int(lookback_minutes * MINUTE_MS)
+        # Never reach back further than this; older holes are the gap repairer's.
+        self._max_window_ms = max(self._lookback_ms, DAY_MS)
+        self._grace_ms = grace_ms
+        self._reconcile_s = reconcile_seconds
+        self._clock_ms = clock_ms
+        self._wanted: dict[SeriesKey, tuple[float, Priority]] = {}  # -> (not before, priority)
+        self._backoff: dict[SeriesKey, Backoff] = {}
+        self._verified: dict[SeriesKey, int] = {}  # candles ending at or before are checked
+        self._wake = asyncio.Event()
+        self.stats = CatchupStats()
+
+    def request(self, _shard_id: int, series: list[SeriesKey]) -> None:
+        """A shard (re)subscribed these series: fetch what they may have missed, urgently."""
+        for key in series:
+            if key in self._pairs:
+                self._wanted[key] = (0.0, Priority.URGENT)
+        self.stats.queued = len(self._wanted)
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_reconcile = time.monotonic() + self._reconcile_s
+        while not stop.is_set():
+            now = time.monotonic()
+            if self._reconcile_s > 0 and now >= next_reconcile:
+                self._schedule_reconcile()
+                next_reconcile = now + self._reconcile_s
+            due = sorted(
+                (key for key, (at, _) in self._wanted.items() if at <= now),
+                key=lambda k: self._wanted[k][1],
+            )
+            if not due:
+                self._wake.clear()
+                wake_at = min((at for at, _ in self._wanted.values()), default=now + 3600.0)
+                if self._reconcile_s > 0:
+                    wake_at = min(wake_at, next_reconcile)
+                await until_stopped(stop, _wait_event(self._wake, wake_at - now))
+                continue
+            for key in due:
+                if stop.is_set():
+                    return
+                await self._one(key, stop)
+
+    def _schedule_reconcile(self) -> None:
+        settled = self._clock_ms() - self._grace_ms
+        for key, verified in self._verified.items():
+            if key not in self._wanted and align(settled, key.timeframe) > verified:
+                self._wanted[key] = (0.0, Priority.NORMAL)
+        self.stats.queued = len(self._wanted)
+
+    async def _one(self, series: SeriesKey, stop: asyncio.Event) -> None:
+        _, priority = self._wanted.pop(series, (0.0, Priority.NORMAL))
+        now_ms = self._clock_ms()
+        try:
+            start_ms = await self._window_start(series, now_ms)
+            job_id = await self._store.create_job(
+                JobType.WS_CATCHUP, series.symbol, series.timeframe
+            )
+        except StorageUnavailable as exc:
+            self._retry(series, priority, exc)
+            return
+        counted: list[int] = []
+
+        async def fetch() -> None:
+            counted.append(await self._fetch(series, start_ms, now_ms, priority, stop))
+
+        try:
+            await until_stopped(stop, fetch())
+        except (ExchangeUnavailable, RateLimited, StorageUnavailable) as exc:
+            await self._finish(job_id, JobStatus.FAILED, 0, str(exc))
+            self._retry(series, priority, exc)
+            return
+        except (ExchangeRequestError, UnknownSymbol) as exc:
+            await self._finish(job_id, JobStatus.FAILED, 0, str(exc))
+            self.stats.failures += 1
+            log.error("Catch-up for %s refused by the exchange: %s", series, exc)
+            return
+        fetched = counted[0] if counted else 0
+        if stop.is_set():
+            await self._finish(job_id, JobStatus.CANCELLED, fetched, "stopping")
+            return
+        self._verified[series] = max(self._verified.get(series, 0), now_ms - self._grace_ms)
+        self._backoff.pop(series, None)
+        self.stats.runs += 1
+        self.stats.candles += fetched
+        self.stats.last_run_ms = time.time_ns() // 1_000_000
+        self.stats.queued = len(self._wanted)
+        await self._finish(job_id, JobStatus.SUCCESS, fetched, None)
+        log.debug("Catch-up for %s: %d candles from %d", series, fetched, start_ms)
+
+    async def _window_start(self, series: SeriesKey, now_ms: int) -> int:
+        floor = max(0, now_ms - self._max_window_ms)
+        verified = self._verified.get(series)
+        if verified is None:
+            return max(0, now_ms - self._lookback_ms)
+        start = verified - nominal_ms(series.timeframe)
+        last = await self._store.last_candle(series, final_only=True)
+        if last is not None:
+            start = min(start, last.ts)
+        return max(floor, start)
+
+    async def _fetch(
+        self,
+        series: SeriesKey,
+        start_ms: int,
+        end_ms: int,
+        priority: Priority,
+        stop: asyncio.Event,
+    ) -> int:
+        """Fetch [start, end] page by page; return the candles received."""
+        pair = self._pairs[series]
+        fetched = 0
+        closed_before = end_ms - self._grace_ms
+        max_pages = 2 + (end_ms - start_ms) // (REST_MAX_LIMIT * nominal_ms(series.timeframe))
+        for _ in range(max_pages):
+            page = await self._rest.fetch_candles(
+                pair, series.timeframe, start_ms, end_ms,
+                limit=REST_MAX_LIMIT, sort=1, priority=priority, now_ms=end_ms,
+            )
+            fetched += len(page.candles)
+            closed = tuple(
+                c for c in page.candles if next_open(c.ts, c.timeframe) <= closed_before
+            )
+            if closed:
+                batch = CatchupBatch(closed, asyncio.get_running_loop().create_future())
+                if not await until_stopped(stop, self._enqueue(batch)):
+                    return fetched
+                if not await until_stopped(stop, _wait_future(batch.done)):
+                    return fetched
+            if page.raw_count < REST_MAX_LIMIT or page.max_ts is None:
+                break
+            start_ms = next_open(page.max_ts, series.timeframe)
+            if start_ms > end_ms:
+                break
+        return fetched
+
+    async def _finish(self, job_id: int, status: str, fetched: int, error: str | None) -> None:
+        try:
+            await self._store.finish_job(job_id, status, candles_fetched=fetched, last_error=error)
+        except StorageUnavailable as exc:
+            log.warning("Could not record the end of catch-up job %d: %s", job_id, exc)
+
+    def _retry(self, series: SeriesKey, priority: Priority, exc: Exception) -> None:
+        backoff = self._backoff.setdefault(series, Backoff(self._retry_initial, self._retry_max))
+        delay = backoff.next()
+        self.stats.failures += 1
+        self._wanted[series] = (time.monotonic() + delay, priority)
+        self.stats.queued = len(self._wanted)
+        log.warning("Catch-up for %s failed (%s); retrying in %.0f s", series, exc, delay)
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
+async def _wait_future(future: asyncio.Future[None]) -> None:
+    await asyncio.shield(future)

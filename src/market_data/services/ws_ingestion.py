@@ -1,0 +1,221 @@
+"""Live candles: WebSocket shards -> one bounded queue -> one batching writer -> the sink.
+
+    shard 1 ─┐                                  ┌─> CandleSink.write(source="ws")
+    shard 2 ─┼─> asyncio.Queue(bound) ─> writer ┤
+    catch-up ┘   (sockets wait when full)       └─> CandleSink.write(source="ws_catchup")
+
+Every part runs as a named task in one TaskGroup. Stopping is two-phase: when `stop` is set the
+shards close their sockets and the catch-up worker ends; once all of them are done an
+end-of-input marker is queued, and the writer flushes everything before returning.
+
+Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
+sink recomputes the derived candles their writes touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from market_data.config import Settings
+from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
+from market_data.exchanges.bitfinex import candle_key
+from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex_ws import (
+    Backoff,
+    CandleFrame,
+    ConnectionInfo,
+    ShardPool,
+    Subscription,
+    WsOptions,
+    until_stopped,
+)
+from market_data.models import SeriesKey
+from market_data.services.sink import CandleSink
+from market_data.services.ws_catchup import CatchUp, CatchupStats
+from market_data.services.ws_writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
+from market_data.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_SECONDS = 3.0
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class WsIngestionState:
+    """What /status and /metrics show; plain values, read at scrape time."""
+
+    queue_bound: int
+    queue_max_depth: int = 0
+    subscribed_series: int = 0
+    unknown_symbols: dict[str, str] = field(default_factory=dict)
+    writer: WriterStats = field(default_factory=WriterStats)
+    catchup: CatchupStats = field(default_factory=CatchupStats)
+    _queue: asyncio.Queue[QueueItem] | None = None
+    _pool: ShardPool | None = None
+
+    @property
+    def connections(self) -> list[ConnectionInfo]:
+        return self._pool.connections if self._pool is not None else []
+
+    @property
+    def failed_subscriptions(self) -> dict[str, str]:
+        """Series the exchange refused (10300 and the like), with the reason."""
+        if self._pool is None:
+            return {}
+        return {str(series): reason for series, reason in self._pool.failed.items()}
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def last_flush_ms(self) -> int | None:
+        return self.writer.last_flush_ms
+
+    @property
+    def candles_written(self) -> int:
+        return self.writer.candles_written
+
+    @property
+    def pending(self) -> int:
+        return self.writer.pending
+
+    @property
+    def db_outage(self) -> bool:
+        return self.writer.db_outage
+
+
+class WsIngestion:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        rest: BitfinexRest,
+        sink: CandleSink,
+        *,
+        queue_size: int | None = None,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        connections_per_minute: int = 18,
+        maintenance_timeout: float = 180.0,
+        shutdown_timeout: float = 5.0,
+        reconcile_seconds: float = 300.0,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._rest = rest
+        self._sink = sink
+        bound = queue_size or max(1_000, 20 * settings.ws_save_batch_size)
+        self._grace_seconds = grace_seconds
+        self._reconcile_seconds = reconcile_seconds
+        self._clock_ms = clock_ms or _wall_ms
+        self._options = WsOptions(
+            url=settings.bitfinex_ws_url,
+            clock_ms=self._clock_ms,
+            max_per_connection=settings.ws_max_subscriptions_per_connection,
+            heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
+            backoff_initial=settings.ws_reconnect_initial_backoff,
+            backoff_max=settings.ws_reconnect_max_backoff,
+            maintenance_timeout=max(maintenance_timeout, settings.ws_heartbeat_timeout_seconds),
+            healthy_after=max(10.0, 2 * settings.ws_reconnect_max_backoff),
+            connections_per_minute=connections_per_minute,
+        )
+        self._shutdown_timeout = shutdown_timeout
+        self.state = WsIngestionState(queue_bound=bound)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ingest until `stop` is set; returns once everything received is written."""
+        pairs = await self._resolve_pairs(stop)
+        if stop.is_set():
+            return
+        if not pairs:
+            log.warning("WebSocket ingestion has no series to subscribe to")
+            await stop.wait()
+            return
+        queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=self.state.queue_bound)
+        s = self.settings
+        writer = CandleWriter(
+            self._sink, queue,
+            batch_size=s.ws_save_batch_size,
+            flush_seconds=s.ws_save_flush_seconds,
+            grace_ms=int(self._grace_seconds * 1000),
+            clock_ms=self._clock_ms,
+            backoff_initial=max(0.1, s.ws_reconnect_initial_backoff),
+            backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
+            shutdown_timeout=self._shutdown_timeout,
+        )
+
+        async def enqueue(batch: CatchupBatch) -> None:
+            await queue.put(batch)
+
+        catchup = CatchUp(
+            self._store, self._rest, pairs, enqueue,
+            lookback_minutes=s.ws_catchup_lookback_minutes,
+            grace_ms=int(self._grace_seconds * 1000),
+            reconcile_seconds=self._reconcile_seconds,
+            clock_ms=self._clock_ms,
+            retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
+            retry_max=max(5.0, s.ws_reconnect_max_backoff),
+        )
+        subs = [Subscription(key, candle_key(pair, key.timeframe)) for key, pair in pairs.items()]
+        async def deliver(frame: CandleFrame) -> None:
+            await queue.put(frame)
+            depth = queue.qsize()
+            if depth > state.queue_max_depth:
+                state.queue_max_depth = depth
+
+        state = self.state
+        pool = ShardPool(self._options, subs, deliver, catchup.request)
+        state._queue, state._pool = queue, pool
+        state.writer, state.catchup = writer.stats, catchup.stats
+        state.subscribed_series = len(subs)
+        log.info(
+            "WebSocket ingestion: %d channels on %d connections",
+            len(subs), len(pool.shards),
+        )
+        catchup_done = asyncio.Event()
+
+        async def run_catchup() -> None:
+            try:
+                await catchup.run(stop)
+            finally:
+                catchup_done.set()
+
+        async def end_of_input() -> None:
+            await pool.closed.wait()
+            await catchup_done.wait()
+            await queue.put(None)
+
+        async with asyncio.TaskGroup() as tg:
+            pool.start(tg, stop)
+            tg.create_task(writer.run(), name="ws-writer")
+            tg.create_task(run_catchup(), name="ws-catchup")
+            tg.create_task(end_of_input(), name="ws-end-of-input")
+        log.info("WebSocket ingestion stopped; %d candles written", writer.stats.candles_written)
+
+    async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
+        """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
+        pairs: dict[SeriesKey, str] = {}
+        backoff = Backoff(1.0, 60.0)
+        for series in self.settings.native_series():
+            while not stop.is_set():
+                try:
+                    pairs[series] = await self._rest.pair_for(series.symbol)
+                    break
+                except UnknownSymbol as exc:
+                    self.state.unknown_symbols[series.symbol] = str(exc)
+                    log.error("Not subscribing %s: %s", series, exc)
+                    break
+                except (ExchangeUnavailable, RateLimited) as exc:
+                    delay = backoff.next()
+                    log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
+                    await until_stopped(stop, asyncio.sleep(delay))
+        return pairs

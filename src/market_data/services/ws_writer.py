@@ -1,0 +1,324 @@
+"""The one writer behind the WebSocket queue: finality, batching, and riding out database outages.
+
+Finality. Bitfinex never says a candle has closed. A candle is written final=False while its
+period runs and becomes final when a newer open time arrives on its series, or when its period
+has ended plus a grace (a timer rewrites it final=True with its last known values). Anything
+older than the newest open time seen (re-sent candles after a rollover, snapshot history, REST
+catch-up) is a correction and is written final, so a finalized period never gets a non-final
+state again.
+
+Batching. Rows are keyed (symbol, timeframe, ts); a newer state of the same candle replaces the
+buffered one. A batch is written when it reaches `batch_size` rows or its oldest row has waited
+`flush_seconds`. While the database is unreachable the buffer keeps absorbing the queue (one
+row per candle, so it grows with time, not with the update rate) and the write is retried with
+backoff; a hard cap stops draining, which pushes back on the sockets instead of losing data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from market_data.errors import StorageError, StorageUnavailable
+from market_data.exchanges.bitfinex_ws import Backoff, CandleFrame
+from market_data.models import Candle, SeriesKey
+from market_data.services.sink import CandleSink
+from market_data.timeframes import next_open
+
+log = logging.getLogger(__name__)
+
+RowKey = tuple[str, str, int]
+
+
+def _latency_bounds() -> tuple[float, ...]:
+    # 0.1 ms to ~2 min in 10 % steps: p99 within 10 % at any scale, 150 buckets.
+    return tuple(0.1 * 1.1**i for i in range(150))
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    """Update receive -> commit latency in milliseconds, fixed buckets (bounded memory)."""
+
+    bounds_ms: tuple[float, ...] = field(default_factory=_latency_bounds, repr=False)
+    counts: list[int] = field(default_factory=lambda: [0] * 151, repr=False)
+    total: int = 0
+    max_ms: float = 0.0
+
+    def observe(self, ms: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds_ms, ms)] += 1
+        self.total += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (None before any sample)."""
+        if self.total == 0:
+            return None
+        rank = max(1, math.ceil(q * self.total))
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return self.bounds_ms[index] if index < len(self.bounds_ms) else self.max_ms
+        return self.max_ms
+
+    def reset(self) -> None:
+        self.counts = [0] * (len(self.bounds_ms) + 1)
+        self.total = 0
+        self.max_ms = 0.0
+
+
+@dataclass(slots=True)
+class WriterStats:
+    updates: int = 0  # candle frames applied
+    candles_written: int = 0  # rows committed (after collapsing)
+    flushes: int = 0
+    last_flush_ms: int | None = None
+    pending: int = 0  # rows held in memory, not yet committed
+    db_outage: bool = False
+    outages: int = 0
+    failed_writes: int = 0
+    dropped_rows: int = 0  # refused by the database (StorageError) or lost at a forced stop
+    corrections: int = 0  # older candles re-sent after a rollover
+    finalized_by_rollover: int = 0
+    finalized_by_timer: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass(frozen=True, slots=True)
+class CatchupBatch:
+    """Closed candles fetched over REST; `done` resolves once they are committed."""
+
+    candles: tuple[Candle, ...]
+    done: asyncio.Future[None]
+
+
+QueueItem = CandleFrame | CatchupBatch | None  # None: no more input
+
+
+@dataclass(slots=True)
+class _Track:
+    latest: int | None = None  # newest open time seen on the series
+    open: Candle | None = None  # the newest candle while its period may still change
+    open_end_ms: int = 0  # when that period ends
+
+
+class CandleWriter:
+    def __init__(
+        self,
+        sink: CandleSink,
+        queue: asyncio.Queue[QueueItem],
+        *,
+        batch_size: int,
+        flush_seconds: float,
+        grace_ms: int,
+        clock_ms: Callable[[], int],
+        backoff_initial: float,
+        backoff_max: float,
+        pending_cap: int = 500_000,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self._sink = sink
+        self._queue = queue
+        self._batch_size = max(1, batch_size)
+        self._flush_seconds = max(0.0, flush_seconds)
+        self._grace_ms = grace_ms
+        self._clock_ms = clock_ms
+        self._tick = max(0.05, min(1.0, self._flush_seconds or 1.0))
+        self._pending_cap = max(self._batch_size, pending_cap)
+        self._shutdown_timeout = shutdown_timeout
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self.stats = WriterStats()
+        self._rows: dict[RowKey, tuple[Candle, str]] = {}
+        self._received: list[float] = []  # receive times of the buffered updates
+        self._waiters: list[asyncio.Future[None]] = []
+        self._tracks: dict[SeriesKey, _Track] = {}
+        self._first_at: float | None = None
+        self._retry_at: float | None = None
+
+    # the loop ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Write until the end-of-input marker, then flush what is left and return."""
+        queue = self._queue
+        next_tick = time.monotonic() + self._tick
+        while True:
+            now = time.monotonic()
+            if now >= next_tick:
+                self._finalize_due()
+                next_tick = now + self._tick
+            if self._flush_due(now):
+                await self._flush()
+                continue
+            if self._retry_at is not None and len(self._rows) >= self._pending_cap:
+                await asyncio.sleep(max(0.0, self._retry_at - now))
+                continue
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(max(0.0, self._deadline(next_tick) - now)):
+                        item = await queue.get()
+                except TimeoutError:
+                    continue
+            if item is None:
+                break
+            if isinstance(item, CandleFrame):
+                self._apply_frame(item)
+            else:
+                self._apply_catchup(item)
+            self.stats.pending = len(self._rows)
+        await self._final_flush()
+
+    def _deadline(self, next_tick: float) -> float:
+        deadline = next_tick
+        if self._retry_at is not None:
+            return min(deadline, self._retry_at)
+        if self._first_at is not None:
+            deadline = min(deadline, self._first_at + self._flush_seconds)
+        return deadline
+
+    def _flush_due(self, now: float) -> bool:
+        if not self._rows and not self._waiters:
+            return False
+        if self._retry_at is not None:
+            return now >= self._retry_at
+        if len(self._rows) >= self._batch_size or self._waiters:
+            # A catch-up worker waits for its rows: write them now.
+            return True
+        return self._first_at is not None and now >= self._first_at + self._flush_seconds
+
+    # finality --------------------------------------------------------------------------------
+    def _apply_frame(self, frame: CandleFrame) -> None:
+        self.stats.updates += 1
+        self._received.append(frame.received_at)
+        track = self._tracks.get(frame.series)
+        if track is None:
+            track = self._tracks[frame.series] = _Track()
+        now_ms = frame.received_ms
+        for candle in frame.candles:
+            if track.latest is None or candle.ts > track.latest:
+                if track.open is not None:
+                    self._put(_final(track.open), "ws")
+                    self.stats.finalized_by_rollover += 1
+                track.latest = candle.ts
+                self._open(track, candle, now_ms)
+            elif candle.ts == track.latest and track.open is not None:
+                self._open(track, candle, now_ms)
+            else:
+                if candle.ts < track.latest:
+                    self.stats.corrections += 1
+                self._put(_final(candle), "ws")
+
+    def _open(self, track: _Track, candle: Candle, now_ms: int) -> None:
+        end = next_open(candle.ts, candle.timeframe)
+        if end + self._grace_ms <= now_ms:
+            track.open = None
+            self._put(_final(candle), "ws")
+        else:
+            track.open, track.open_end_ms = candle, end
+            self._put(candle if not candle.final else replace(candle, final=False), "ws")
+
+    def _apply_catchup(self, batch: CatchupBatch) -> None:
+        self._waiters.append(batch.done)
+        for candle in batch.candles:
+            track = self._tracks.get(candle.series)
+            if track is None:
+                track = self._tracks[candle.series] = _Track()
+            if track.open is not None and track.open.ts <= candle.ts:
+                track.open = None
+            if track.latest is None or candle.ts > track.latest:
+                track.latest = candle.ts
+            self._put(_final(candle), "ws_catchup")
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+
+    def _finalize_due(self) -> None:
+        now_ms = self._clock_ms() - self._grace_ms
+        for track in self._tracks.values():
+            if track.open is not None and track.open_end_ms <= now_ms:
+                self._put(_final(track.open), "ws")
+                track.open = None
+                self.stats.finalized_by_timer += 1
+
+    def _put(self, candle: Candle, source: str) -> None:
+        key = (candle.symbol, candle.timeframe, candle.ts)
+        held = self._rows.get(key)
+        if held is not None and held[0].final and not candle.final:
+            return
+        self._rows[key] = (candle, source)
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+
+    # writing ---------------------------------------------------------------------------------
+    async def _flush(self) -> bool:
+        """Write every buffered row; False when the database is unreachable (rows kept)."""
+        rows = self._rows
+        by_source: dict[str, list[Candle]] = {}
+        for candle, source in rows.values():
+            by_source.setdefault(source, []).append(candle)
+        try:
+            for source, candles in by_source.items():
+                await self._sink.write(candles, source)
+        except StorageUnavailable as exc:
+            self._outage(exc)
+            return False
+        except StorageError as exc:
+            # Retrying a refused statement cannot succeed; keep the stream going.
+            self.stats.dropped_rows += len(rows)
+            log.error("Database refused %d WebSocket candles; dropped: %s", len(rows), exc)
+        committed = time.monotonic()
+        stats = self.stats
+        if stats.db_outage:
+            log.warning("Database reachable again; wrote %d buffered candles", len(rows))
+        stats.db_outage = False
+        stats.candles_written += len(rows)
+        stats.flushes += 1
+        stats.last_flush_ms = time.time_ns() // 1_000_000
+        latency = stats.latency
+        for received in self._received:
+            latency.observe((committed - received) * 1000.0)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._rows, self._received, self._waiters = {}, [], []
+        self._first_at = self._retry_at = None
+        stats.pending = 0
+        self._backoff.reset()
+        return True
+
+    def _outage(self, exc: Exception) -> None:
+        stats = self.stats
+        stats.failed_writes += 1
+        if not stats.db_outage:
+            stats.outages += 1
+            log.warning("Database unavailable (%s); buffering WebSocket candles in memory", exc)
+        stats.db_outage = True
+        stats.pending = len(self._rows)
+        self._retry_at = time.monotonic() + self._backoff.next()
+        if len(self._received) > 100_000:
+            # Latency samples only; the candles themselves stay buffered.
+            del self._received[:-100_000]
+
+    async def _final_flush(self) -> None:
+        deadline = time.monotonic() + self._shutdown_timeout
+        while self._rows or self._waiters:
+            if await self._flush():
+                return
+            wait = (self._retry_at or 0.0) - time.monotonic()
+            if time.monotonic() + wait > deadline:
+                self.stats.dropped_rows += len(self._rows)
+                log.error(
+                    "Stopping with the database unreachable: %d WebSocket candles not written",
+                    len(self._rows),
+                )
+                return
+            await asyncio.sleep(max(0.0, wait))
+
+
+def _final(candle: Candle) -> Candle:
+    return candle if candle.final else replace(candle, final=True)

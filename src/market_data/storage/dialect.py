@@ -1,0 +1,89 @@
+"""Where SQLite and PostgreSQL differ. Everything engine-specific lives behind this interface
+(`sqlite.py`, `postgres.py`); the store itself (`sql.py`) is written once for both. The one
+exception is how a time is stored, which the column type `tables.EpochMs` decides.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from market_data.storage.batches import SeriesBatch
+
+# A locked, error-translating transaction on the raw driver connection (see SqlBase._raw_write).
+RawTransaction = Callable[[], AbstractAsyncContextManager[Any]]
+
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "final")
+
+
+class Dialect(ABC):
+    name: ClassVar[str]
+    # Rows per transaction on the bulk path (the engines' measured sweet spots).
+    bulk_chunk_rows: ClassVar[int]
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.url = url
+        self.exchange = exchange
+
+    @abstractmethod
+    def create_engine(self) -> AsyncEngine:
+        """An engine whose connections are set up for this store (pragmas, timeouts)."""
+
+    def write_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """The engine to open write transactions on (SQLite begins them differently)."""
+        return engine
+
+    @abstractmethod
+    def write_lock(self) -> AbstractAsyncContextManager[object]:
+        """Held around every write transaction (SQLite has one writer; PostgreSQL many)."""
+
+    @abstractmethod
+    def raw_transaction(self, engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+        """One write transaction on the raw driver connection, yielding that connection."""
+
+    @abstractmethod
+    def insert(self, table: sa.Table) -> Any:
+        """This dialect's INSERT construct (with on_conflict_do_nothing / _do_update)."""
+
+    @abstractmethod
+    def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
+        """The larger of two non-null values."""
+
+    @abstractmethod
+    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
+        """A stored time column as epoch milliseconds, for arithmetic in SQL."""
+
+    async def prepare_migration(self, conn: AsyncConnection) -> None:  # noqa: B027
+        """Serialize migrations between processes (the default: the write lock suffices)."""
+
+    @abstractmethod
+    async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
+        """Upsert a small batch (all series) inside `raw`'s transaction; rows written.
+        Keeps series_stats exact in the same transaction."""
+
+    @abstractmethod
+    async def write_bulk(self, transaction: RawTransaction, batch: SeriesBatch) -> int:
+        """Upsert one series' chunk of up to bulk_chunk_rows, in transactions it opens with
+        `transaction()`; rows written. Keeps series_stats exact in the same transaction."""
+
+    async def after_write(self, engine: AsyncEngine, rows: int) -> None:  # noqa: B027
+        """Housekeeping after a write, outside the write lock (SQLite: WAL checkpoints)."""
+
+    async def checkpoint(self, engine: AsyncEngine) -> None:  # noqa: B027
+        """Fold the write-ahead log into the database file, when the engine has one to fold."""
+
+
+def dialect_for(url: str, exchange: str) -> Dialect:
+    """The dialect for an already normalized URL."""
+    if url.startswith("sqlite"):
+        from market_data.storage.sqlite import SqliteDialect
+
+        return SqliteDialect(url, exchange)
+    from market_data.storage.postgres import PostgresDialect
+
+    return PostgresDialect(url, exchange)

@@ -1,0 +1,205 @@
+"""PostgreSQL specifics: asyncpg fast paths, timestamptz times, advisory-locked migrations.
+
+Small batches (WebSocket flushes) are one statement: `unnest` arrays -> upsert -> per-series
+stats, all in one round trip. Bulk chunks (backfill pages) go by binary COPY: straight into
+`candles` when the chunk's range holds no row yet (first-time history, the common case), else
+into a temp staging table and one set-based upsert. Times travel as epoch-ms bigints and become
+timestamptz in SQL, except on the straight COPY, which needs datetimes.
+Upserts report `xmax = 0` for inserted rows, which is how the stats count stays exact.
+The temp table assumes session pooling (not a transaction-mode pgbouncer).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from market_data.storage.batches import SeriesBatch
+from market_data.storage.dialect import Dialect, RawTransaction
+from market_data.storage.tables import ms_to_datetime
+
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 300.0
+_MIGRATION_LOCK = 0x6D61726B  # pg_advisory_xact_lock key: one migrating process at a time
+
+_SET = """
+    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume, final = EXCLUDED.final
+WHERE (NOT c.final OR EXCLUDED.final)
+  AND (c.open, c.high, c.low, c.close, c.volume, c.final)
+      IS DISTINCT FROM
+      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
+       EXCLUDED.final)
+"""
+_STATS_SET = """
+ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET
+    candle_count = s.candle_count + EXCLUDED.candle_count,
+    first_ts = LEAST(s.first_ts, EXCLUDED.first_ts),
+    last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts),
+    last_final_ts = GREATEST(s.last_final_ts, EXCLUDED.last_final_ts)
+"""
+_COLUMNS = "exchange, symbol, timeframe, ts, open, high, low, close, volume, final"
+_STATS_COLUMNS = "exchange, symbol, timeframe, candle_count, first_ts, last_ts, last_final_ts"
+
+_SMALL = f"""
+WITH up AS (
+    INSERT INTO candles AS c ({_COLUMNS})
+    SELECT $1, i.symbol, i.timeframe, to_timestamp(i.ts::float8 / 1000),
+           i.open, i.high, i.low, i.close, i.volume, i.final
+    FROM unnest($2::text[], $3::text[], $4::int8[], $5::float8[], $6::float8[], $7::float8[],
+                $8::float8[], $9::float8[], $10::bool[])
+         AS i(symbol, timeframe, ts, open, high, low, close, volume, final)
+    ORDER BY i.symbol, i.timeframe, i.ts
+    ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET {_SET}
+    RETURNING c.symbol, c.timeframe, c.ts, c.final, (c.xmax = 0) AS inserted
+), stats AS (
+    INSERT INTO series_stats AS s ({_STATS_COLUMNS})
+    SELECT $1, symbol, timeframe, count(*) FILTER (WHERE inserted),
+           min(ts), max(ts), max(ts) FILTER (WHERE final)
+    FROM up GROUP BY symbol, timeframe ORDER BY symbol, timeframe
+    {_STATS_SET}
+)
+SELECT count(*) FROM up
+"""
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS candles_stage (
+    ts bigint, open float8, high float8, low float8, close float8, volume float8, final bool
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "final")
+_FROM_STAGE = f"""
+WITH up AS (
+    INSERT INTO candles AS c ({_COLUMNS})
+    SELECT $1, $2, $3, to_timestamp(i.ts::float8 / 1000),
+           i.open, i.high, i.low, i.close, i.volume, i.final
+    FROM candles_stage i
+    ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET {_SET}
+    RETURNING c.ts, c.final, (c.xmax = 0) AS inserted
+), stats AS (
+    INSERT INTO series_stats AS s ({_STATS_COLUMNS})
+    SELECT $1, $2, $3, count(*) FILTER (WHERE inserted),
+           min(ts), max(ts), max(ts) FILTER (WHERE final)
+    FROM up HAVING count(*) > 0
+    {_STATS_SET}
+)
+SELECT count(*) FROM up
+"""
+_ANY_IN_RANGE = """
+SELECT EXISTS (
+    SELECT 1 FROM candles
+    WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+      AND ts >= to_timestamp($4::float8 / 1000) AND ts <= to_timestamp($5::float8 / 1000)
+)
+"""
+_ADD_STATS = f"""
+INSERT INTO series_stats AS s ({_STATS_COLUMNS})
+VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000), to_timestamp($6::float8 / 1000),
+        to_timestamp($7::float8 / 1000))
+{_STATS_SET}
+"""
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    bulk_chunk_rows = 50_000
+
+    def __init__(self, url: str, exchange: str) -> None:
+        super().__init__(url, exchange)
+        self._staged: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def create_engine(self) -> AsyncEngine:
+        return create_async_engine(
+            self.url,
+            pool_size=5,
+            max_overflow=10,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={
+                "timeout": CONNECT_TIMEOUT_S,
+                "command_timeout": COMMAND_TIMEOUT_S,
+                "server_settings": {"application_name": "market-data"},
+            },
+        )
+
+    def write_lock(self) -> AbstractAsyncContextManager[object]:
+        return nullcontext()
+
+    @asynccontextmanager
+    async def raw_transaction(self, engine: AsyncEngine) -> AsyncIterator[Any]:
+        # SQLAlchemy's asyncpg adapter opens its transaction lazily, on its own first
+        # statement; talking to the driver directly, we open ours.
+        async with engine.connect() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            async with raw.transaction():
+                yield raw
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+    def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
+        return sa.func.greatest(a, b)
+
+    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
+        return sa.cast(sa.extract("epoch", column) * 1000, sa.BigInteger)
+
+    async def prepare_migration(self, conn: AsyncConnection) -> None:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+
+    async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        sym, tf, ts, o, h, lo, cl, v, fin = columns
+        for batch in batches:
+            n = len(batch.candles)
+            sym += [batch.symbol] * n
+            tf += [batch.timeframe] * n
+            for c in batch.candles:
+                ts.append(c.ts)
+                o.append(c.open)
+                h.append(c.high)
+                lo.append(c.low)
+                cl.append(c.close)
+                v.append(c.volume)
+                fin.append(c.final)
+        return int(await raw.fetchval(_SMALL, self.exchange, *columns))
+
+    async def write_bulk(self, transaction: RawTransaction, batch: SeriesBatch) -> int:
+        key = (self.exchange, batch.symbol, batch.timeframe)
+        async with transaction() as raw:
+            occupied = await raw.fetchval(_ANY_IN_RANGE, *key, batch.first_ts, batch.last_ts)
+            if not occupied:
+                try:
+                    return await self._copy_straight(raw, batch)
+                except asyncpg.exceptions.UniqueViolationError:
+                    pass  # someone wrote into the range since we looked: upsert instead
+            return await self._upsert_staged(raw, batch)
+
+    async def _copy_straight(self, raw: Any, batch: SeriesBatch) -> int:
+        ex, sym, tf = self.exchange, batch.symbol, batch.timeframe
+        records = [
+            (ex, sym, tf, ms_to_datetime(c.ts), c.open, c.high, c.low, c.close, c.volume, c.final)
+            for c in batch.candles
+        ]
+        async with raw.transaction():  # a savepoint: a conflict must not poison the outer one
+            await raw.copy_records_to_table("candles", records=records)
+        await raw.execute(
+            _ADD_STATS, ex, sym, tf, len(records), batch.first_ts, batch.last_ts,
+            batch.last_final_ts,
+        )
+        return len(records)
+
+    async def _upsert_staged(self, raw: Any, batch: SeriesBatch) -> int:
+        if raw not in self._staged:
+            await raw.execute(_STAGE)
+            self._staged.add(raw)
+        records = [
+            (c.ts, c.open, c.high, c.low, c.close, c.volume, c.final) for c in batch.candles
+        ]
+        await raw.copy_records_to_table("candles_stage", records=records, columns=_STAGE_COLUMNS)
+        return int(await raw.fetchval(_FROM_STAGE, self.exchange, batch.symbol, batch.timeframe))

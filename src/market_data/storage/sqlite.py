@@ -1,0 +1,193 @@
+"""SQLite specifics: WAL, one writer, raw-driver executemany upserts, manual WAL checkpoints.
+
+Times are INTEGER epoch ms. Every connection runs in WAL mode with synchronous=NORMAL and a 5 s
+busy timeout. The driver's implicit transactions are off; we emit BEGIN ourselves, IMMEDIATE
+for writes (so a write never fails halfway on a lock upgrade) and deferred for reads.
+Automatic WAL checkpoints are off because they land inside whichever commit crosses the
+threshold (the p99 of small flushes); `checkpoint()` runs them instead: the daemon calls it
+periodically, and the store itself after large writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from market_data.storage.batches import SeriesBatch
+from market_data.storage.dialect import Dialect, RawTransaction
+
+BUSY_TIMEOUT_MS = 5_000
+# Fold the WAL into the database once this many rows were written since the last checkpoint,
+# even if nobody calls checkpoint() (keeps the WAL file bounded).
+CHECKPOINT_EVERY_ROWS = 100_000
+WRITE_OPTION = "market_data_write"
+
+_UPSERT = """
+INSERT INTO candles (exchange, symbol, timeframe, ts, open, high, low, close, volume, final)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, final = excluded.final
+WHERE (NOT candles.final OR excluded.final)
+  AND (candles.open, candles.high, candles.low, candles.close, candles.volume, candles.final)
+      IS NOT (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume,
+              excluded.final)
+"""
+_STATS = """
+INSERT INTO series_stats AS s
+    (exchange, symbol, timeframe, candle_count, first_ts, last_ts, last_final_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET
+    candle_count = s.candle_count + excluded.candle_count,
+    first_ts = min(coalesce(s.first_ts, excluded.first_ts), excluded.first_ts),
+    last_ts = max(coalesce(s.last_ts, excluded.last_ts), excluded.last_ts),
+    last_final_ts = max(coalesce(s.last_final_ts, excluded.last_final_ts),
+                        coalesce(excluded.last_final_ts, s.last_final_ts))
+"""
+_COUNT_RANGE = """
+SELECT count(*) FROM candles
+WHERE exchange = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts <= ?
+"""
+# Row values in IN need a subquery; 3 parameters per key stays far below SQLite's 32766 limit
+# for the small batches this serves.
+_COUNT_KEYS = """
+SELECT symbol, timeframe, count(*) FROM candles
+WHERE exchange = ? AND (symbol, timeframe, ts) IN (VALUES {values})
+GROUP BY symbol, timeframe
+"""
+
+
+def _rows(exchange: str, batch: SeriesBatch) -> list[tuple[Any, ...]]:
+    sym, tf = batch.symbol, batch.timeframe
+    return [
+        (exchange, sym, tf, c.ts, c.open, c.high, c.low, c.close, c.volume, c.final)
+        for c in batch.candles
+    ]
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    bulk_chunk_rows = 5_000
+
+    def __init__(self, url: str, exchange: str) -> None:
+        super().__init__(url, exchange)
+        self._lock = asyncio.Lock()
+        self._rows_since_checkpoint = 0
+        self._checkpointing = asyncio.Lock()
+        self.last_checkpoint_s: float | None = None
+        self._write_engine: AsyncEngine | None = None
+        self._write_base: AsyncEngine | None = None
+
+    def create_engine(self) -> AsyncEngine:
+        engine = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_timeout=30)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            # We emit BEGIN ourselves (below); the driver's own would be deferred and late.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA wal_autocheckpoint = 0",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get(WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def write_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        if self._write_engine is None or self._write_base is not engine:
+            self._write_base = engine
+            self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        return self._write_engine
+
+    def write_lock(self) -> AbstractAsyncContextManager[object]:
+        return self._lock
+
+    @asynccontextmanager
+    async def raw_transaction(self, engine: AsyncEngine) -> AsyncIterator[Any]:
+        async with self.write_engine(engine).begin() as conn:
+            yield (await conn.get_raw_connection()).driver_connection
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
+    def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
+        return sa.func.max(a, b)
+
+    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
+        return sa.type_coerce(column, sa.BigInteger)
+
+    async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
+        keys: list[Any] = [self.exchange]
+        for batch in batches:
+            for candle in batch.candles:
+                keys += (batch.symbol, batch.timeframe, candle.ts)
+        values = ",".join(["(?, ?, ?)"] * ((len(keys) - 1) // 3))
+        async with raw.execute(_COUNT_KEYS.format(values=values), keys) as cursor:
+            existing = {(s, t): n for s, t, n in await cursor.fetchall()}
+        rows = [row for batch in batches for row in _rows(self.exchange, batch)]
+        async with raw.executemany(_UPSERT, rows) as cursor:
+            written = int(cursor.rowcount)
+        stats = [
+            (
+                self.exchange, b.symbol, b.timeframe,
+                len(b.candles) - existing.get((b.symbol, b.timeframe), 0),
+                b.first_ts, b.last_ts, b.last_final_ts,
+            )
+            for b in batches
+        ]
+        async with raw.executemany(_STATS, stats):
+            pass
+        self._rows_since_checkpoint += len(rows)
+        return written
+
+    async def write_bulk(self, transaction: RawTransaction, batch: SeriesBatch) -> int:
+        # The chunk is one series, ascending: counting its ts range before and after the upsert
+        # (two short index range scans) gives the number of new rows exactly.
+        bounds = (self.exchange, batch.symbol, batch.timeframe, batch.first_ts, batch.last_ts)
+        async with transaction() as raw:
+            async with raw.execute(_COUNT_RANGE, bounds) as cursor:
+                (before,) = await cursor.fetchone()
+            async with raw.executemany(_UPSERT, _rows(self.exchange, batch)) as cursor:
+                written = int(cursor.rowcount)
+            async with raw.execute(_COUNT_RANGE, bounds) as cursor:
+                (after,) = await cursor.fetchone()
+            new = after - before
+            stats = (*bounds[:3], new, batch.first_ts, batch.last_ts, batch.last_final_ts)
+            async with raw.execute(_STATS, stats):
+                pass
+        self._rows_since_checkpoint += len(batch.candles)
+        return written
+
+    async def after_write(self, engine: AsyncEngine, rows: int) -> None:
+        if self._rows_since_checkpoint >= CHECKPOINT_EVERY_ROWS:
+            await self.checkpoint(engine)
+
+    async def checkpoint(self, engine: AsyncEngine) -> None:
+        # PASSIVE never waits for readers or writers; what it cannot fold now, the next one will.
+        if self._checkpointing.locked():
+            return
+        async with self._checkpointing, engine.connect() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            self._rows_since_checkpoint = 0
+            async with raw.execute("PRAGMA wal_checkpoint(PASSIVE)"):
+                pass
+            self.last_checkpoint_s = time.monotonic()

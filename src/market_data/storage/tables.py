@@ -1,0 +1,168 @@
+"""The schema as SQLAlchemy Core tables (the migrations create exactly this).
+
+Times are `int` epoch ms in Python. `EpochMs` is the one place that decides how a time is
+stored: `timestamptz` on PostgreSQL (users query it with plain SQL), INTEGER epoch ms on SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+RAW_TEXT_LIMIT = 2000  # rejected_candles.raw is truncated to this many characters
+ERROR_TEXT_LIMIT = 2000  # last_error columns
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // _MS
+
+
+class EpochMs(sa.types.TypeDecorator[int]):
+    """An epoch-ms `int` in Python; `timestamptz` on PostgreSQL, INTEGER on SQLite."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.BigInteger())
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "postgresql":
+            return value
+        return ms_to_datetime(int(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return datetime_to_ms(value)
+        return int(value)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _series_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("exchange", sa.Text, nullable=False),
+        sa.Column("symbol", sa.Text, nullable=False),
+        sa.Column("timeframe", sa.Text, nullable=False),
+    ]
+
+
+candles = sa.Table(
+    "candles",
+    metadata,
+    *_series_columns(),
+    sa.Column("ts", EpochMs, nullable=False),
+    sa.Column("open", sa.Double, nullable=False),
+    sa.Column("high", sa.Double, nullable=False),
+    sa.Column("low", sa.Double, nullable=False),
+    sa.Column("close", sa.Double, nullable=False),
+    sa.Column("volume", sa.Double, nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "ts"),
+    # The key is the row: no separate rowid b-tree (29% smaller on SQLite, faster writes).
+    sqlite_with_rowid=False,
+)
+
+ingestion_jobs = sa.Table(
+    "ingestion_jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("exchange", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text),
+    sa.Column("timeframe", sa.Text),
+    sa.Column("job_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("started_at", EpochMs, nullable=False),
+    sa.Column("completed_at", EpochMs),
+    sa.Column("candles_fetched", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Index(None, "started_at"),
+    sa.Index(None, "status"),
+)
+
+data_gaps = sa.Table(
+    "data_gaps",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    *_series_columns(),
+    sa.Column("gap_start", EpochMs, nullable=False),
+    sa.Column("gap_end", EpochMs, nullable=False),
+    sa.Column("detected_at", EpochMs, nullable=False),
+    sa.Column("repaired_at", EpochMs),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("candles_repaired", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", EpochMs),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("exchange", "symbol", "timeframe", "gap_start"),
+    sa.Index(None, "status", "gap_start"),
+    sa.CheckConstraint(
+        "status IN ('open', 'repaired', 'empty', 'failed')", name="ck_data_gaps_status"
+    ),
+)
+
+series_stats = sa.Table(
+    "series_stats",
+    metadata,
+    *_series_columns(),
+    sa.Column("candle_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("first_ts", EpochMs),
+    sa.Column("last_ts", EpochMs),
+    sa.Column("last_final_ts", EpochMs),
+    sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe"),
+)
+
+empty_ranges = sa.Table(
+    "empty_ranges",
+    metadata,
+    *_series_columns(),
+    sa.Column("range_start", EpochMs, nullable=False),
+    sa.Column("range_end", EpochMs, nullable=False),
+    sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start"),
+)
+
+series_state = sa.Table(
+    "series_state",
+    metadata,
+    *_series_columns(),
+    sa.Column("detect_watermark", EpochMs),
+    sa.Column("retention_horizon", EpochMs),
+    sa.Column("detect_low", EpochMs),
+    sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe"),
+)
+
+rejected_candles = sa.Table(
+    "rejected_candles",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text),
+    sa.Column("timeframe", sa.Text),
+    sa.Column("ts", EpochMs),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("seen_at", EpochMs, nullable=False),
+)

@@ -1,0 +1,151 @@
+"""`market-data backfill` in a subprocess: exit codes, Ctrl-C, and a killed run that resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from market_data.models import SeriesKey
+from market_data.simulator import Simulator
+from market_data.storage.sql import open_store
+from market_data.timeframes import DAY_MS, align, next_open
+from tests.integration.test_backfill import (
+    assert_matches_truth,
+    backfill_service,
+    hist_requests,
+    make_settings,
+)
+
+CLI = [sys.executable, "-m", "market_data"]
+BTC = SeriesKey("BTCUSD", "1m")
+
+
+def cli_env(database_url: str, sim: Simulator, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETENTION_", "BITFINEX_"))}
+    env.update({
+        "DATABASE_URL": database_url,
+        "BITFINEX_REST_URL": sim.rest_url,
+        "BITFINEX_SYMBOLS": "BTCUSD",
+        "BITFINEX_TIMEFRAMES": "1h",
+        "RATE_LIMIT_DELAY": "0",
+        "RETENTION_1M": "0",
+        "LOG_LEVEL": "WARNING",
+    })
+    env.update(extra)
+    return env
+
+
+async def start(env: dict[str, str], cwd: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *CLI, "backfill", *args, env=env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str]:
+    proc = await start(env, cwd, *args)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def wait_for_candles(database_url: str, key: SeriesKey, proc: asyncio.subprocess.Process
+                           ) -> int:
+    store = open_store(database_url)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, "the backfill ended before it could be interrupted"
+            stats = {(s.symbol, s.timeframe): s.candle_count for s in await store.series_stats()}
+            if stats.get((key.symbol, key.timeframe), 0) > 0:
+                return stats[(key.symbol, key.timeframe)]
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+    raise AssertionError("no candles arrived")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_exit_codes(database_url: str, simulator: Simulator, tmp_path: Path) -> None:
+    env = cli_env(database_url, simulator)
+    usage = await asyncio.gather(
+        run(env, tmp_path, "--days", "3", "--start", "2026-01-01"),
+        run(env, tmp_path, "--timeframe", "7x"),
+        run(env, tmp_path, "--start", "yesterday"),
+        run(env, tmp_path, "--start", "2026-02-01", "--end", "2026-01-01"),
+        run(env, tmp_path, "--symbol", "B@D"),
+        run(env, tmp_path, "--days", "-1"),
+    )
+    assert [code for code, _, _ in usage] == [2] * len(usage), usage
+    assert all(err.startswith("error: ") for _, _, err in usage)
+
+    code, out, err = await run(env, tmp_path, "--days", "2")
+    assert code == 0, err
+    assert "BTCUSD/1h: success" in out
+    code, out, err = await run(env, tmp_path, "--symbol", "NOPEUSD", "--symbol", "btcusd",
+                               "--timeframe", "1H", "--days", "2")
+    assert code == 1
+    assert "NOPEUSD" in err
+    assert re.search(r"BTCUSD/1h: success, [01] candles, 1 requests", out)  # resumed: the tail
+    store = open_store(database_url)
+    try:
+        jobs = [(j.symbol, j.status) for j in await store.list_jobs(job_type="backfill")]
+    finally:
+        await store.close()
+    assert jobs == [("BTCUSD", "success"), ("NOPEUSD", "failed"), ("BTCUSD", "success")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_ctrl_c_stops_cleanly(database_url: str, simulator: Simulator,
+                                    tmp_path: Path) -> None:
+    env = cli_env(database_url, simulator, RATE_LIMIT_DELAY="0.4")
+    proc = await start(env, tmp_path, "--timeframe", "1m", "--days", "25")
+    await wait_for_candles(database_url, BTC, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
+    assert "cancelled" in out.decode()
+    store = open_store(database_url)
+    try:
+        [job] = await store.list_jobs(job_type="backfill")
+        assert job.status == "cancelled"
+        assert 0 < job.candles_fetched < 30_000
+    finally:
+        await store.close()
+
+
+async def test_killed_backfill_resumes_with_only_the_missing_pages(
+    database_url: str, simulator: Simulator, tmp_path: Path
+) -> None:
+    env = cli_env(database_url, simulator, RATE_LIMIT_DELAY="0.4")
+    proc = await start(env, tmp_path, "--timeframe", "1m", "--days", "25")
+    await wait_for_candles(database_url, BTC, proc)
+    proc.kill()
+    await proc.wait()
+
+    store = open_store(database_url)
+    try:
+        now = simulator.market.now_ms()
+        last = await store.last_candle(BTC, final_only=True)
+        assert last is not None
+        missing = len(simulator.market.truth("BTCUSD", "1m", next_open(last.ts, "1m"),
+                                             now + DAY_MS)) + 1
+        settings = make_settings(database_url, simulator, "BTCUSD", "1m", backfill_days=25)
+        before = hist_requests(simulator)
+        async with backfill_service(settings, store) as service:
+            report = await service.run()
+        assert report.ok
+        used = hist_requests(simulator) - before
+        pages = max(1, math.ceil(missing / 10_000))
+        assert pages <= used <= pages + 1
+        await assert_matches_truth(store, simulator, BTC, align(now - 25 * DAY_MS, "1m"), now)
+    finally:
+        await store.close()

@@ -1,0 +1,93 @@
+"""DATABASE_URL handling and candle-batch preparation: pure functions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from market_data.models import Candle
+from market_data.storage.batches import prepare
+from market_data.storage.urls import describe_target, normalize_database_url, safe_database_url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///./market_data.db", "sqlite+aiosqlite:///./market_data.db"),
+        ("sqlite:////var/lib/md/x.db", "sqlite+aiosqlite:////var/lib/md/x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u:p@h:5433/db", "postgresql+asyncpg://u:p@h:5433/db"),
+        ("postgres://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("postgresql://u:p%40ss@h/db", "postgresql+asyncpg://u:p%40ss@h/db"),
+        ("postgresql://u@h/db?sslmode=require", "postgresql+asyncpg://u@h/db?ssl=require"),
+    ],
+)
+def test_normalize(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["mysql://u:p@h/db", "sqlite://", "sqlite:///:memory:", "postgresql://u@h", "nonsense"]
+)
+def test_normalize_refuses(bad: str) -> None:
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        normalize_database_url(bad)
+
+
+def test_safe_url_and_target_hide_the_password() -> None:
+    url = "postgresql://trader:s3cr%40t@db.example:6543/market"
+    assert safe_database_url(url) == "postgresql://trader:***@db.example:6543/market"
+    assert describe_target(url) == "db.example:6543/market"
+    assert describe_target("postgres://u:pw@h/db") == "h:5432/db"
+    assert describe_target("sqlite:///./data/md.db") == "./data/md.db"
+    assert "s3cr" not in safe_database_url(url) + describe_target(url)
+
+
+def c(ts: int, price: float = 1.0, final: bool = True, symbol: str = "BTCUSD") -> Candle:
+    return Candle(symbol, "1m", ts * 60_000, price, price + 1, price - 1, price, 2.0, final)
+
+
+def test_prepare_groups_dedupes_and_sorts() -> None:
+    batches, rejected = prepare(
+        [c(3), c(1, 5.0), c(2, symbol="ETHUSD"), c(1, 6.0), c(2), c(4, final=False), c(4, 9.0)]
+    )
+    assert rejected == []
+    assert [(b.symbol, [x.ts // 60_000 for x in b.candles]) for b in batches] == [
+        ("BTCUSD", [1, 2, 3, 4]), ("ETHUSD", [2]),
+    ]
+    btc = batches[0]
+    assert btc.candles[0].open == 6.0  # the last row for a key wins...
+    assert btc.candles[3].open == 9.0
+    assert (btc.first_ts, btc.last_ts, btc.last_final_ts) == (60_000, 240_000, 240_000)
+    kept, _ = prepare([c(1, 1.0), c(1, 2.0, final=False)])
+    assert kept[0].candles == [c(1, 1.0)]  # ...but a non-final never displaces a final
+    assert [len(x.candles) for x in btc.chunks(3)] == [3, 1]
+
+
+def test_prepare_rejects_exactly_what_candle_problem_rejects() -> None:
+    odd = [
+        Candle("BTCUSD", "1m", 60_000, 1, 2, 1, 1, 0),  # ints are fine
+        Candle("BTCUSD", "1m", 120_000, True, 2, 1, 1, 0),  # bools are not
+        Candle("BTCUSD", "1m", 180_000, 1.0, 2.0, 1.0, 1.0, -0.0),
+        Candle("BTCUSD", "1m", 240_000, 1.0, 2.0, 1.0, math.nan, 1.0),
+        Candle("BTCUSD", "1m", -60_000, 1.0, 2.0, 1.0, 1.0, 1.0),
+        Candle("BTCUSD", "1w", 4 * 86_400_000, 1.0, 2.0, 1.0, 1.0, 1.0),  # a Monday
+        Candle("BTCUSD", "1w", 0, 1.0, 2.0, 1.0, 1.0, 1.0),  # a Thursday
+        Candle("BTCUSD", "1M", 2_678_400_000, 1.0, 2.0, 1.0, 1.0, 1.0),  # 1970-02-01
+        Candle("BTCUSD", "1M", 86_400_000, 1.0, 2.0, 1.0, 1.0, 1.0),
+        Candle("BTCUSD", "bad", 0, 1.0, 2.0, 1.0, 1.0, 1.0),
+        Candle("BTCUSD", "1m", 60_000.0, 1.0, 2.0, 1.0, 1.0, 1.0),  # type: ignore[arg-type]
+        Candle("BTCUSD", "1m", 300_000, "1", 2.0, 1.0, 1.0, 1.0),  # type: ignore[arg-type]
+    ]
+    batches, rejected = prepare(odd)
+    refused = {id(r.candle) for r in rejected}
+    for candle in odd:
+        try:
+            problem = candle.problem()
+        except ValueError:
+            problem = "raises"
+        assert (id(candle) in refused) == (problem is not None), candle
+    assert sum(len(b.candles) for b in batches) + len(rejected) == len(odd)
