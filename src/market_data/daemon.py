@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("market_data.daemon")
 
+# SIGTERM to exit stays under 10 s: every step below takes what is left of this budget.
+STOP_BUDGET_S = 9.0
 WORK_GRACE_S = 6.0  # phase one: tasks wind down by themselves (WS flush included)
 CANCEL_GRACE_S = 1.0  # phase two: cancelled tasks clean up
 FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connections
@@ -246,7 +248,18 @@ class Daemon:
         todo: list[SeriesKey] | None = None
         delay = 1.0
         while not self.stop.is_set():
-            report = await self.backfill.run(series=todo, stop=self.stop)
+            try:
+                report = await self.backfill.run(series=todo, stop=self.stop)
+            except MarketDataError as exc:
+                # The database went away mid-run (a job could not even be recorded): the same
+                # series are tried again once it is back, the daemon does not die of it.
+                self.state.backfill_error = f"retrying: {_describe(exc)}"
+                log.warning("Startup backfill interrupted (%s); retrying in %.0f s",
+                            _describe(exc), delay)
+                if await wait_for_stop(self.stop, delay):
+                    break
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
             self.state.unknown_symbols = sorted(
                 set(self.state.unknown_symbols) | set(report.unknown_symbols)
             )
@@ -284,52 +297,60 @@ class Daemon:
         if "startup_backfill" in self._work or "manual_backfill" in self._work:
             raise DaemonBusy("a backfill is already running")
         start_ms = _now_ms() - int(days * DAY_MS) if days is not None else None
-        self._spawn("manual_backfill",
-                    self.backfill.run(series=series, start_ms=start_ms, stop=self.stop))
+        self._spawn("manual_backfill", _logged(
+            "Backfill", self.backfill.run(series=series, start_ms=start_ms, stop=self.stop)))
         return "manual_backfill"
 
     def trigger_gap_repair(self, max_repairs: int | None) -> str:
         if "manual_gap_repair" in self._work or self.loops["gap_repair"].status.running:
             raise DaemonBusy("a gap repair is already running")
-        self._spawn("manual_gap_repair", self.gaps.repair(max_repairs=max_repairs))
+        self._spawn("manual_gap_repair",
+                    _logged("Gap repair", self.gaps.repair(max_repairs=max_repairs)))
         return "manual_gap_repair"
 
     # -- stopping ----------------------------------------------------------------------------
 
     async def _shutdown(self, server: ApiServer, api: asyncio.Task[None]) -> None:
         began = time.monotonic()
+        deadline = began + STOP_BUDGET_S
+
+        def left(cap: float) -> float:
+            return max(0.05, min(cap, deadline - time.monotonic()))
+
         self.state.phase = "stopping"
         log.info("Stopping: finishing in-flight work (up to %.0f s)", WORK_GRACE_S)
         pending = set(self._work.values())
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=WORK_GRACE_S)
+            _, pending = await asyncio.wait(pending, timeout=left(WORK_GRACE_S))
         if pending:
             log.warning("Cancelling %s", ", ".join(sorted(t.get_name() for t in pending)))
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+            await asyncio.wait(pending, timeout=left(CANCEL_GRACE_S))
         if self.state.database_ready:
-            with contextlib.suppress(Exception):
+            try:
                 n = await asyncio.wait_for(
                     self.store.fail_running_jobs("cancelled: the daemon stopped", "cancelled"),
-                    FINAL_STEP_S,
+                    left(FINAL_STEP_S),
                 )
                 if n:
                     log.info("Marked %d running job(s) cancelled", n)
+            except Exception as exc:
+                log.warning("Could not mark running jobs cancelled: %s", _describe(exc))
         server.should_exit = True
-        done, _ = await asyncio.wait({api}, timeout=FINAL_STEP_S)
+        done, _ = await asyncio.wait({api}, timeout=left(FINAL_STEP_S))
         if not done:
             server.force_exit = True
             api.cancel()
-        await self._close()
+        await self._close(left(FINAL_STEP_S))
         written = dict(sorted(self.sink.stats.written_by_source.items()))
         log.info("Stopped in %.1f s; candles written by source: %s", time.monotonic() - began,
                  written)
 
-    async def _close(self) -> None:
+    async def _close(self, seconds: float = FINAL_STEP_S) -> None:
         for close in (self.rest.aclose, self.store.close):
             try:
-                await asyncio.wait_for(close(), FINAL_STEP_S)
+                await asyncio.wait_for(close(), seconds)
             except Exception as exc:
                 log.warning("Closing: %s", _describe(exc))
 
@@ -343,6 +364,15 @@ class Daemon:
             "on" if s.backfill_on_startup else "off", s.backfill_days,
             "on" if s.rest_update_enabled else "off", s.api_host, self.api_port,
         )
+
+
+async def _logged(what: str, work: Awaitable[object]) -> None:
+    """Work asked for over the API: a failure (the database went away) is logged, and the
+    daemon carries on; only a bug (not a MarketDataError) still stops it."""
+    try:
+        await work
+    except MarketDataError as exc:
+        log.error("%s asked for over the API failed: %s", what, _describe(exc))
 
 
 def is_exchange_error(error: str) -> bool:

@@ -257,7 +257,7 @@ async def test_metrics_exposes_the_state_objects(client: httpx.AsyncClient, daem
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert 'market_data_candles_written_total{source="ws"} 42.0' in text
-    assert "market_data_upsert_seconds_bucket" in text
+    assert "market_data_upsert_seconds_count 3.0" in text  # the fixture's three upserts, timed
     assert 'market_data_rest_requests_total{outcome="ok"}' in text
     assert 'market_data_series_candles{symbol="BTCUSD",timeframe="1m"} 300.0' in text
     assert 'market_data_series_lag_seconds{symbol="BTCUSD",timeframe="1m"}' in text

@@ -63,7 +63,10 @@ async def wait_for_candles(database_url: str, key: SeriesKey, proc: asyncio.subp
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline:
-            assert proc.returncode is None, "the backfill ended before it could be interrupted"
+            if proc.returncode is not None:
+                assert proc.stderr is not None
+                err = (await proc.stderr.read()).decode()
+                raise AssertionError(f"the backfill ended before it could be interrupted: {err}")
             stats = {(s.symbol, s.timeframe): s.candle_count for s in await store.series_stats()}
             if stats.get((key.symbol, key.timeframe), 0) > 0:
                 return stats[(key.symbol, key.timeframe)]

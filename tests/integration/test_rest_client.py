@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,9 +35,7 @@ async def client(sim: Simulator, limiter: RateLimiter | None = None, *, timeout:
                  ) -> AsyncIterator[BitfinexRest]:
     rest = BitfinexRest(sim.rest_url, limiter or fast_limiter(), timeout=timeout,
                         unavailable_attempts=attempts, retry_backoff=backoff,
-                        clock_ms=sim.market.now_ms)
-    if sleep is not None:
-        rest._sleep = sleep
+                        clock_ms=sim.market.now_ms, sleep=sleep or asyncio.sleep)
     async with rest:
         yield rest
 

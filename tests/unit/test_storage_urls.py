@@ -52,19 +52,23 @@ def c(ts: int, price: float = 1.0, final: bool = True, symbol: str = "BTCUSD") -
 
 def test_prepare_groups_dedupes_and_sorts() -> None:
     batches, rejected = prepare(
-        [c(3), c(1, 5.0), c(2, symbol="ETHUSD"), c(1, 6.0), c(2), c(4, final=False), c(4, 9.0)]
+        [c(3), c(1, 5.0), c(2, symbol="ETHUSD"), c(1, 6.0), c(2), c(4, final=False), c(4, 9.0)],
+        "bitfinex",
     )
     assert rejected == []
-    assert [(b.symbol, [x.ts // 60_000 for x in b.candles]) for b in batches] == [
+    assert [(b.symbol, [r[3] // 60_000 for r in b.rows]) for b in batches] == [
         ("BTCUSD", [1, 2, 3, 4]), ("ETHUSD", [2]),
     ]
     btc = batches[0]
-    assert btc.candles[0].open == 6.0  # the last row for a key wins...
-    assert btc.candles[3].open == 9.0
+    assert btc.rows[0] == ("bitfinex", "BTCUSD", "1m", 60_000, 6.0, 7.0, 5.0, 6.0, 2.0, True)
+    assert btc.rows[3][4] == 9.0  # the last row for a key wins...
     assert (btc.first_ts, btc.last_ts, btc.last_final_ts) == (60_000, 240_000, 240_000)
-    kept, _ = prepare([c(1, 1.0), c(1, 2.0, final=False)])
-    assert kept[0].candles == [c(1, 1.0)]  # ...but a non-final never displaces a final
-    assert [len(x.candles) for x in btc.chunks(3)] == [3, 1]
+    kept, _ = prepare([c(1, 1.0), c(1, 2.0, final=False)], "bitfinex")
+    assert kept[0].rows[0][4] == 1.0  # ...but a non-final never displaces a final
+    assert [len(x.rows) for x in btc.chunks(3)] == [3, 1]
+    unusual, _ = prepare([Candle("BTCUSD", "1M", 0, 1, 2, 1, 1, 0, final=True)], "bitfinex")
+    assert unusual[0].rows == [("bitfinex", "BTCUSD", "1M", 0, 1.0, 2.0, 1.0, 1.0, 0.0, True)]
+    assert all(type(v) is float for v in unusual[0].rows[0][4:9])
 
 
 def test_prepare_rejects_exactly_what_candle_problem_rejects() -> None:
@@ -82,7 +86,7 @@ def test_prepare_rejects_exactly_what_candle_problem_rejects() -> None:
         Candle("BTCUSD", "1m", 60_000.0, 1.0, 2.0, 1.0, 1.0, 1.0),  # type: ignore[arg-type]
         Candle("BTCUSD", "1m", 300_000, "1", 2.0, 1.0, 1.0, 1.0),  # type: ignore[arg-type]
     ]
-    batches, rejected = prepare(odd)
+    batches, rejected = prepare(odd, "bitfinex")
     refused = {id(r.candle) for r in rejected}
     for candle in odd:
         try:
@@ -90,4 +94,19 @@ def test_prepare_rejects_exactly_what_candle_problem_rejects() -> None:
         except ValueError:
             problem = "raises"
         assert (id(candle) in refused) == (problem is not None), candle
-    assert sum(len(b.candles) for b in batches) + len(rejected) == len(odd)
+    assert sum(len(b.rows) for b in batches) + len(rejected) == len(odd)
+
+
+def test_fast_epoch_ms_to_datetime_is_exact() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from market_data.storage.tables import datetime_to_ms, ms_to_datetime
+
+    rng = random.Random(5)
+    for ms in [0, 1, 999, 1_700_000_000_123, 4_102_444_800_000 - 1] + [
+        rng.randrange(0, 4_102_444_800_000) for _ in range(20_000)
+    ]:
+        fast = datetime.fromtimestamp(ms / 1000, UTC)
+        assert fast == ms_to_datetime(ms)
+        assert datetime_to_ms(fast) == ms

@@ -50,6 +50,9 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.exception_handler(MarketDataError)
     async def _failed(request: Request, exc: MarketDataError) -> JSONResponse:
+        if not daemon.state.database_ready:
+            # Starting: the schema may not exist yet (migrations run after the API is up).
+            return JSONResponse({"detail": "database not ready yet"}, status_code=503)
         log.error("API %s failed: %s", request.url.path, type(exc).__name__)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 

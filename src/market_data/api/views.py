@@ -28,6 +28,8 @@ from market_data.timeframes import next_open
 OPEN_GAPS_SCAN = 1000
 # Grace on top of the reconnect backoff before a down WebSocket connection degrades /health.
 WS_DOWN_GRACE_S = 15.0
+# REST outcomes that mean the exchange could not be reached (rather than refused a request).
+_UNREACHABLE = ("connection_error", "timeout", "server_error")
 
 
 def now_ms() -> int:
@@ -170,10 +172,15 @@ def unknown_symbols(daemon: Daemon) -> list[str]:
 
 
 def exchange_error(daemon: Daemon) -> str | None:
-    """Why the exchange looks unreachable: the startup backfill's retry reason, or a series the
-    running backfill just failed on for an exchange error; None when nothing says so."""
+    """Why the exchange looks unreachable: the startup backfill's retry reason, REST requests
+    failing with none ever answered, or a series the running backfill just failed on for an
+    exchange error; None when nothing says so."""
     if daemon.state.exchange_error is not None:
         return daemon.state.exchange_error
+    requests = daemon.rest.stats.requests
+    failed = sum(n for outcome, n in requests.items() if outcome in _UNREACHABLE)
+    if failed and not requests.get("ok"):
+        return f"no request has succeeded yet ({failed} failed)"
     for p in list(daemon.backfill.progress.values()):
         if p.state == "failed" and p.error and is_exchange_error(p.error):
             return p.error

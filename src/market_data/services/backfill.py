@@ -116,6 +116,8 @@ def subtract(windows: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]
     """Half-open windows minus half-open holes, ascending, empty pieces dropped."""
     result = sorted(w for w in windows if w[0] < w[1])
     for h_start, h_end in holes:
+        if h_end <= h_start:
+            continue
         pieces: list[tuple[int, int]] = []
         for w_start, w_end in result:
             if h_end <= w_start or h_start >= w_end:
@@ -175,7 +177,9 @@ class BackfillService:
         stop = stop or asyncio.Event()
         wanted = list(series) if series is not None else self._settings.all_series()
         natives, derived = order_series(wanted)
-        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in natives + derived}
+        # In run order: each source, then the series derived from it.
+        ordered = [k2 for k in natives for k2 in [k, *self._derived_of(k, derived)]]
+        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
         report = BackfillReport()
         now = self._clock()
         end = now if end_ms is None else min(end_ms, now)
@@ -188,9 +192,7 @@ class BackfillService:
             base = start_ms if start_ms is not None else now - days_ms
             # A source starts at its derived series' period start: no partial first 4h candle.
             start = min([align(base, key.timeframe)] + [
-                align(base, d.timeframe) for d in derived
-                if d.symbol == key.symbol and source_of(d.timeframe) == key.timeframe
-            ])
+                align(base, d.timeframe) for d in self._derived_of(key, derived)])
             result = await self._run_native(key, start, end, now, stop)
             report.results.append(result)
             if result.status == "skipped" and key.symbol not in report.unknown_symbols:
@@ -198,8 +200,7 @@ class BackfillService:
             report.cancelled = report.cancelled or result.status == "cancelled"
             # Rebuilt right after the source, even when it stopped early: what landed is
             # aggregated now, the rest on the next run.
-            for dkey in (d for d in derived if d.symbol == key.symbol
-                         and source_of(d.timeframe) == key.timeframe):
+            for dkey in self._derived_of(key, derived):
                 if result.status == "skipped":
                     self.progress[dkey].state = "skipped"
                     continue
@@ -214,6 +215,11 @@ class BackfillService:
             report.candles, report.requests, len(report.failed),
         )
         return report
+
+    @staticmethod
+    def _derived_of(source: SeriesKey, derived: Sequence[SeriesKey]) -> list[SeriesKey]:
+        return [d for d in derived
+                if d.symbol == source.symbol and source_of(d.timeframe) == source.timeframe]
 
     async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
         lower = start
@@ -259,13 +265,14 @@ class BackfillService:
                 windows = await self.plan(key, start, end, now)
                 prog.total_ms = sum(b - a for a, b in windows)
                 for window in windows:
-                    if not await self._walk(key, pair, window, now, job_id, stop):
+                    if stop.is_set() or not await self._walk(key, pair, window, now, job_id, stop):
                         status = JobStatus.CANCELLED
                         break
         except MarketDataError as exc:
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
             log.error("Backfill %s failed: %s", key, error)
         except asyncio.CancelledError:
+            prog.state, prog.finished = "cancelled", time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._store.finish_job(
                     job_id, JobStatus.CANCELLED, prog.candles, "interrupted"))

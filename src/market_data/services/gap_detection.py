@@ -1,21 +1,22 @@
 """Gap detection: where a stored series has holes between its first and last closed candle.
 
-The holes are found in SQL (`store.find_missing_ranges`) and only over what changed since the
-previous cycle, so a cycle's cost follows the new rows, not the history:
+The holes are found in SQL (`store.find_missing_ranges_many`: a window query per series, all
+series in one statement) and only over what changed since the previous cycle, so a cycle's cost
+follows the new rows, not the history:
 
 * the tail: from the series' watermark (the newest closed candle the previous cycle checked) to
   its newest closed candle now;
 * the head: when older history was backfilled since (the series' first candle moved earlier),
   from the new first candle to the old one.
 
-A series never scanned before is scanned whole, once. Ranges the exchange already answered with no
+A series never scanned before is scanned whole, once. Rows deleted by hand behind the watermark
+are only seen by a full scan (`gaps detect --full`). Ranges the exchange already answered with no
 candles (no trades then) are subtracted, and nothing older than the series' retention cut-off (or
 the horizon the cleanup recorded) is ever reported, so a purged range is never fetched again.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,11 +24,7 @@ from market_data import timeframes as tfm
 from market_data.models import SeriesKey, SeriesStats
 from market_data.storage.base import Store
 
-log = logging.getLogger(__name__)
-
 Range = tuple[int, int]
-# A page of known-empty ranges shorter than this is the last one (the store lists up to 10,000).
-_EMPTY_PAGE_MIN = 1000
 
 
 def subtract_ranges(holes: Iterable[Range], known: Sequence[Range]) -> list[Range]:
@@ -80,12 +77,20 @@ class _ScanState:
     high: int
 
 
-class GapDetector:
-    """Finds holes per series incrementally. One instance lives as long as its GapService.
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    series: SeriesKey
+    stats: SeriesStats | None
+    extra_floor: int = 0  # e.g. a derived series' source retention
 
-    The checked range of each series ([detect_low, watermark]) is persisted through the store, so
-    a restart resumes where the previous process stopped, and cached here, so a cycle in which a
-    series did not change costs no query for it.
+
+class GapDetector:
+    """Finds holes in many series per cycle with a handful of queries.
+
+    The checked range of each series ([detect_low, watermark]) is kept in the store, so a restart
+    resumes where the previous process stopped; it is read for every series in one query per
+    cycle, the windows of every changed series are searched in one query, and the new ranges
+    written in one transaction.
     """
 
     def __init__(
@@ -97,89 +102,83 @@ class GapDetector:
         self._store = store
         self._retention_ms = retention_ms
         self._clock = clock
-        self._state: dict[SeriesKey, _ScanState | None] = {}
-        self._horizons: dict[SeriesKey, int | None] = {}
 
-    async def floor(self, series: SeriesKey, now_ms: int) -> int:
+    def floor(self, series: SeriesKey, now_ms: int, horizon: int | None) -> int:
         """Oldest open time detection and repair may touch for this series."""
         bound = 0
         retention = self._retention_ms(series.timeframe)
         if retention is not None:
             bound = max(bound, ceil_open(now_ms - retention, series.timeframe))
-        if series not in self._horizons:
-            self._horizons[series] = await self._store.get_retention_horizon(series)
-        horizon = self._horizons[series]
         if horizon is not None:
             bound = max(bound, ceil_open(horizon, series.timeframe))
         return bound
 
     async def scan(
-        self, series: SeriesKey, stats: SeriesStats | None, *, full: bool = False,
-        extra_floor: int = 0,
-    ) -> list[Range]:
-        """Holes in `series` not known to be empty, within what changed since the last scan."""
-        tf = series.timeframe
-        if stats is None or stats.first_ts is None or stats.last_final_ts is None:
-            return []
+        self, requests: Sequence[ScanRequest], *, full: bool = False
+    ) -> dict[SeriesKey, list[Range]]:
+        """Holes not known to be empty, per series, within what changed since the last scan
+        (`full`: within everything stored)."""
         now = self._clock()
-        # Only closed candles bound a gap; trust the clock over a row's final flag.
-        high = min(stats.last_final_ts, tfm.last_closed_open(now, tf))
-        floor = max(await self.floor(series, now), extra_floor)
-        low = max(stats.first_ts, floor)
-        if high <= low:
-            return []
-        state = None if full else await self._load(series)
-        windows = _windows(state, low, high)
-        if not windows:
-            return []
-        holes: list[Range] = []
-        for start, end in windows:
-            holes.extend(await self._holes(series, start, end))
-        await self._save(series, state, _ScanState(low, high))
-        if not holes:
-            return []
-        lo, hi = min(h[0] for h in holes), max(h[1] for h in holes)
-        empties = await self._empty_ranges(series, lo, hi)
-        return [r for r in subtract_ranges(holes, empties) if r[0] >= floor]
-
-    async def _load(self, series: SeriesKey) -> _ScanState | None:
-        if series not in self._state:
-            high = await self._store.get_watermark(series)
-            low = await self._store.get_detect_low(series)
-            self._state[series] = None if high is None or low is None else _ScanState(low, high)
-        return self._state[series]
-
-    async def _save(self, series: SeriesKey, old: _ScanState | None, new: _ScanState) -> None:
-        # Keep the widest checked range: a cut-off that moved `low` up needs no re-check later.
-        if old is not None and old.low <= new.low and new.low <= old.high:
-            new.low = old.low
-        if old is None or new.high != old.high:
-            await self._store.set_watermark(series, new.high)
-        if old is None or new.low != old.low:
-            await self._store.set_detect_low(series, new.low)
-        self._state[series] = new
-
-    async def _empty_ranges(self, series: SeriesKey, start: int, end: int) -> list[Range]:
-        """Every known-empty range overlapping [start, end), paging past the store's limit."""
-        result: list[Range] = []
-        cursor = start
-        while cursor < end:
-            page = await self._store.empty_ranges(series, cursor, end)
-            result.extend(page)
-            if not page or page[-1][1] <= cursor or len(page) < _EMPTY_PAGE_MIN:
-                break
-            cursor = page[-1][1]
+        states = await self._store.scan_states()
+        queries: list[tuple[SeriesKey, int, int, int]] = []
+        monthly: list[tuple[SeriesKey, int, int]] = []
+        floors: dict[SeriesKey, int] = {}
+        to_save: dict[SeriesKey, tuple[int, int]] = {}
+        for request in requests:
+            series, stats = request.series, request.stats
+            if stats is None or stats.first_ts is None or stats.last_final_ts is None:
+                continue
+            tf = series.timeframe
+            low_seen, high_seen, horizon = states.get(series, (None, None, None))
+            # Only closed candles bound a gap; trust the clock over a row's final flag.
+            high = min(stats.last_final_ts, tfm.last_closed_open(now, tf))
+            floor = max(self.floor(series, now, horizon), request.extra_floor)
+            low = max(stats.first_ts, floor)
+            if high <= low:
+                continue
+            floors[series] = floor
+            old = None if low_seen is None or high_seen is None else _ScanState(low_seen, high_seen)
+            for start, end in [(low, high)] if full else _windows(old, low, high):
+                if tfm.is_fixed(tf):
+                    queries.append((series, start, end, tfm.duration_ms(tf)))
+                else:
+                    monthly.append((series, start, end))
+            new = _merged(old, low, high)
+            if old is None or (new.low, new.high) != (old.low, old.high):
+                to_save[series] = (new.low, new.high)
+        holes = await self._store.find_missing_ranges_many(queries) if queries else {}
+        for series, start, end in monthly:
+            holes.setdefault(series, []).extend(await self._monthly_holes(series, start, end))
+        if to_save:
+            await self._store.set_scan_states(to_save)
+        holes = {series: found for series, found in holes.items() if found}
+        windows = {
+            series: (min(h[0] for h in found), max(h[1] for h in found))
+            for series, found in holes.items()
+        }
+        empties = await self._store.empty_ranges_many(windows) if windows else {}
+        result: dict[SeriesKey, list[Range]] = {}
+        for series, found in holes.items():
+            fresh = subtract_ranges(found, empties.get(series, []))
+            fresh = [r for r in fresh if r[0] >= floors[series]]
+            if fresh:
+                result[series] = fresh
         return result
 
-    async def _holes(self, series: SeriesKey, start: int, end: int) -> list[Range]:
-        tf = series.timeframe
-        if tfm.is_fixed(tf):
-            return await self._store.find_missing_ranges(series, start, end, tfm.duration_ms(tf))
+    async def _monthly_holes(self, series: SeriesKey, start: int, end: int) -> list[Range]:
         # Months have no fixed length; there are only twelve a year, so compare in Python.
+        tf = series.timeframe
         stored = await self._store.open_times_in_range(series, start, tfm.next_open(end, tf))
         if not stored:
             return []
         return missing_runs(tfm.expected_opens(stored[0], stored[-1], tf), set(stored), tf)
+
+
+def _merged(old: _ScanState | None, low: int, high: int) -> _ScanState:
+    """The checked range after this scan: a cut-off that moved `low` up needs no re-check."""
+    if old is not None and old.low <= low <= old.high:
+        return _ScanState(old.low, high)
+    return _ScanState(low, high)
 
 
 def _windows(state: _ScanState | None, low: int, high: int) -> list[Range]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from market_data.errors import MarketDataError
 from market_data.models import Gap, JobType, SeriesKey, SeriesStats
-from market_data.services.gap_detection import GapDetector
+from market_data.services.gap_detection import GapDetector, ScanRequest
 from market_data.services.gap_repairer import GapRepairer, RepairReport, RetryPolicy, span
 from market_data.storage.base import Store
 from market_data.timeframes import source_of
@@ -128,8 +128,9 @@ class GapService:
     async def _detect(self, job_id: int, full: bool) -> DetectionReport:
         report = DetectionReport()
         limit = self._settings.gap_detection_max_open_gaps
-        report.open_gaps = await self._store.count_open_gaps()
-        self.stats.open_gaps = report.open_gaps
+        if limit > 0:
+            report.open_gaps = await self._store.count_open_gaps()
+            self.stats.open_gaps = report.open_gaps
         if limit > 0 and report.open_gaps > limit:
             report.skipped_reason = (
                 f"{report.open_gaps} open gaps exceed GAP_DETECTION_MAX_OPEN_GAPS={limit}; "
@@ -140,9 +141,14 @@ class GapService:
             await self._store.finish_job(job_id, "cancelled", 0, report.skipped_reason)
             return report
         stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
-        for series in self._series():
-            report.new_gaps.extend(await self._detect_series(series, stats, full))
-            report.series_scanned += 1
+        series_list = self._series()
+        requests = [
+            ScanRequest(key, stats.get(key), self._extra_floor(key, stats)) for key in series_list
+        ]
+        holes = await self.detector.scan(requests, full=full)
+        if holes:
+            report.new_gaps.extend(await self._store.create_gaps_many(holes))
+        report.series_scanned = len(series_list)
         report.open_gaps = await self._store.count_open_gaps()
         self._log_new(report.new_gaps)
         log.info(
@@ -162,21 +168,14 @@ class GapService:
         native = [SeriesKey(s.symbol, s.timeframe) for s in self._settings.native_series()]
         return native + sorted(self._derived, key=str)
 
-    async def _detect_series(
-        self, series: SeriesKey, stats: dict[SeriesKey, SeriesStats], full: bool
-    ) -> list[Gap]:
-        extra_floor = 0
-        if series in self._derived:
-            # A derived range older than its source's retention could only be rebuilt from
-            # source rows that retention purges again: leave it alone.
-            source = SeriesKey(series.symbol, source_of(series.timeframe))
-            extra_floor = await self.detector.floor(source, self._clock())
-        ranges = await self.detector.scan(
-            series, stats.get(series), full=full, extra_floor=extra_floor
-        )
-        if not ranges:
-            return []
-        return await self._store.create_gaps(series, ranges)
+    def _extra_floor(self, series: SeriesKey, stats: dict[SeriesKey, SeriesStats]) -> int:
+        """A derived range older than its source's first stored candle (retention purged it
+        there, or it was never fetched) could only be rebuilt by fetching source rows the
+        retention would purge again: leave it alone."""
+        if series not in self._derived:
+            return 0
+        source = stats.get(SeriesKey(series.symbol, source_of(series.timeframe)))
+        return 0 if source is None or source.first_ts is None else source.first_ts
 
     @staticmethod
     def _log_new(gaps: Sequence[Gap]) -> None:

@@ -33,6 +33,7 @@ from market_data.timeframes import next_open
 log = logging.getLogger(__name__)
 
 RowKey = tuple[str, str, int]
+_MAX_REFUSALS = 3
 
 
 def _latency_bounds() -> tuple[float, ...]:
@@ -140,6 +141,7 @@ class CandleWriter:
         self._tracks: dict[SeriesKey, _Track] = {}
         self._first_at: float | None = None
         self._retry_at: float | None = None
+        self._refusals = 0  # StorageError answers in a row
 
     # the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -268,15 +270,24 @@ class CandleWriter:
             self._outage(exc)
             return False
         except StorageError as exc:
-            # Retrying a refused statement cannot succeed; keep the stream going.
+            # Usually retrying a refused statement cannot succeed, but a driver error may be
+            # misread; a few retries cost little. Then drop the batch to keep the stream going.
+            self._refusals += 1
+            if self._refusals < _MAX_REFUSALS:
+                self.stats.failed_writes += 1
+                self._retry_at = time.monotonic() + self._backoff.next()
+                log.warning("Database refused %d WebSocket candles (%s); retrying", len(rows), exc)
+                return False
             self.stats.dropped_rows += len(rows)
             log.error("Database refused %d WebSocket candles; dropped: %s", len(rows), exc)
+        else:
+            self.stats.candles_written += len(rows)
+        self._refusals = 0
         committed = time.monotonic()
         stats = self.stats
         if stats.db_outage:
             log.warning("Database reachable again; wrote %d buffered candles", len(rows))
         stats.db_outage = False
-        stats.candles_written += len(rows)
         stats.flushes += 1
         stats.last_flush_ms = time.time_ns() // 1_000_000
         latency = stats.latency

@@ -126,9 +126,6 @@ class Market:
         """When the pair's history starts (its first possible candle)."""
         return self._listing[self.index_of(symbol)]
 
-    def listing_at(self, index: int) -> int:
-        return self._listing[index]
-
     # ---- public views -----------------------------------------------------------------------
 
     def truth(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> list[Candle]:

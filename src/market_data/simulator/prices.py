@@ -17,7 +17,7 @@ from collections.abc import Callable
 from random import Random
 
 from market_data.simulator.pairs import PairSpec
-from market_data.timeframes import HOUR_MS, MINUTE_MS
+from market_data.timeframes import MINUTE_MS
 
 # (ts, open, close, high, low, volume): the wire order of a Bitfinex candle.
 Ohlcv = tuple[int, float, float, float, float, float]
@@ -200,6 +200,3 @@ def group(rows: list[Ohlcv], period_ms: int) -> list[Ohlcv]:
         out.append(merged)
     return out
 
-
-def hour_index(ts_ms: int) -> int:
-    return ts_ms // HOUR_MS

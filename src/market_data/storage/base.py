@@ -3,7 +3,7 @@ SQLite and PostgreSQL; tests may add an in-memory one. Times are epoch ms UTC th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -158,6 +158,28 @@ class Store(Protocol):
         """Gap detection has checked this series from this ts (up to the watermark)."""
 
     async def set_detect_low(self, series: SeriesKey, ts_ms: int) -> None: ...
+
+    # the same, many series per round trip (gap detection cycles) -----------------------------
+    async def find_missing_ranges_many(
+        self, queries: Sequence[tuple[SeriesKey, int, int, int]]
+    ) -> dict[SeriesKey, list[tuple[int, int]]]:
+        """`find_missing_ranges` for (series, start, end, step) queries: series -> holes."""
+
+    async def scan_states(self) -> dict[SeriesKey, tuple[int | None, int | None, int | None]]:
+        """Every series' (detect_low, watermark, retention horizon)."""
+
+    async def set_scan_states(self, states: Mapping[SeriesKey, tuple[int, int]]) -> None:
+        """Record (detect_low, watermark) for many series at once."""
+
+    async def empty_ranges_many(
+        self, windows: Mapping[SeriesKey, tuple[int, int]]
+    ) -> dict[SeriesKey, list[tuple[int, int]]]:
+        """`empty_ranges` for many series (series -> [start, end) window)."""
+
+    async def create_gaps_many(
+        self, ranges: Mapping[SeriesKey, Sequence[tuple[int, int]]]
+    ) -> list[Gap]:
+        """`create_gaps` for many series in one transaction."""
 
     async def get_retention_horizon(self, series: SeriesKey) -> int | None:
         """Retention purged everything before this ts: nobody fetches before it again."""

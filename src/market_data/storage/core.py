@@ -78,7 +78,7 @@ class SqlBase:
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.connect() as conn:
+            async with self.dialect.read_engine(self.engine).connect() as conn:
                 yield conn
         except DRIVER_ERRORS as exc:
             raise self._translated(exc) from exc
@@ -94,11 +94,13 @@ class SqlBase:
                 raise self._translated(exc) from exc
 
     @asynccontextmanager
-    async def _raw_write(self) -> AsyncIterator[Any]:
+    async def _raw_write(self, *, single_statement: bool = False) -> AsyncIterator[Any]:
         """One write transaction on the raw driver connection (the candle fast paths)."""
         async with self.dialect.write_lock():
             try:
-                async with self.dialect.raw_transaction(self.engine) as raw:
+                async with self.dialect.raw_transaction(
+                    self.engine, single_statement=single_statement
+                ) as raw:
                     yield raw
             except DRIVER_ERRORS as exc:
                 raise self._translated(exc) from exc

@@ -34,6 +34,10 @@ class Dialect(ABC):
     def create_engine(self) -> AsyncEngine:
         """An engine whose connections are set up for this store (pragmas, timeouts)."""
 
+    def read_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """The engine for reads: every read is one statement, so none needs a transaction."""
+        return engine
+
     def write_engine(self, engine: AsyncEngine) -> AsyncEngine:
         """The engine to open write transactions on (SQLite begins them differently)."""
         return engine
@@ -43,8 +47,11 @@ class Dialect(ABC):
         """Held around every write transaction (SQLite has one writer; PostgreSQL many)."""
 
     @abstractmethod
-    def raw_transaction(self, engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
-        """One write transaction on the raw driver connection, yielding that connection."""
+    def raw_transaction(
+        self, engine: AsyncEngine, *, single_statement: bool = False
+    ) -> AbstractAsyncContextManager[Any]:
+        """One write transaction on the raw driver connection, yielding that connection.
+        `single_statement`: the caller sends one (atomic) statement, so no BEGIN is needed."""
 
     @abstractmethod
     def insert(self, table: sa.Table) -> Any:
@@ -60,6 +67,11 @@ class Dialect(ABC):
 
     async def prepare_migration(self, conn: AsyncConnection) -> None:  # noqa: B027
         """Serialize migrations between processes (the default: the write lock suffices)."""
+
+    # The most rows write_small takes (SQLite binds three parameters per key, 32766 at most).
+    small_max_rows: ClassVar[int] = 5_000
+    # Whether write_small sends a single statement (see raw_transaction).
+    small_is_one_statement: ClassVar[bool] = False
 
     @abstractmethod
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:

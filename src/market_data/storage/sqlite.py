@@ -2,7 +2,7 @@
 
 Times are INTEGER epoch ms. Every connection runs in WAL mode with synchronous=NORMAL and a 5 s
 busy timeout. The driver's implicit transactions are off; we emit BEGIN ourselves, IMMEDIATE
-for writes (so a write never fails halfway on a lock upgrade) and deferred for reads.
+for writes (so a write never fails halfway on a lock upgrade); reads are single statements.
 Automatic WAL checkpoints are off because they land inside whichever commit crosses the
 threshold (the p99 of small flushes); `checkpoint()` runs them instead: the daemon calls it
 periodically, and the store itself after large writes.
@@ -25,6 +25,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from market_data.storage.batches import SeriesBatch
 from market_data.storage.dialect import Dialect, RawTransaction
+from market_data.storage.translate import is_unavailable
 
 BUSY_TIMEOUT_MS = 5_000
 # Fold the WAL into the database once this many rows were written since the last checkpoint,
@@ -58,21 +59,15 @@ _COUNT_RANGE = """
 SELECT count(*) FROM candles
 WHERE exchange = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts <= ?
 """
-# Row values in IN need a subquery; 3 parameters per key stays far below SQLite's 32766 limit
-# for the small batches this serves.
+# A join (not a row-value IN, which SQLite answers with a scan) probes the key per row; three
+# parameters per key stays far below SQLite's 32766 limit for the small batches this serves.
 _COUNT_KEYS = """
-SELECT symbol, timeframe, count(*) FROM candles
-WHERE exchange = ? AND (symbol, timeframe, ts) IN (VALUES {values})
-GROUP BY symbol, timeframe
+SELECT k.column1, k.column2, count(*)
+FROM (VALUES {values}) AS k
+JOIN candles AS c
+  ON c.exchange = ? AND c.symbol = k.column1 AND c.timeframe = k.column2 AND c.ts = k.column3
+GROUP BY k.column1, k.column2
 """
-
-
-def _rows(exchange: str, batch: SeriesBatch) -> list[tuple[Any, ...]]:
-    sym, tf = batch.symbol, batch.timeframe
-    return [
-        (exchange, sym, tf, c.ts, c.open, c.high, c.low, c.close, c.volume, c.final)
-        for c in batch.candles
-    ]
 
 
 class SqliteDialect(Dialect):
@@ -107,8 +102,9 @@ class SqliteDialect(Dialect):
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get(WRITE_OPTION, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # Reads are single statements, each consistent on its own: no BEGIN needed.
+            if conn.get_execution_options().get(WRITE_OPTION, False):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
@@ -122,9 +118,17 @@ class SqliteDialect(Dialect):
         return self._lock
 
     @asynccontextmanager
-    async def raw_transaction(self, engine: AsyncEngine) -> AsyncIterator[Any]:
+    async def raw_transaction(
+        self, engine: AsyncEngine, *, single_statement: bool = False
+    ) -> AsyncIterator[Any]:
         async with self.write_engine(engine).begin() as conn:
-            yield (await conn.get_raw_connection()).driver_connection
+            try:
+                yield (await conn.get_raw_connection()).driver_connection
+            except BaseException as exc:
+                # SQLAlchemy never saw this error: tell the pool when the connection is gone.
+                if is_unavailable(exc):
+                    await conn.invalidate()
+                raise
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
@@ -136,20 +140,20 @@ class SqliteDialect(Dialect):
         return sa.type_coerce(column, sa.BigInteger)
 
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
-        keys: list[Any] = [self.exchange]
-        for batch in batches:
-            for candle in batch.candles:
-                keys += (batch.symbol, batch.timeframe, candle.ts)
-        values = ",".join(["(?, ?, ?)"] * ((len(keys) - 1) // 3))
+        rows = [row for batch in batches for row in batch.rows]
+        keys: list[Any] = []
+        for row in rows:
+            keys += row[1:4]  # symbol, timeframe, ts
+        values = ",".join(["(?, ?, ?)"] * len(rows))
+        keys.append(self.exchange)
         async with raw.execute(_COUNT_KEYS.format(values=values), keys) as cursor:
             existing = {(s, t): n for s, t, n in await cursor.fetchall()}
-        rows = [row for batch in batches for row in _rows(self.exchange, batch)]
         async with raw.executemany(_UPSERT, rows) as cursor:
             written = int(cursor.rowcount)
         stats = [
             (
                 self.exchange, b.symbol, b.timeframe,
-                len(b.candles) - existing.get((b.symbol, b.timeframe), 0),
+                len(b.rows) - existing.get((b.symbol, b.timeframe), 0),
                 b.first_ts, b.last_ts, b.last_final_ts,
             )
             for b in batches
@@ -166,7 +170,7 @@ class SqliteDialect(Dialect):
         async with transaction() as raw:
             async with raw.execute(_COUNT_RANGE, bounds) as cursor:
                 (before,) = await cursor.fetchone()
-            async with raw.executemany(_UPSERT, _rows(self.exchange, batch)) as cursor:
+            async with raw.executemany(_UPSERT, batch.rows) as cursor:
                 written = int(cursor.rowcount)
             async with raw.execute(_COUNT_RANGE, bounds) as cursor:
                 (after,) = await cursor.fetchone()
@@ -174,7 +178,7 @@ class SqliteDialect(Dialect):
             stats = (*bounds[:3], new, batch.first_ts, batch.last_ts, batch.last_final_ts)
             async with raw.execute(_STATS, stats):
                 pass
-        self._rows_since_checkpoint += len(batch.candles)
+        self._rows_since_checkpoint += len(batch.rows)
         return written
 
     async def after_write(self, engine: AsyncEngine, rows: int) -> None:

@@ -104,7 +104,7 @@ def is_unavailable(exc: BaseException) -> bool:
             continue
         else:
             text = str(item).lower()
-            if any(marker in text for marker in _UNAVAILABLE_TEXT[:8]):
+            if any(marker in text for marker in _UNAVAILABLE_TEXT[:9]):
                 return True
     return False
 
