@@ -91,7 +91,8 @@ async def fill_postgres(url: str, names: list[str], per_series: int, first: int,
             INSERT INTO candles (exchange, symbol, timeframe, ts, open, high, low, close, volume,
                                  final)
             SELECT 'bitfinex', ($1::text[])[s + 1], '1m',
-                   to_timestamp(($2::bigint + i::bigint * 60000) / 1000.0), 100, 101, 99, 100.5, 1, true
+                   to_timestamp(($2::bigint + i::bigint * 60000) / 1000.0),
+                   100, 101, 99, 100.5, 1, true
             FROM generate_series(0, $3::int - 1) AS s, generate_series(0, $4::int - 1) AS i
             """,
             names, first, len(names), per_series,

@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -297,15 +297,15 @@ class Daemon:
         if "startup_backfill" in self._work or "manual_backfill" in self._work:
             raise DaemonBusy("a backfill is already running")
         start_ms = _now_ms() - int(days * DAY_MS) if days is not None else None
-        self._spawn("manual_backfill", _logged(
-            "Backfill", self.backfill.run(series=series, start_ms=start_ms, stop=self.stop)))
+        self._spawn("manual_backfill", _logged("Backfill", lambda: self.backfill.run(
+            series=series, start_ms=start_ms, stop=self.stop)))
         return "manual_backfill"
 
     def trigger_gap_repair(self, max_repairs: int | None) -> str:
         if "manual_gap_repair" in self._work or self.loops["gap_repair"].status.running:
             raise DaemonBusy("a gap repair is already running")
         self._spawn("manual_gap_repair",
-                    _logged("Gap repair", self.gaps.repair(max_repairs=max_repairs)))
+                    _logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)))
         return "manual_gap_repair"
 
     # -- stopping ----------------------------------------------------------------------------
@@ -364,13 +364,14 @@ class Daemon:
             "on" if s.backfill_on_startup else "off", s.backfill_days,
             "on" if s.rest_update_enabled else "off", s.api_host, self.api_port,
         )
+        log.debug("Settings (secrets masked): %s", s.masked_dict())
 
 
-async def _logged(what: str, work: Awaitable[object]) -> None:
+async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
     """Work asked for over the API: a failure (the database went away) is logged, and the
     daemon carries on; only a bug (not a MarketDataError) still stops it."""
     try:
-        await work
+        await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
         log.error("%s asked for over the API failed: %s", what, _describe(exc))
 
@@ -410,4 +411,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, not `__main__`: the API imports
+    # `market_data.daemon`, and its exception classes must be the ones raised here.
+    from market_data.daemon import main as package_main
+
+    sys.exit(package_main())

@@ -18,7 +18,6 @@ Run with `-s` to see what was injected and compared; the figures also go to a JS
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import signal
@@ -57,7 +56,7 @@ NATIVE = [SeriesKey(s, tf) for s in SYMBOLS for tf in ("1m", "1h")]
 DERIVED = [SeriesKey(s, "4h") for s in SYMBOLS]
 BACKFILL_DAYS = 3.0
 TOKEN = "chaos-token-7d1e"
-CHAOS_SECONDS = 75.0  # at least this long under faults, and until every fault has fired
+CHAOS_SECONDS = 120.0  # at least this long under faults, and until every fault has fired
 CONVERGE_SECONDS = 150.0
 
 

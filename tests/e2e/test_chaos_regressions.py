@@ -1,4 +1,4 @@
-"""Regressions found by the chaos run, each reproduced on its own, fast and without the chaos marker.
+"""Regressions found by the chaos run, each reproduced on its own: fast, no chaos marker.
 
 A database outage is made for one database only (connections refused and the open ones
 terminated), so the PostgreSQL server and every other test keep running.

@@ -105,6 +105,7 @@ async def _scenario(sim: Simulator, url: str, tmp_path: Path, name: str, log_for
         return signalled, d
     except BaseException:
         await d.kill()
+        print(f"--- {name} daemon log (tail) ---\n{d.log()[-6000:]}")  # shown on failure
         raise
 
 

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from market_data.cli import app
 from market_data.models import SeriesKey
 from market_data.simulator import Simulator
 from market_data.storage.sql import open_store
@@ -76,19 +78,32 @@ async def wait_for_candles(database_url: str, key: SeriesKey, proc: asyncio.subp
     raise AssertionError("no candles arrived")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--timeframe", "7x"],
+        ["--start", "yesterday"],
+        ["--start", "2026-02-01", "--end", "2026-01-01"],
+        ["--symbol", "B@D"],
+        ["--days", "-1"],
+    ],
+)
+def test_bad_usage_exits_2(args: list[str], tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unused.db'}")
+    result = CliRunner().invoke(app, ["backfill", *args])
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.output
+    assert not (tmp_path / "unused.db").exists()
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_exit_codes(database_url: str, simulator: Simulator, tmp_path: Path) -> None:
     env = cli_env(database_url, simulator)
-    usage = await asyncio.gather(
-        run(env, tmp_path, "--days", "3", "--start", "2026-01-01"),
-        run(env, tmp_path, "--timeframe", "7x"),
-        run(env, tmp_path, "--start", "yesterday"),
-        run(env, tmp_path, "--start", "2026-02-01", "--end", "2026-01-01"),
-        run(env, tmp_path, "--symbol", "B@D"),
-        run(env, tmp_path, "--days", "-1"),
-    )
-    assert [code for code, _, _ in usage] == [2] * len(usage), usage
-    assert all(err.startswith("error: ") for _, _, err in usage)
+    code, _, err = await run(env, tmp_path, "--days", "3", "--start", "2026-01-01")
+    assert code == 2
+    assert err.startswith("error: use either --days or --start/--end")
 
     code, out, err = await run(env, tmp_path, "--days", "2")
     assert code == 0, err

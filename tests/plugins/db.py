@@ -1,9 +1,10 @@
 """Database fixtures: every storage test runs on SQLite and on PostgreSQL.
 
 - `database_url`: a fresh, empty, migrated database per test, parametrized over `sqlite` and
-  `postgres` (the latter marked `postgres`). PostgreSQL databases are cloned from a template
-  migrated once per session (per xdist worker) and dropped WITH (FORCE) after the test; SQLite
-  ones are copies of a migrated file in the test's tmp_path.
+  `postgres` (the latter marked `postgres`). PostgreSQL databases are cloned (CREATE DATABASE
+  ... TEMPLATE) from a template migrated once per session (per xdist worker), a couple ahead of
+  need on a background thread, and dropped WITH (FORCE) after the test; SQLite ones are copies
+  of a migrated file in the test's tmp_path. Databases left by killed runs are swept at start.
 - `store`: an opened, upgraded SqlStore on `database_url`, closed after the test.
 - `fresh_database_url(backend)`: an empty, unmigrated database (for tests that start the daemon).
 - `postgres_admin_url`: the server, for tests that need their own databases.

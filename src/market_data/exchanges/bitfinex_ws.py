@@ -82,6 +82,7 @@ class ConnectionInfo:
     connected_since_ms: int | None = None
     reconnects: int = 0
     messages: int = 0
+    rejected_rows: int = 0  # candle rows the parser refused
     last_error: str | None = None
 
 
@@ -412,6 +413,9 @@ class Shard:
                     ) from None
                 raise TimeoutError("no message within the heartbeat timeout") from None
             await self._handle(ws, raw)
+            # recv() does not suspend while frames are buffered: yield, so that one busy
+            # connection cannot fill the whole queue while the others wait.
+            await asyncio.sleep(0)
             if not self._pending and (self._acked or self.info.state == "connecting"):
                 self._became_ready()
 
@@ -455,7 +459,11 @@ class Shard:
             try:
                 candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
             except MarketDataError as exc:
-                log.warning("Unusable candle row on %s: %s (%s)", sub.series, row, exc)
+                self.info.rejected_rows += 1
+                count = self.info.rejected_rows
+                if count <= 5 or count % 1000 == 0:  # a broken feed must not flood the log
+                    log.warning("Unusable candle row on %s (%d so far on connection %d): %s (%s)",
+                                sub.series, count, self.info.id, row, exc)
         if not candles:
             return
         # Snapshots come newest first; everything downstream wants time order.

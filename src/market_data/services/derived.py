@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from market_data.config import Settings
@@ -101,9 +101,16 @@ class DerivedAggregator:
     It never deletes: a derived row whose source rows vanished (retention) is left to retention.
     """
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        on_write: Callable[[UpsertResult], None] | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._on_write = on_write
         self._derived: tuple[SeriesKey, ...] = tuple(settings.derived_series())
         self.stats = DerivedStats()
 
@@ -148,6 +155,8 @@ class DerivedAggregator:
         self.stats.recomputes += 1
         self.stats.written += total.written
         self.stats.rejected += len(total.rejected)
+        if self._on_write is not None:
+            self._on_write(total)
         return total
 
     async def _source_floor(self, source: SeriesKey, now_ms: int) -> int:

@@ -44,8 +44,10 @@ class RefusedRow(Protocol):
 class CandleSink:
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
-        self.derived = DerivedAggregator(store, settings)
         self.stats = SinkStats()
+        # Every derived write is counted here, whoever asked for it (the sink itself, the
+        # backfill's range rebuild, gap repair).
+        self.derived = DerivedAggregator(store, settings, on_write=self._count_derived)
 
     async def write(
         self, candles: Sequence[Candle], source: str, *, derive: bool = True
@@ -69,7 +71,7 @@ class CandleSink:
             )
             for rejected in result.rejected[:5]:
                 log.warning(
-                    "Rejected candle from %s: %s @ %d: %s",
+                    "Rejected candle from %s: %s @ %s: %s",
                     source, rejected.candle.series, rejected.candle.ts, rejected.reason,
                 )
         if derive and result.written and self.derived.derived_series:
@@ -106,6 +108,8 @@ class CandleSink:
         for series, (low, high) in spans.items():
             if not self.derived.targets(series):
                 continue
-            derived = await self.derived.recompute(series, low, next_open(high, series.timeframe))
-            self.stats.derived_recomputes += 1
-            self.stats.derived_written += derived.written
+            await self.derived.recompute(series, low, next_open(high, series.timeframe))
+
+    def _count_derived(self, result: UpsertResult) -> None:
+        self.stats.derived_recomputes += 1
+        self.stats.derived_written += result.written

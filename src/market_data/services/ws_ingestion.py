@@ -113,7 +113,9 @@ class WsIngestion:
         self._store = store
         self._rest = rest
         self._sink = sink
-        bound = queue_size or max(1_000, 20 * settings.ws_save_batch_size)
+        # Frames, not rows. Small on purpose: a frame waiting here counts against the flush
+        # deadline, and a full queue pushes back on the sockets (the kernel buffers the rest).
+        bound = queue_size or max(1_000, 5 * settings.ws_save_batch_size)
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
         self._clock_ms = clock_ms or _wall_ms

@@ -79,6 +79,7 @@ class WriterStats:
     updates: int = 0  # candle frames applied
     candles_written: int = 0  # rows committed (after collapsing)
     flushes: int = 0
+    write_seconds: float = 0.0  # time spent in successful writes, for the mean write time
     last_flush_ms: int | None = None
     pending: int = 0  # rows held in memory, not yet committed
     db_outage: bool = False
@@ -198,6 +199,10 @@ class CandleWriter:
     def _apply_frame(self, frame: CandleFrame) -> None:
         self.stats.updates += 1
         self._received.append(frame.received_at)
+        # The flush deadline counts from when the oldest buffered update was received, so
+        # time spent waiting in the queue is part of WS_SAVE_FLUSH_SECONDS, not added to it.
+        if self._first_at is None or frame.received_at < self._first_at:
+            self._first_at = frame.received_at
         track = self._tracks.get(frame.series)
         if track is None:
             track = self._tracks[frame.series] = _Track()
@@ -263,6 +268,7 @@ class CandleWriter:
         by_source: dict[str, list[Candle]] = {}
         for candle, source in rows.values():
             by_source.setdefault(source, []).append(candle)
+        began = time.monotonic()
         try:
             for source, candles in by_source.items():
                 await self._sink.write(candles, source)
@@ -285,6 +291,7 @@ class CandleWriter:
         self._refusals = 0
         committed = time.monotonic()
         stats = self.stats
+        stats.write_seconds += committed - began
         if stats.db_outage:
             log.warning("Database reachable again; wrote %d buffered candles", len(rows))
         stats.db_outage = False

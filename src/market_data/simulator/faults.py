@@ -36,6 +36,10 @@ class Faults:
     ws_stall_duration: float = 0.0
     # WebSocket: share of candle updates never sent.
     ws_loss_rate: float = 0.0
+    # Share of candle rows sent broken (high below low, negative volume, NaN, infinite,
+    # misaligned or future time): REST `hist` answers and WebSocket snapshots and updates.
+    rest_corrupt_rate: float = 0.0
+    ws_corrupt_rate: float = 0.0
     # WebSocket: push a changed candle on every channel as fast as the sockets take them.
     firehose: bool = False
 
@@ -54,7 +58,8 @@ class Faults:
             value = getattr(self, f.name)
             if not isinstance(value, bool) and value < 0:
                 raise ValueError(f"fault {f.name} must not be negative")
-        for name in ("rest_error_rate", "rest_slow_rate", "ws_loss_rate"):
+        for name in ("rest_error_rate", "rest_slow_rate", "ws_loss_rate", "rest_corrupt_rate",
+                     "ws_corrupt_rate"):
             if getattr(self, name) > 1:
                 raise ValueError(f"fault {name} is a share within [0, 1]")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from market_data.simulator.config import SimContext, SimulatorConfig, logger, scaled_clock
+from market_data.simulator.corrupt import corrupt_rows, dumps_rows
 from market_data.simulator.faults import Faults, FaultState
 from market_data.simulator.limits import RollingLimit
 from market_data.simulator.market import Market
@@ -207,7 +209,19 @@ class Simulator:
             self._fired("rest_5xx", "REST answer %d", status)
             html = f"<html><body><h1>{status} Server Error</h1></body></html>"
             return RestAnswer(status, html, "server_error")
-        return answer(self.market, target, self.state.maintenance(time.monotonic()))
+        result = answer(self.market, target, self.state.maintenance(time.monotonic()))
+        if faults.rest_corrupt_rate and result.status == 200 and endpoint_of(
+                target.split("?", 1)[0]) == "candles_hist":
+            result = self._corrupt(result)
+        return result
+
+    def _corrupt(self, result: RestAnswer) -> RestAnswer:
+        rows = json.loads(result.body)
+        broken, kinds = corrupt_rows(rows, self.faults.rest_corrupt_rate, self._ctx.rng)
+        for kind in kinds:
+            self.stats.faults_fired["rest_corrupt_row"] += 1
+            self.stats.faults_fired[f"corrupt_{kind}"] += 1
+        return RestAnswer(result.status, dumps_rows(broken), result.outcome)
 
 
 def _response(status: int, body: str, content_type: str | None = None) -> Response:

@@ -19,10 +19,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from market_data.simulator.config import SimContext, logger
+from market_data.simulator.corrupt import corrupt_rows, dumps_rows
 from market_data.simulator.prices import Ohlcv
 from market_data.simulator.rest import SERVED_TIMEFRAMES
 from market_data.simulator.wire import dumps, row_json, rows_json
-from market_data.timeframes import HOUR_MS, from_exchange
+from market_data.timeframes import HOUR_MS, align, from_exchange
 
 FLAG_TIMESTAMP = 32768
 FLAG_SEQ_ALL = 65536
@@ -133,7 +134,7 @@ class Hub:
                 ctx.stats.faults_fired["ws_update_lost"] += 1
                 logger.info("simulator fault: update lost on %s", channel.key)
                 continue
-            await channel.session.send_channel(channel, row_json(row))
+            await channel.session.send_channel(channel, _wire(ctx, [row])[1:-1])
             ctx.stats.ws_updates_sent += 1
             if (
                 previous is not None
@@ -299,7 +300,7 @@ class Session:
         rows = ctx.market.select(index, tf, 0, now, now, limit=ctx.config.ws_snapshot_length,
                                  ascending=False)
         channel.last_row = ctx.market.current(index, tf, now)
-        await self.send_channel(channel, rows_json(rows))
+        await self.send_channel(channel, _wire(ctx, rows))
         ctx.stats.ws_subscriptions += 1
         if channel.chan_id in self.channels:
             self.hub.attach(channel)
@@ -358,10 +359,21 @@ class Session:
                     continue
                 prefix = prefixes.get(channel.chan_id)
                 if prefix is None:
-                    base = channel.last_row or (now - now % 60_000, 1.0, 1.0, 1.0, 1.0, 0.0)
+                    base = channel.last_row or (align(now, channel.tf), 1.0, 1.0, 1.0, 1.0, 0.0)
                     prefix = prefixes[channel.chan_id] = (row_json(base[:5])[:-1], base[5])
                 bump += 1
                 # Only the volume changes, so only the volume is formatted per frame.
                 await self.send_channel(channel, f"{prefix[0]},{prefix[1] + bump * 1e-8!r}]")
                 ctx.stats.ws_updates_sent += 1
             await asyncio.sleep(0)
+
+
+def _wire(ctx: SimContext, rows: list[Ohlcv]) -> str:
+    """Rows as JSON, some broken when the `ws_corrupt_rate` fault is on."""
+    if not ctx.faults.ws_corrupt_rate:
+        return rows_json(rows)
+    broken, kinds = corrupt_rows(rows, ctx.faults.ws_corrupt_rate, ctx.rng)
+    for kind in kinds:
+        ctx.stats.faults_fired["ws_corrupt_row"] += 1
+        ctx.stats.faults_fired[f"corrupt_{kind}"] += 1
+    return dumps_rows(broken)

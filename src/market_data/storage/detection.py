@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from market_data.models import Gap, GapStatus, SeriesKey
 from market_data.storage.core import SqlBase
 from market_data.storage.records import MAX_LIST, _gap
-from market_data.storage.tables import data_gaps, empty_ranges, ms_to_datetime, series_state
+from market_data.storage.tables import data_gaps, ms_to_datetime, series_state
 
 # (series, first ts, last ts, period length): look for holes among stored ts in [first, last].
 HoleQuery = tuple[SeriesKey, int, int, int]
@@ -55,6 +55,31 @@ _GAP_ROWS = 500  # gap rows per INSERT
 
 def _sqlite_holes(count: int) -> sa.TextClause:
     return sa.text(" UNION ALL ".join(_SQLITE_BRANCH.format(n=n) for n in range(count)))
+
+
+_EMPTY_PG = sa.text("""
+SELECT e.symbol, e.timeframe,
+       CAST(extract(epoch FROM e.range_start) * 1000 AS bigint),
+       CAST(extract(epoch FROM e.range_end) * 1000 AS bigint)
+FROM unnest(CAST(:symbols AS text[]), CAST(:timeframes AS text[]),
+            CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
+     AS r(symbol, timeframe, lo, hi)
+JOIN empty_ranges e ON e.exchange = :exchange AND e.symbol = r.symbol
+     AND e.timeframe = r.timeframe AND e.range_start < r.hi AND e.range_end > r.lo
+ORDER BY e.symbol, e.timeframe, e.range_start
+LIMIT :limit
+""")
+
+_EMPTY_SQLITE_BRANCH = """
+SELECT symbol, timeframe, range_start, range_end FROM empty_ranges
+WHERE exchange = :exchange AND symbol = :s{n} AND timeframe = :t{n}
+  AND range_start < :b{n} AND range_end > :a{n}
+"""
+
+
+def _empty_sqlite(count: int) -> sa.TextClause:
+    branches = " UNION ALL ".join(_EMPTY_SQLITE_BRANCH.format(n=n) for n in range(count))
+    return sa.text(f"SELECT * FROM ({branches}) ORDER BY 1, 2, 3 LIMIT :limit")
 
 
 class DetectionMixin(SqlBase):
@@ -129,23 +154,25 @@ class DetectionMixin(SqlBase):
     ) -> dict[SeriesKey, list[tuple[int, int]]]:
         """`empty_ranges` for many series (series -> [start, end) window) in few queries;
         at most 10,000 ranges per series."""
-        t = empty_ranges
         result: dict[SeriesKey, list[tuple[int, int]]] = {}
         items = list(windows.items())
         async with self._read() as conn:
             for i in range(0, len(items), _SERIES_PER_STATEMENT):
                 chunk = items[i : i + _SERIES_PER_STATEMENT]
-                stmt = (
-                    sa.select(t.c.symbol, t.c.timeframe, t.c.range_start, t.c.range_end)
-                    .where(t.c.exchange == self.exchange, sa.or_(*(
-                        sa.and_(t.c.symbol == key.symbol, t.c.timeframe == key.timeframe,
-                                t.c.range_start < end, t.c.range_end > start)
-                        for key, (start, end) in chunk
-                    )))
-                    .order_by(t.c.symbol, t.c.timeframe, t.c.range_start)
-                    .limit(MAX_LIST * len(chunk))
-                )
-                for sym, tf, start, end in await conn.execute(stmt):
+                if self.dialect.name == "postgresql":
+                    stmt, params = _EMPTY_PG, {
+                        "symbols": [k.symbol for k, _ in chunk],
+                        "timeframes": [k.timeframe for k, _ in chunk],
+                        "starts": [ms_to_datetime(w[0]) for _, w in chunk],
+                        "ends": [ms_to_datetime(w[1]) for _, w in chunk],
+                    }
+                else:
+                    stmt, params = _empty_sqlite(len(chunk)), {}
+                    for n, (key, (start, end)) in enumerate(chunk):
+                        params.update({f"s{n}": key.symbol, f"t{n}": key.timeframe,
+                                       f"a{n}": start, f"b{n}": end})
+                params.update(exchange=self.exchange, limit=MAX_LIST * len(chunk))
+                for sym, tf, start, end in await conn.execute(stmt, params):
                     result.setdefault(SeriesKey(sym, tf), []).append((int(start), int(end)))
         return result
 
@@ -167,15 +194,13 @@ class DetectionMixin(SqlBase):
         created: list[Gap] = []
         if not rows:
             return created
+        stmt = (
+            self.dialect.insert(data_gaps)
+            .on_conflict_do_nothing(index_elements=["exchange", "symbol", "timeframe", "gap_start"])
+            .returning(*data_gaps.c)
+        )
         async with self._write() as conn:
             for i in range(0, len(rows), _GAP_ROWS):
-                stmt = (
-                    self.dialect.insert(data_gaps)
-                    .values(rows[i : i + _GAP_ROWS])
-                    .on_conflict_do_nothing(
-                        index_elements=["exchange", "symbol", "timeframe", "gap_start"]
-                    )
-                    .returning(*data_gaps.c)
-                )
-                created += [_gap(row) for row in await conn.execute(stmt)]
+                # One statement, many parameter sets: compiled once and cached, sent in batches.
+                created += [_gap(row) for row in await conn.execute(stmt, rows[i : i + _GAP_ROWS])]
         return sorted(created, key=lambda g: (g.symbol, g.timeframe, g.gap_start))

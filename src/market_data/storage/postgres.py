@@ -12,9 +12,9 @@ The temp table assumes session pooling (not a transaction-mode pgbouncer).
 from __future__ import annotations
 
 import weakref
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
