@@ -131,6 +131,19 @@ def subtract(windows: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]
     return result
 
 
+def empty_slots(stamps: Sequence[int], end: int, tf: str) -> list[tuple[int, int]]:
+    """Half-open ranges with no candle between the first stamp and `end`, given the (sorted or
+    not) open times a page returned for that whole span."""
+    ranges: list[tuple[int, int]] = []
+    ordered = sorted(stamps)
+    for ts, following in zip(ordered, [*ordered[1:], None], strict=True):
+        hole_start = next_open(ts, tf)
+        hole_end = end if following is None else min(following, end)
+        if hole_start < hole_end:
+            ranges.append((hole_start, hole_end))
+    return ranges
+
+
 def _align_up(ts: int, tf: str) -> int:
     start = align(ts, tf)
     return start if start == ts else next_open(start, tf)
@@ -326,6 +339,7 @@ class BackfillService:
                     first_page = False
                 await self._write(key, page)
                 walked_to = next_cursor if more else w_end
+                await self._record_empty_slots(key, page, walked_to, now)
                 prog.done_ms += walked_to - cursor
                 cursor = walked_to
                 await self._store.update_job_progress(job_id, prog.candles)
@@ -350,6 +364,21 @@ class BackfillService:
         if first > cursor:
             await self._store.add_empty_ranges(key, [(cursor, first)])
             log.info("Backfill %s: no candles before %s", key, format_log_ts(first))
+
+    async def _record_empty_slots(
+        self, key: SeriesKey, page: CandlePage, covered_end: int, now: int
+    ) -> None:
+        """Periods the exchange answered for without a candle had no trades: remember them, so
+        gap detection never mistakes them for lost data. The newest ended period is left out,
+        as in `_record_empty_head`: the exchange may publish it a moment late."""
+        if not page.candles:
+            return
+        limit = min(covered_end, previous_open(align(now, key.timeframe), key.timeframe))
+        # A refused row still proves a candle exists there: it is a gap to repair, not empty.
+        stamps = [c.ts for c in page.candles] + [r.ts for r in page.rejected if r.ts is not None]
+        ranges = empty_slots(stamps, limit, key.timeframe)
+        if ranges:
+            await self._store.add_empty_ranges(key, ranges)
 
     async def _write(self, key: SeriesKey, page: CandlePage) -> None:
         prog = self.progress[key]
