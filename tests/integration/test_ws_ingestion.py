@@ -204,10 +204,10 @@ async def test_every_closed_candle_survives_every_fault(
     simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
 ) -> None:
     faults = Faults(
-        ws_drop_after=60, ws_restart_every=17, ws_maintenance_every=29,
-        ws_maintenance_duration=3, ws_stall_every=23, ws_stall_duration=4, ws_loss_rate=0.1,
+        ws_drop_after=60, ws_restart_every=13, ws_maintenance_every=19,
+        ws_maintenance_duration=3, ws_stall_every=11, ws_stall_duration=4, ws_loss_rate=0.1,
     )
-    sim = await simulator_factory(speed=10.0, faults=faults)
+    sim = await simulator_factory(speed=12.0, faults=faults)
     symbols = ["BTCUSD", "ETHUSD", "SOLUSD", "DOGE:USD"]
     settings = ws_settings(
         sim, database_url, bitfinex_symbols=symbols, ws_max_subscriptions_per_connection=2,
@@ -215,10 +215,10 @@ async def test_every_closed_candle_survives_every_fault(
     series = settings.native_series()
     start = sim.market.now_ms()
     async with ingesting(sim, store, settings, queue_size=64) as ingestion:
-        await asyncio.sleep(12)  # faults are periodic; let them run (time is the input here)
+        await asyncio.sleep(10)  # faults are periodic; let them run (time is the input here)
         async with database_outage(database_url, ingestion):
             await asyncio.sleep(3)  # keep the database away while the stream goes on
-        await asyncio.sleep(20)
+        await asyncio.sleep(12)
         end = align(sim.market.now_ms(), "1m")
         state = ingestion.state
 
@@ -264,8 +264,8 @@ async def test_lost_last_updates_are_corrected_from_rest(
     start = sim.market.now_ms()
     async with ingesting(sim, store, settings) as ingestion:
         await wait_until(
-            lambda: sim.market.now_ms() >= align(start, "1m") + 4 * MINUTE_MS,
-            "four minutes of market time", 40,
+            lambda: sim.market.now_ms() >= align(start, "1m") + 3 * MINUTE_MS,
+            "three minutes of market time", 40,
         )
         end = align(sim.market.now_ms(), "1m")
 

@@ -356,6 +356,10 @@ class BackfillService:
         self, key: SeriesKey, cursor: int, page: CandlePage, w_end: int, now: int
     ) -> None:
         """The exchange has nothing in [cursor, first row): remember it so no one asks again."""
+        if page.rejected_count:
+            # A refused row may have stood for any slot (its time may be the broken field):
+            # nothing on this page proves a period empty.
+            return
         first = page.min_ts
         if first is None:
             # Nothing at all in the window. The newest ended period is left out: the exchange
@@ -371,11 +375,10 @@ class BackfillService:
         """Periods the exchange answered for without a candle had no trades: remember them, so
         gap detection never mistakes them for lost data. The newest ended period is left out,
         as in `_record_empty_head`: the exchange may publish it a moment late."""
-        if not page.candles:
-            return
+        if not page.candles or page.rejected_count:
+            return  # a refused row's slot is unknown (see _record_empty_head)
         limit = min(covered_end, previous_open(align(now, key.timeframe), key.timeframe))
-        # A refused row still proves a candle exists there: it is a gap to repair, not empty.
-        stamps = [c.ts for c in page.candles] + [r.ts for r in page.rejected if r.ts is not None]
+        stamps = [c.ts for c in page.candles]
         ranges = empty_slots(stamps, limit, key.timeframe)
         if ranges:
             await self._store.add_empty_ranges(key, ranges)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from market_data import timeframes as tfm
-from market_data.errors import MarketDataError, StorageError, StorageUnavailable
+from market_data.errors import MarketDataError, PayloadError, StorageError, StorageUnavailable
 from market_data.models import Candle, Gap, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.gap_detection import Range, missing_runs
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("market_data.services.gap_repair")
 
 PAGE_LIMIT = 10_000  # Bitfinex's maximum candles per request
+_REFUSED = PayloadError("the exchange sent invalid candles here (quarantined); retrying later")
 _LOG_EACH = 50  # per-gap INFO lines per run; the rest go to DEBUG
 _MAX_ERROR_CHARS = 500
 
@@ -155,13 +156,16 @@ class GapRepairer:
 
     async def _fetch(
         self, series: SeriesKey, start: int, end: int, priority: Priority, report: RepairReport
-    ) -> tuple[list[Candle], set[int]]:
-        """Candles of a native series in [start, end), paging forward, and the open times the
-        exchange sent rows for (rejected rows included: their slots are not empty)."""
+    ) -> tuple[list[Candle], set[int], bool]:
+        """Candles of a native series in [start, end), paging forward, the open times the
+        exchange sent rows for, and whether it sent rows that were refused (quarantined):
+        a refused row's slot is unknown (its time may be the broken field), so then no
+        unanswered slot may be taken for empty."""
         tf = series.timeframe
         pair = await self._rest.pair_for(series.symbol)
         candles: list[Candle] = []
         answered: set[int] = set()
+        refused = False
         cursor = start
         while cursor < end:
             page = await self._rest.fetch_candles(
@@ -172,11 +176,13 @@ class GapRepairer:
             rows = [c for c in page.candles if start <= c.ts < end]
             candles.extend(rows)
             answered.update(c.ts for c in rows)
-            answered.update(r.ts for r in page.rejected if r.ts is not None)
+            if page.rejected_count:
+                refused = True
+                await self._sink.refuse(series, page.rejected, "gap_repair", page.rejected_count)
             if page.raw_count < PAGE_LIMIT or page.max_ts is None:
                 break
             cursor = tfm.next_open(page.max_ts, tf)
-        return candles, answered
+        return candles, answered, refused
 
     async def _repair_cluster(
         self, series: SeriesKey, cluster: list[Gap], priority: Priority, report: RepairReport
@@ -186,13 +192,16 @@ class GapRepairer:
         for gap in cluster:
             self._log(report, "Repairing gap: %s/%s %s", gap.symbol, gap.timeframe,
                       span(gap.gap_start, gap.gap_end))
-        fetched, answered = await self._fetch(series, start, end, priority, report)
+        fetched, answered, refused = await self._fetch(series, start, end, priority, report)
         wanted = [c for c in fetched if any(g.gap_start <= c.ts < g.gap_end for g in cluster)]
         if wanted:
             await self._sink.write(wanted, source="gap_repair")
         for gap in cluster:
             got = sum(1 for c in wanted if gap.gap_start <= c.ts < gap.gap_end)
-            expected = tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe)
+            expected = list(tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe))
+            if refused and got < len(expected):
+                await self._record_failures([gap], _REFUSED, report)
+                continue
             await self._close(gap, got, missing_runs(expected, answered, series.timeframe), report)
 
     async def _repair_derived(self, gap: Gap, report: RepairReport) -> None:
@@ -205,13 +214,15 @@ class GapRepairer:
         holes = missing_runs(expected, stored, source.timeframe)
         known = await self._store.empty_ranges(source, gap.gap_start, gap.gap_end)
         holes = [h for h in holes if not any(k[0] <= h[0] and h[1] <= k[1] for k in known)]
+        refused = False
         if holes:
             # The source has a hole here too: repairing the source repairs the derived period.
             lo, hi = holes[0][0], holes[-1][1]
-            fetched, answered = await self._fetch(source, lo, hi, self._priority(gap), report)
+            fetched, answered, refused = await self._fetch(
+                source, lo, hi, self._priority(gap), report)
             if fetched:
                 await self._sink.write(fetched, source="gap_repair")
-            empty = missing_runs(
+            empty = [] if refused else missing_runs(
                 tfm.expected_opens(lo, hi, source.timeframe), answered | stored, source.timeframe
             )
             if empty:
@@ -221,8 +232,11 @@ class GapRepairer:
             now_ms=self._clock(),
         )
         rebuilt = set(await self._store.open_times_in_range(series, gap.gap_start, gap.gap_end))
-        expected = tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe)
-        await self._close(gap, len(rebuilt), missing_runs(expected, rebuilt, series.timeframe),
+        periods = list(tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe))
+        if refused and len(rebuilt) < len(periods):
+            await self._record_failures([gap], _REFUSED, report)
+            return
+        await self._close(gap, len(rebuilt), missing_runs(periods, rebuilt, series.timeframe),
                           report)
 
     async def _close(
