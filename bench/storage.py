@@ -146,7 +146,27 @@ class Postgres(Target):
         finally:
             await conn.close()
 
+    async def sweep(self) -> None:
+        """Drop databases left by benchmark runs that were killed (their names carry the pid)."""
+        conn = await asyncpg.connect(ADMIN_URL)
+        try:
+            names = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname ~ '^md_bench_[0-9]+_[0-9a-f]+$'"
+            )
+        finally:
+            await conn.close()
+        for (name,) in names:
+            pid = int(name.split("_")[2])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except PermissionError:
+                pass
+
     async def fresh_url(self) -> str:
+        if not self.made:
+            await self.sweep()
         name = f"md_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         await self._admin(f'CREATE DATABASE "{name}"')
         self.made.append(name)

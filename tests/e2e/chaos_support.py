@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from market_data.models import Candle, SeriesKey
 from market_data.simulator import Faults, Simulator
 from market_data.storage.sql import SqlStore
-from market_data.storage.tables import candles, data_gaps, ingestion_jobs
+from market_data.storage.tables import candles, data_gaps, ingestion_jobs, rejected_candles
 from market_data.timeframes import align, next_open
 
 # Every fault on. Periods are short enough that each fires several times in a ~90 s chaos phase.
@@ -33,9 +33,12 @@ CHAOS_FAULTS = {
     "ws_maintenance_every": 31.0, "ws_maintenance_duration": 3.0,
     "ws_stall_every": 13.0, "ws_stall_duration": 3.5,
     "ws_loss_rate": 0.15,
+    "ws_corrupt_rate": 0.03,
+    "rest_corrupt_rate": 0.01,  # switched off early (REST_CORRUPT_SECONDS): see test_chaos
 }
 EXPECTED_FAULTS = ("rest_storm", "rest_5xx", "rest_slow", "ws_drop", "ws_restart",
-                   "ws_maintenance", "ws_stall", "ws_update_lost")
+                   "ws_maintenance", "ws_stall", "ws_update_lost", "rest_corrupt_row",
+                   "ws_corrupt_row")
 
 
 def faults_off(sim: Simulator) -> None:
@@ -131,7 +134,7 @@ async def compare_series(
 
 async def database_checks(store: SqlStore) -> dict[str, Any]:
     """Duplicates, gaps not closed, jobs left running: the raw SQL a user would run."""
-    c, g, j = candles.c, data_gaps.c, ingestion_jobs.c
+    c, g, j, q = candles.c, data_gaps.c, ingestion_jobs.c, rejected_candles.c
     dup_stmt = (
         sa.select(c.exchange, c.symbol, c.timeframe, c.ts, sa.func.count())
         .group_by(c.exchange, c.symbol, c.timeframe, c.ts)
@@ -158,6 +161,8 @@ async def database_checks(store: SqlStore) -> dict[str, Any]:
             sa.select(sa.func.count()).select_from(ingestion_jobs).where(j.status == "running")
         )).scalar_one()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(candles))).scalar_one()
+        quarantined = dict((await conn.execute(
+            sa.select(q.source, sa.func.count()).group_by(q.source))).all())
     return {
         "candles_stored": int(total),
         "duplicate_candles": len(duplicates),
@@ -166,6 +171,7 @@ async def database_checks(store: SqlStore) -> dict[str, Any]:
         "gaps_not_closed": int(unclosed),
         "jobs_by_type_and_status": {f"{t}:{s}": int(n) for t, s, n in job_states},
         "jobs_running": int(running),
+        "quarantined_by_source": {str(k): int(v) for k, v in quarantined.items()},
     }
 
 

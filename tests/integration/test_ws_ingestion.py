@@ -139,6 +139,24 @@ async def test_ten_series_on_shards_of_three(
         }
 
 
+async def test_derived_timeframes_come_from_their_subscribed_source(
+    simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
+) -> None:
+    sim = await simulator_factory()
+    settings = ws_settings(sim, database_url, bitfinex_timeframes=["4h"])
+    async with ingesting(sim, store, settings) as ingestion:
+        derived = SeriesKey("BTCUSD", "4h")
+
+        async def derived_stored() -> bool:
+            return await store.last_candle(derived) is not None
+
+        await wait_until(derived_stored, "4h candles computed from the 1h stream", 20)
+        (conn,) = ingestion.state.connections
+        assert conn.subscriptions == ["BTCUSD/1h"]  # 4h is not a Bitfinex channel
+        newest = await store.last_candle(SeriesKey("BTCUSD", "1h"))
+        assert newest is not None
+
+
 async def test_open_candle_is_stored_open_then_final_and_corrections_apply(
     simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
 ) -> None:

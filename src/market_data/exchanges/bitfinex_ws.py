@@ -28,10 +28,12 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from market_data.errors import MarketDataError
 from market_data.exchanges.bitfinex import (
+    CLOCK_SKEW_MS,
     CandleSnapshot,
     CandleUpdate,
     ErrorEvent,
     InfoEvent,
+    RejectedRow,
     SubscribedEvent,
     UnsubscribedEvent,
     parse_candle_row,
@@ -40,6 +42,8 @@ from market_data.exchanges.bitfinex import (
 from market_data.models import Candle, SeriesKey
 
 log = logging.getLogger(__name__)
+
+_REJECTED_PER_FRAME = 20  # refused rows kept per message for quarantine; all are counted
 
 CODE_RESTART = 20051
 CODE_MAINTENANCE_START = 20060
@@ -69,6 +73,7 @@ class CandleFrame:
     received_ms: int  # wall clock, epoch ms
     received_at: float  # time.monotonic(), for latency
     shard_id: int
+    rejected: tuple[RejectedRow, ...] = ()  # rows the parser refused (the first few)
 
 
 @dataclass(slots=True)
@@ -454,17 +459,23 @@ class Shard:
         received_at = time.monotonic()
         rows = event.rows if isinstance(event, CandleSnapshot) else [event.row]
         candles: list[Candle] = []
+        rejected: list[RejectedRow] = []
         symbol, timeframe = sub.series.symbol, sub.series.timeframe
         for row in rows:
             try:
                 candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
             except MarketDataError as exc:
+                if len(rejected) < _REJECTED_PER_FRAME:
+                    mts = row[0] if isinstance(row, list) and row else None
+                    rejected.append(RejectedRow(
+                        json.dumps(row, default=str)[:500], str(exc),
+                        mts if type(mts) is int and 0 <= mts <= now_ms + CLOCK_SKEW_MS else None))
                 self.info.rejected_rows += 1
                 count = self.info.rejected_rows
                 if count <= 5 or count % 1000 == 0:  # a broken feed must not flood the log
                     log.warning("Unusable candle row on %s (%d so far on connection %d): %s (%s)",
                                 sub.series, count, self.info.id, row, exc)
-        if not candles:
+        if not candles and not rejected:
             return
         # Snapshots come newest first; everything downstream wants time order.
         candles.sort(key=lambda c: c.ts)
@@ -476,6 +487,7 @@ class Shard:
                 received_ms=now_ms,
                 received_at=received_at,
                 shard_id=self.info.id,
+                rejected=tuple(rejected),
             )
         )
 

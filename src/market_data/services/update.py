@@ -117,6 +117,8 @@ class UpdateService:
             now_ms=now,
         )
         self.stats.requests += 1
+        if page.rejected_count:
+            await self._sink.refuse(series, page.rejected, "update", page.rejected_count)
         if not page.candles:
             return 0
         result = await self._sink.write(page.candles, source="update")

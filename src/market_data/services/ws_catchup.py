@@ -25,6 +25,7 @@ from typing import Any
 from market_data.errors import (
     ExchangeRequestError,
     ExchangeUnavailable,
+    PayloadError,
     RateLimited,
     StorageUnavailable,
     UnknownSymbol,
@@ -35,7 +36,7 @@ from market_data.exchanges.bitfinex_ws import Backoff, until_stopped
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.ws_writer import CatchupBatch
-from market_data.storage.base import Store
+from market_data.storage.base import QuarantineItem, Store
 from market_data.timeframes import DAY_MS, MINUTE_MS, align, next_open, nominal_ms
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,10 @@ class CatchUp:
             self._retry(series, priority, exc)
             return
         counted: list[int] = []
+        refused: list[int] = []
 
         async def fetch() -> None:
-            counted.append(await self._fetch(series, start_ms, now_ms, priority, stop))
+            counted.append(await self._fetch(series, start_ms, now_ms, priority, stop, refused))
 
         try:
             await until_stopped(stop, fetch())
@@ -150,6 +152,11 @@ class CatchUp:
         fetched = counted[0] if counted else 0
         if stop.is_set():
             await self._finish(job_id, JobStatus.CANCELLED, fetched, "stopping")
+            return
+        if refused:
+            # Invalid rows (quarantined) stood for candles this window did not verify.
+            await self._finish(job_id, JobStatus.FAILED, fetched, f"{sum(refused)} rows refused")
+            self._retry(series, priority, PayloadError(f"{sum(refused)} invalid rows refused"))
             return
         self._verified[series] = max(self._verified.get(series, 0), now_ms - self._grace_ms)
         self._backoff.pop(series, None)
@@ -178,8 +185,10 @@ class CatchUp:
         end_ms: int,
         priority: Priority,
         stop: asyncio.Event,
+        refused: list[int],
     ) -> int:
-        """Fetch [start, end] page by page; return the candles received."""
+        """Fetch [start, end] page by page; return the candles received. Rows the parser
+        refused are quarantined and their counts appended to `refused`."""
         pair = self._pairs[series]
         fetched = 0
         closed_before = end_ms - self._grace_ms
@@ -190,6 +199,11 @@ class CatchUp:
                 limit=REST_MAX_LIMIT, sort=1, priority=priority, now_ms=end_ms,
             )
             fetched += len(page.candles)
+            if page.rejected_count:
+                refused.append(page.rejected_count)
+                await self._store.quarantine([
+                    QuarantineItem("ws_catchup", series.symbol, series.timeframe, r.ts, r.raw,
+                                   r.reason) for r in page.rejected])
             closed = tuple(
                 c for c in page.candles if next_open(c.ts, c.timeframe) <= closed_before
             )

@@ -50,7 +50,13 @@ def _wall_ms() -> int:
 
 @dataclass(slots=True)
 class WsIngestionState:
-    """What /status and /metrics show; plain values, read at scrape time."""
+    """What /status and /metrics show; plain values, read at scrape time.
+
+    `connections` (per shard: id, state, subscriptions, last message, reconnects, messages),
+    `queue_depth` / `queue_max_depth` / `queue_bound`, `last_flush_ms`, `candles_written`,
+    `pending` (rows held in memory, e.g. during a database outage), `db_outage`;
+    `writer.latency` is the receive -> commit histogram; `catchup` counts REST catch-ups.
+    """
 
     queue_bound: int
     queue_max_depth: int = 0
@@ -58,8 +64,8 @@ class WsIngestionState:
     unknown_symbols: dict[str, str] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     catchup: CatchupStats = field(default_factory=CatchupStats)
-    _queue: asyncio.Queue[QueueItem] | None = None
-    _pool: ShardPool | None = None
+    _queue: asyncio.Queue[QueueItem] | None = field(default=None, repr=False, compare=False)
+    _pool: ShardPool | None = field(default=None, repr=False, compare=False)
 
     @property
     def connections(self) -> list[ConnectionInfo]:

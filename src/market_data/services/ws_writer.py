@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from market_data.errors import StorageError, StorageUnavailable
+from market_data.errors import MarketDataError, StorageError, StorageUnavailable
+from market_data.exchanges.bitfinex import RejectedRow
 from market_data.exchanges.bitfinex_ws import Backoff, CandleFrame
 from market_data.models import Candle, SeriesKey
 from market_data.services.sink import CandleSink
@@ -33,7 +34,9 @@ from market_data.timeframes import next_open
 log = logging.getLogger(__name__)
 
 RowKey = tuple[str, str, int]
+_MAX_REFUSED_FRAMES = 1000  # frames with refused rows held between flushes
 _MAX_REFUSALS = 3
+_MAX_LATENCY_SAMPLES = 100_000  # receive times kept between two commits
 
 
 def _latency_bounds() -> tuple[float, ...]:
@@ -122,7 +125,7 @@ class CandleWriter:
         clock_ms: Callable[[], int],
         backoff_initial: float,
         backoff_max: float,
-        pending_cap: int = 500_000,
+        pending_cap: int = 200_000,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self._sink = sink
@@ -143,6 +146,8 @@ class CandleWriter:
         self._first_at: float | None = None
         self._retry_at: float | None = None
         self._refusals = 0  # StorageError answers in a row
+        # Rows the parser refused, waiting for the next flush to be quarantined (bounded).
+        self._refused: list[tuple[SeriesKey, tuple[RejectedRow, ...]]] = []
 
     # the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -187,7 +192,7 @@ class CandleWriter:
 
     def _flush_due(self, now: float) -> bool:
         if not self._rows and not self._waiters:
-            return False
+            return bool(self._refused) and self._retry_at is None
         if self._retry_at is not None:
             return now >= self._retry_at
         if len(self._rows) >= self._batch_size or self._waiters:
@@ -197,7 +202,13 @@ class CandleWriter:
 
     # finality --------------------------------------------------------------------------------
     def _apply_frame(self, frame: CandleFrame) -> None:
+        if frame.rejected and len(self._refused) < _MAX_REFUSED_FRAMES:
+            self._refused.append((frame.series, frame.rejected))
+        if not frame.candles:
+            return
         self.stats.updates += 1
+        if len(self._received) >= _MAX_LATENCY_SAMPLES:
+            del self._received[: _MAX_LATENCY_SAMPLES // 2]  # samples only; rows are kept
         self._received.append(frame.received_at)
         # The flush deadline counts from when the oldest buffered update was received, so
         # time spent waiting in the queue is part of WS_SAVE_FLUSH_SECONDS, not added to it.
@@ -288,6 +299,7 @@ class CandleWriter:
             log.error("Database refused %d WebSocket candles; dropped: %s", len(rows), exc)
         else:
             self.stats.candles_written += len(rows)
+        await self._quarantine()
         self._refusals = 0
         committed = time.monotonic()
         stats = self.stats
@@ -309,6 +321,14 @@ class CandleWriter:
         self._backoff.reset()
         return True
 
+    async def _quarantine(self) -> None:
+        refused, self._refused = self._refused, []
+        try:
+            for series, rows in refused:
+                await self._sink.refuse(series, rows, "ws")
+        except MarketDataError as exc:  # counted by the sink already; the rows are only lost
+            log.warning("Could not quarantine refused WebSocket rows: %s", exc)
+
     def _outage(self, exc: Exception) -> None:
         stats = self.stats
         stats.failed_writes += 1
@@ -318,9 +338,6 @@ class CandleWriter:
         stats.db_outage = True
         stats.pending = len(self._rows)
         self._retry_at = time.monotonic() + self._backoff.next()
-        if len(self._received) > 100_000:
-            # Latency samples only; the candles themselves stay buffered.
-            del self._received[:-100_000]
 
     async def _final_flush(self) -> None:
         deadline = time.monotonic() + self._shutdown_timeout

@@ -56,6 +56,9 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
 
     # candles: writes ---------------------------------------------------------------------------
     async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
+        """See Store.upsert_candles. Large batches commit chunk by chunk: after an error the
+        chunks before it stay written, and retrying the batch is idempotent. Rejected rows
+        are also kept in `rejected_candles` (source "store")."""
         batches, rejected = prepare(candles, self.exchange)
         written = 0
         rows = sum(len(b.rows) for b in batches)

@@ -47,7 +47,7 @@ WHERE (NOT candles.final OR excluded.final)
 _STATS = """
 INSERT INTO series_stats AS s
     (exchange, symbol, timeframe, candle_count, first_ts, last_ts, last_final_ts)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+VALUES {values}
 ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET
     candle_count = s.candle_count + excluded.candle_count,
     first_ts = min(coalesce(s.first_ts, excluded.first_ts), excluded.first_ts),
@@ -70,6 +70,15 @@ GROUP BY k.column1, k.column2
 """
 
 
+async def _add_stats(raw: Any, stats: list[tuple[Any, ...]]) -> None:
+    """Fold per-series deltas (exchange, symbol, timeframe, new rows, first, last, last final)
+    into series_stats: one statement per 1,000 series (7 parameters each)."""
+    for i in range(0, len(stats), 1_000):
+        part = stats[i : i + 1_000]
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        await raw.execute_fetchall(_STATS.format(values=values), [v for s in part for v in s])
+
+
 class SqliteDialect(Dialect):
     name = "sqlite"
     bulk_chunk_rows = 5_000
@@ -84,7 +93,11 @@ class SqliteDialect(Dialect):
         self._write_base: AsyncEngine | None = None
 
     def create_engine(self) -> AsyncEngine:
-        engine = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_timeout=30)
+        # No reset-on-return: every transaction is committed or rolled back by SQLAlchemy
+        # itself (we emit BEGIN through it), so the pool's extra ROLLBACK is a wasted hop.
+        engine = create_async_engine(
+            self.url, pool_size=5, max_overflow=5, pool_timeout=30, pool_reset_on_return=None
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -146,20 +159,18 @@ class SqliteDialect(Dialect):
             keys += row[1:4]  # symbol, timeframe, ts
         values = ",".join(["(?, ?, ?)"] * len(rows))
         keys.append(self.exchange)
-        async with raw.execute(_COUNT_KEYS.format(values=values), keys) as cursor:
-            existing = {(s, t): n for s, t, n in await cursor.fetchall()}
+        found = await raw.execute_fetchall(_COUNT_KEYS.format(values=values), keys)
+        existing = {(s, t): n for s, t, n in found}
         async with raw.executemany(_UPSERT, rows) as cursor:
             written = int(cursor.rowcount)
-        stats = [
+        await _add_stats(raw, [
             (
                 self.exchange, b.symbol, b.timeframe,
                 len(b.rows) - existing.get((b.symbol, b.timeframe), 0),
                 b.first_ts, b.last_ts, b.last_final_ts,
             )
             for b in batches
-        ]
-        async with raw.executemany(_STATS, stats):
-            pass
+        ])
         self._rows_since_checkpoint += len(rows)
         return written
 
@@ -168,16 +179,17 @@ class SqliteDialect(Dialect):
         # (two short index range scans) gives the number of new rows exactly.
         bounds = (self.exchange, batch.symbol, batch.timeframe, batch.first_ts, batch.last_ts)
         async with transaction() as raw:
-            async with raw.execute(_COUNT_RANGE, bounds) as cursor:
-                (before,) = await cursor.fetchone()
+            [(before,)] = await raw.execute_fetchall(_COUNT_RANGE, bounds)
             async with raw.executemany(_UPSERT, batch.rows) as cursor:
                 written = int(cursor.rowcount)
-            async with raw.execute(_COUNT_RANGE, bounds) as cursor:
-                (after,) = await cursor.fetchone()
-            new = after - before
-            stats = (*bounds[:3], new, batch.first_ts, batch.last_ts, batch.last_final_ts)
-            async with raw.execute(_STATS, stats):
-                pass
+            if before == 0:  # nothing was there (and we hold the write lock): all rows are new
+                new = len(batch.rows)
+            else:
+                [(after,)] = await raw.execute_fetchall(_COUNT_RANGE, bounds)
+                new = after - before
+            await _add_stats(
+                raw, [(*bounds[:3], new, batch.first_ts, batch.last_ts, batch.last_final_ts)]
+            )
         self._rows_since_checkpoint += len(batch.rows)
         return written
 
