@@ -4,7 +4,7 @@ Runs alone, after the main suite (`pytest -m chaos`): it restarts the PostgreSQL
 
 1. The simulator (in this process) with every fault switched on: REST 429 storms with bans, 5xx,
    slow answers; WebSocket connections dropped after N messages, 20051 restarts, maintenance
-   windows (20060 ... 20061), silent stalls, lost updates.
+   windows (20060 ... 20061), silent stalls, lost updates; broken candle rows on both.
 2. The daemon (a subprocess) on a fresh PostgreSQL database: BTCUSD, DOGE:USD, the thin pair and
    a pair listed 1.5 days ago; 1m and 4h (derived from 1h); three days of backfill.
 3. SIGKILL while jobs are running, then a restart (the killed run's jobs must end `failed`).
@@ -14,6 +14,7 @@ Runs alone, after the main suite (`pytest -m chaos`): it restarts the PostgreSQL
    simulator's truth; no duplicates; every gap repaired or closed empty; no job left running.
 
 Run with `-s` to see what was injected and compared; the figures also go to a JSON file.
+docs/CHAOS.md describes the run.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ REST_CORRUPT_SECONDS = 40.0
 def _only_when_asked(request: pytest.FixtureRequest) -> None:
     # It restarts the PostgreSQL server under every other test: run it alone, on purpose.
     if "chaos" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the chaos run restarts PostgreSQL: run it alone with -m chaos")
+        pytest.skip("the chaos run restarts the database server: run it alone with -m chaos")
 
 
 def _pairs() -> tuple[Any, ...]:

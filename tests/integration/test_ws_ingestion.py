@@ -131,12 +131,14 @@ async def test_ten_series_on_shards_of_three(
         assert sorted(len(c.subscriptions) for c in conns) == [1, 3, 3, 3]
         assert sorted(s for c in conns for s in c.subscriptions) == sorted(map(str, series))
         assert sim.stats.ws_opened == 4
-        # Start-up catch-up: one ws_catchup job per series, all successful.
-        await wait_until(lambda: ingestion.state.catchup.runs >= 10, "start-up catch-up")
-        jobs = await store.list_jobs(job_type="ws_catchup", limit=100)
-        assert {(j.symbol, j.timeframe) for j in jobs if j.status == "success"} == {
-            (k.symbol, k.timeframe) for k in series
-        }
+        # Start-up catch-up: a successful ws_catchup job for every series.
+        wanted = {(k.symbol, k.timeframe) for k in series}
+
+        async def caught_up() -> bool:
+            jobs = await store.list_jobs(job_type="ws_catchup", status="success", limit=1000)
+            return {(j.symbol, j.timeframe) for j in jobs} == wanted
+
+        await wait_until(caught_up, "a successful catch-up job for every series")
 
 
 async def test_derived_timeframes_come_from_their_subscribed_source(

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from market_data.errors import (
     ExchangeRequestError,
     ExchangeUnavailable,
@@ -28,6 +30,7 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
+from market_data.gcpause import collector_paused
 from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
 from market_data.timeframes import (
     ALL_TIMEFRAMES,
@@ -88,7 +91,21 @@ def _dumps(obj: object) -> str:
 
 
 def _loads(body: bytes | bytearray | str | object) -> object:
-    """Decode a body; text that is not JSON raises PayloadError."""
+    """Decode a body; text that is not JSON raises PayloadError.
+
+    orjson decodes the common body about twice as fast as the stdlib. It is stricter (no NaN or
+    Infinity literals, 64-bit integers, nesting depth), so whatever it refuses goes through the
+    stdlib path, which decides as before: a NaN row is then refused on its own, not the page.
+    """
+    if isinstance(body, (bytes, bytearray, str)) and len(body) <= MAX_BODY_BYTES:
+        try:
+            return orjson.loads(body)
+        except (orjson.JSONDecodeError, RecursionError):
+            pass
+    return _loads_stdlib(body)
+
+
+def _loads_stdlib(body: bytes | bytearray | str | object) -> object:
     if isinstance(body, (bytes, bytearray)):
         if len(body) > MAX_BODY_BYTES:
             raise PayloadError(f"body of {len(body)} bytes is too large")
@@ -221,59 +238,63 @@ _PRICES = ("open", "close", "high", "low")
 _INF = math.inf
 
 
-def _plain_row(row: object, symbol: str, timeframe: str, now_ms: int, latest: int, step: int,
-               offset: int) -> Candle | None:
-    """Fast path for the common row (six plain JSON numbers that parse_candle_row accepts): the
-    same checks inline, about 3x faster on 10,000-row backfill pages. None sends the row down
-    the full path, which accepts it or says why not."""
-    if type(row) is not list or len(row) != 6:
-        return None
-    ts, o, c, h, lo, v = row
-    if type(ts) is not int or not 0 <= ts <= latest or (ts - offset) % step:
-        return None
-    for x in (o, c, h, lo, v):
-        if type(x) is not float and type(x) is not int:
-            return None
-    if not (0 < o < _INF and 0 < c < _INF and 0 < lo <= h < _INF and 0 <= v < _INF):
-        return None
-    try:
-        return Candle(symbol, timeframe, ts, float(o), float(h), float(lo), float(c), float(v),
-                      ts + step <= now_ms)
-    except OverflowError:  # an integer too large for a float
-        return None
-
-
 def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
                       now_ms: int) -> ParsedPage:
-    """Parse rows one by one: a bad row is rejected with its reason, the others still parse."""
+    """Parse rows one by one: a bad row is rejected with its reason, the others still parse.
+
+    The common row (six plain JSON numbers that parse_candle_row accepts) is checked inline,
+    about 3x faster on 10,000-row backfill pages; anything else takes parse_candle_row, which
+    accepts it or says why not.
+    """
     timeframe = parse_timeframe(timeframe)
     candles: list[Candle] = []
+    append = candles.append
     rejected: list[RejectedRow] = []
     rejected_count = raw_count = 0
-    min_ts: int | None = None
-    max_ts: int | None = None
+    min_ts = max_ts = -1  # -1: no row with a usable MTS yet
     latest = now_ms + CLOCK_SKEW_MS
     step = duration_ms(timeframe) if is_fixed(timeframe) else 0
     offset = align(0, timeframe) % step if step else 0
     for row in rows:
         raw_count += 1
+        if step and type(row) is list and len(row) == 6:
+            ts, o, c, h, lo, v = row
+            if type(ts) is int and 0 <= ts <= latest:
+                if min_ts < 0 or ts < min_ts:
+                    min_ts = ts
+                if ts > max_ts:
+                    max_ts = ts
+                if (
+                    not (ts - offset) % step
+                    and (type(o) is float or type(o) is int)
+                    and (type(c) is float or type(c) is int)
+                    and (type(h) is float or type(h) is int)
+                    and (type(lo) is float or type(lo) is int)
+                    and (type(v) is float or type(v) is int)
+                    and 0 < o < _INF and 0 < c < _INF and 0 < lo <= h < _INF and 0 <= v < _INF
+                ):
+                    try:
+                        append(Candle(symbol, timeframe, ts, float(o), float(h), float(lo),
+                                      float(c), float(v), ts + step <= now_ms))
+                        continue
+                    except OverflowError:  # an integer too large for a float
+                        pass
         mts: int | None = None
         if isinstance(row, (list, tuple)) and row:
             first = row[0]
             if isinstance(first, int) and not isinstance(first, bool) and 0 <= first <= latest:
                 mts = first
-                min_ts = mts if min_ts is None else min(min_ts, mts)
-                max_ts = mts if max_ts is None else max(max_ts, mts)
-        plain = _plain_row(row, symbol, timeframe, now_ms, latest, step, offset) if step else None
-        if plain is not None:
-            candles.append(plain)
-            continue
+                if min_ts < 0 or mts < min_ts:
+                    min_ts = mts
+                max_ts = max(max_ts, mts)
         try:
-            candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
+            append(parse_candle_row(row, symbol, timeframe, now_ms))
         except PayloadError as exc:
             rejected_count += 1
             if len(rejected) < MAX_REJECTED_KEPT:
                 rejected.append(RejectedRow(_dumps(row), str(exc), mts))
+    if max_ts < 0:
+        return ParsedPage(candles, rejected, rejected_count, raw_count)
     return ParsedPage(candles, rejected, rejected_count, raw_count, min_ts, max_ts)
 
 
@@ -291,6 +312,12 @@ def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
     An error body raises its classified error (RateLimited, ExchangeUnavailable,
     ExchangeRequestError); anything that is not a JSON array raises PayloadError.
     """
+    with collector_paused():  # a page is tens of thousands of new objects, none cyclic
+        return _parse_rest_candles(body, symbol, timeframe, now_ms)
+
+
+def _parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
+                        now_ms: int) -> ParsedPage:
     obj = _loads(body)
     if is_error_body(obj):
         raise classify_http_error(200, obj)

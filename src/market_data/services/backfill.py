@@ -33,7 +33,9 @@ from market_data.storage.base import Store
 from market_data.timeframes import (
     DAY_MS,
     align,
+    duration_ms,
     format_log_ts,
+    is_fixed,
     is_native,
     next_open,
     previous_open,
@@ -136,6 +138,12 @@ def empty_slots(stamps: Sequence[int], end: int, tf: str) -> list[tuple[int, int
     not) open times a page returned for that whole span."""
     ranges: list[tuple[int, int]] = []
     ordered = sorted(stamps)
+    if ordered and is_fixed(tf) and align(ordered[0], tf) == ordered[0]:
+        # A page without holes (the common case) is checked in C, not stamp by stamp.
+        step = duration_ms(tf)
+        if ordered == list(range(ordered[0], ordered[-1] + step, step)):
+            hole_start = ordered[-1] + step
+            return [(hole_start, end)] if hole_start < end else []
     for ts, following in zip(ordered, [*ordered[1:], None], strict=True):
         hole_start = next_open(ts, tf)
         hole_end = end if following is None else min(following, end)

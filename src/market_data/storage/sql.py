@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from market_data.gcpause import collector_paused
 from market_data.models import Candle, SeriesKey, SeriesStats
 from market_data.storage.base import QuarantineItem, UpsertResult
 from market_data.storage.batches import prepare
@@ -59,7 +60,8 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         """See Store.upsert_candles. Large batches commit chunk by chunk: after an error the
         chunks before it stay written, and retrying the batch is idempotent. Rejected rows
         are also kept in `rejected_candles` (source "store")."""
-        batches, rejected = prepare(candles, self.exchange)
+        with collector_paused():  # one row tuple per candle, none cyclic (see gcpause)
+            batches, rejected = prepare(candles, self.exchange)
         written = 0
         rows = sum(len(b.rows) for b in batches)
         if 0 < rows <= min(self._bulk_threshold, self.dialect.small_max_rows):
