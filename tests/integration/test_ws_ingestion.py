@@ -204,19 +204,33 @@ async def database_outage(database_url: str, ingestion: WsIngestion) -> AsyncIte
             lock.close()
         return
     name = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(ADMIN_URL)
+    await admin(
+        f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+    )
     try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        try:
-            await wait_until(lambda: ingestion.state.db_outage, "the writer to see the outage", 20)
-            yield
-        finally:
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await wait_until(lambda: ingestion.state.db_outage, "the writer to see the outage", 20)
+        yield
     finally:
-        await admin.close()
+        await admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+async def admin(*statements: str) -> None:
+    """Run statements on a short-lived admin connection (a long-lived one could be cut by
+    other tests sharing the server), retrying a connection lost on the way."""
+    for attempt in range(3):
+        try:
+            conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+            try:
+                for statement in statements:
+                    await conn.execute(statement)
+                return
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.mark.chaos
