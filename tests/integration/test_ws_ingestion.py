@@ -241,7 +241,13 @@ async def test_every_closed_candle_survives_every_fault(
         ws_drop_after=60, ws_restart_every=13, ws_maintenance_every=19,
         ws_maintenance_duration=3, ws_stall_every=11, ws_stall_duration=4, ws_loss_rate=0.1,
     )
-    sim = await simulator_factory(speed=12.0, faults=faults)
+    pairs = (
+        PairSpec("BTCUSD", 60_000.0, trade_probability=0.95, trades_per_minute=30.0),
+        PairSpec("ETHUSD", 3_000.0, trade_probability=0.9, trades_per_minute=20.0),
+        PairSpec("SOLUSD", 150.0, trade_probability=0.85, trades_per_minute=12.0),
+        PairSpec("DOGE:USD", 0.15, trade_probability=0.7, trades_per_minute=8.0),  # some gaps
+    )
+    sim = await simulator_factory(speed=12.0, faults=faults, pairs=pairs)
     symbols = ["BTCUSD", "ETHUSD", "SOLUSD", "DOGE:USD"]
     settings = ws_settings(
         sim, database_url, bitfinex_symbols=symbols, ws_max_subscriptions_per_connection=2,

@@ -16,17 +16,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from market_data.errors import MarketDataError
+from market_data.errors import MarketDataError, PayloadError
 from market_data.exchanges.bitfinex import (
     CLOCK_SKEW_MS,
     CandleSnapshot,
@@ -39,6 +36,7 @@ from market_data.exchanges.bitfinex import (
     parse_candle_row,
     parse_ws_message,
 )
+from market_data.exchanges.ws_pacing import Backoff, ConnectionPacer, until_stopped
 from market_data.models import Candle, SeriesKey
 
 log = logging.getLogger(__name__)
@@ -110,73 +108,6 @@ class WsOptions:
 
 class ProtocolViolation(MarketDataError):
     """The server did not speak WebSocket v2 as expected."""
-
-
-async def until_stopped(stop: asyncio.Event, awaitable: Coroutine[Any, Any, Any]) -> bool:
-    """Run `awaitable` unless `stop` is set first; True when it completed."""
-    if stop.is_set():
-        awaitable.close()
-        return False
-    work = asyncio.ensure_future(awaitable)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((work, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (work, stopper):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(work, stopper, return_exceptions=True)
-    if work.cancelled():
-        return False
-    error = work.exception()
-    if error is not None:
-        raise error
-    return True
-
-
-class Backoff:
-    """Exponential delays with jitter between `initial` and `maximum`."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = max(0.0, initial)
-        self.maximum = max(self.initial, maximum)
-        self.attempt = 0
-
-    def next(self) -> float:
-        base = min(self.maximum, self.initial * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        # Jitter so shards dropped together do not reconnect in lock-step.
-        return float(max(self.initial, base * random.uniform(0.5, 1.0)))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-class ConnectionPacer:
-    """At most `per_minute` connection attempts in any sliding minute, shared by every shard."""
-
-    def __init__(self, per_minute: int, penalty: float, window: float = 61.0) -> None:
-        self._per_minute = max(1, per_minute)
-        self._window = window
-        self._penalty = penalty
-        self._starts: deque[float] = deque(maxlen=self._per_minute)
-        self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                wait = self._blocked_until - now
-                if len(self._starts) == self._per_minute:
-                    wait = max(wait, self._starts[0] + self._window - now)
-                if wait <= 0:
-                    self._starts.append(now)
-                    return
-                await asyncio.sleep(wait)
-
-    def penalize(self) -> None:
-        self._blocked_until = time.monotonic() + self._penalty
 
 
 Deliver = Callable[[CandleFrame], Awaitable[None]]
@@ -323,7 +254,7 @@ class Shard:
                     self.info.last_error = f"handshake refused: HTTP {status}"
                     if status == 429:
                         self.pool.pacer.penalize()
-                except (OSError, TimeoutError, WebSocketException, ProtocolViolation) as exc:
+                except (OSError, TimeoutError, WebSocketException, MarketDataError) as exc:
                     self.info.last_error = f"{type(exc).__name__}: {exc}"
                 finally:
                     self._ws = None
@@ -435,7 +366,13 @@ class Shard:
             self.pool.on_ready(self.info.id, series)
 
     async def _handle(self, ws: ClientConnection, raw: str) -> None:
-        event = parse_ws_message(raw)
+        try:
+            event = parse_ws_message(raw)
+        except PayloadError as exc:
+            # One unreadable frame is not worth a reconnect; the hole, if any, is caught up.
+            self.info.rejected_rows += 1
+            log.warning("WebSocket connection %d: unreadable frame: %s", self.info.id, exc)
+            return
         if isinstance(event, (CandleUpdate, CandleSnapshot)):
             await self._candles(event)
         elif isinstance(event, SubscribedEvent):

@@ -32,7 +32,7 @@ from market_data.errors import (
 )
 from market_data.exchanges.bitfinex import REST_MAX_LIMIT
 from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.exchanges.bitfinex_ws import Backoff, until_stopped
+from market_data.exchanges.ws_pacing import Backoff, until_stopped
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.ws_writer import CatchupBatch

@@ -25,14 +25,13 @@ from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
 from market_data.exchanges.bitfinex import candle_key
 from market_data.exchanges.bitfinex_rest import BitfinexRest
 from market_data.exchanges.bitfinex_ws import (
-    Backoff,
     CandleFrame,
     ConnectionInfo,
     ShardPool,
     Subscription,
     WsOptions,
-    until_stopped,
 )
+from market_data.exchanges.ws_pacing import Backoff, until_stopped
 from market_data.models import SeriesKey
 from market_data.services.sink import CandleSink
 from market_data.services.ws_catchup import CatchUp, CatchupStats

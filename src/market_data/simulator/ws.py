@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,7 @@ INFO_MAINTENANCE_END = {
     "unsubscribe/subscribe again all channels.",
 }
 _MAX_MESSAGE = 4096
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 
 @dataclass(eq=False, slots=True)
@@ -354,18 +357,43 @@ class Session:
                 await asyncio.sleep(0.05)
                 continue
             now = ctx.market.now_ms()
-            for channel in list(self.channels.values()):
-                if channel.stale:
-                    continue
-                prefix = prefixes.get(channel.chan_id)
-                if prefix is None:
-                    base = channel.last_row or (align(now, channel.tf), 1.0, 1.0, 1.0, 1.0, 0.0)
-                    prefix = prefixes[channel.chan_id] = (row_json(base[:5])[:-1], base[5])
-                bump += 1
-                # Only the volume changes, so only the volume is formatted per frame.
-                await self.send_channel(channel, f"{prefix[0]},{prefix[1] + bump * 1e-8!r}]")
-                ctx.stats.ws_updates_sent += 1
+            with _corked(self.ws):
+                for channel in list(self.channels.values()):
+                    if channel.stale:
+                        continue
+                    prefix = prefixes.get(channel.chan_id)
+                    if prefix is None:
+                        base = channel.last_row or (align(now, channel.tf), 1.0, 1.0, 1.0, 1.0,
+                                                    0.0)
+                        prefix = prefixes[channel.chan_id] = (row_json(base[:5])[:-1], base[5])
+                    bump += 1
+                    # Only the volume changes, so only the volume is formatted per frame.
+                    await self.send_channel(channel, f"{prefix[0]},{prefix[1] + bump * 1e-8!r}]")
+                    ctx.stats.ws_updates_sent += 1
             await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def _corked(ws: ServerConnection) -> Iterator[None]:
+    """TCP_CORK on the connection's socket while a round of frames is written (Linux).
+
+    The transport writes each frame at once, one TCP segment each; corked, the kernel queues
+    them and sends full segments when the round is done, which is most of a frame's cost.
+    """
+    sock = ws.transport.get_extra_info("socket") if _TCP_CORK is not None else None
+    if sock is None:
+        yield
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
 
 
 def _wire(ctx: SimContext, rows: list[Ohlcv]) -> str:
