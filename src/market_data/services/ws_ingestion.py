@@ -167,12 +167,18 @@ class WsIngestion:
             self._store, self._rest, pairs, enqueue,
             lookback_minutes=s.ws_catchup_lookback_minutes,
             grace_ms=int(self._grace_seconds * 1000),
-            reconcile_seconds=self._reconcile_seconds,
+            # The reconcile pass may use about a quarter of the REST budget at most, so the
+            # update loop, gap repair and backfill keep theirs.
+            reconcile_seconds=(
+                max(self._reconcile_seconds, 4 * len(pairs) * s.rate_limit_delay)
+                if self._reconcile_seconds > 0 else 0.0
+            ),
             clock_ms=self._clock_ms,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
         subs = [Subscription(key, candle_key(pair, key.timeframe)) for key, pair in pairs.items()]
+
         async def deliver(frame: CandleFrame) -> None:
             await queue.put(frame)
             depth = queue.qsize()
