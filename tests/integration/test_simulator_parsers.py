@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from market_data.errors import ExchangeRequestError, RateLimited
-from market_data.exchanges.bitfinex import (
+from market_data.exchanges.bitfinex import parse_pair_list, parse_rest_candles
+from market_data.exchanges.bitfinex_frames import (
     CandleSnapshot,
     CandleUpdate,
     ConfAck,
@@ -18,8 +19,6 @@ from market_data.exchanges.bitfinex import (
     Heartbeat,
     InfoEvent,
     SubscribedEvent,
-    parse_pair_list,
-    parse_rest_candles,
     parse_ws_message,
 )
 from market_data.simulator import Simulator

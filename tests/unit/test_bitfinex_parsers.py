@@ -17,6 +17,16 @@ from market_data.errors import (
 )
 from market_data.exchanges import bitfinex as bfx
 from market_data.exchanges.bitfinex import (
+    candle_key,
+    classify_http_error,
+    pair_for_symbol,
+    parse_candle_key,
+    parse_candle_row,
+    parse_candle_rows,
+    parse_pair_list,
+    parse_rest_candles,
+)
+from market_data.exchanges.bitfinex_frames import (
     CandleSnapshot,
     CandleUpdate,
     ConfAck,
@@ -27,14 +37,6 @@ from market_data.exchanges.bitfinex import (
     SubscribedEvent,
     UnknownFrame,
     UnsubscribedEvent,
-    candle_key,
-    classify_http_error,
-    pair_for_symbol,
-    parse_candle_key,
-    parse_candle_row,
-    parse_candle_rows,
-    parse_pair_list,
-    parse_rest_candles,
     parse_ws_message,
 )
 from market_data.timeframes import is_aligned

@@ -21,8 +21,8 @@ from market_data.exchanges.bitfinex import (
     parse_candle_row,
     parse_pair_list,
     parse_rest_candles,
-    parse_ws_message,
 )
+from market_data.exchanges.bitfinex_frames import parse_ws_message
 from market_data.timeframes import align, next_open
 
 NOW = 1_800_000_000_000

@@ -24,16 +24,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from market_data.errors import MarketDataError, PayloadError
-from market_data.exchanges.bitfinex import (
-    CLOCK_SKEW_MS,
+from market_data.exchanges.bitfinex import CLOCK_SKEW_MS, RejectedRow, parse_candle_row
+from market_data.exchanges.bitfinex_frames import (
     CandleSnapshot,
     CandleUpdate,
     ErrorEvent,
     InfoEvent,
-    RejectedRow,
     SubscribedEvent,
     UnsubscribedEvent,
-    parse_candle_row,
     parse_ws_message,
 )
 from market_data.exchanges.ws_pacing import Backoff, ConnectionPacer, until_stopped
