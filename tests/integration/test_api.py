@@ -252,6 +252,9 @@ async def test_health_ok_then_degraded_by_a_failing_loop(
 
 async def test_metrics_exposes_the_state_objects(client: httpx.AsyncClient, daemon: Daemon) -> None:
     daemon.sink.stats.written_by_source["ws"] = 42
+    assert daemon.ws is not None
+    for waited in (0.003, 0.2, 1.5):
+        daemon.ws.state.writer.commit_seconds.observe(waited)
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -263,6 +266,14 @@ async def test_metrics_exposes_the_state_objects(client: httpx.AsyncClient, daem
     assert 'market_data_series_lag_seconds{symbol="BTCUSD",timeframe="1m"}' in text
     assert "market_data_database_up 1.0" in text
     assert 'market_data_loop_runs_total{loop="gap_repair"} 0.0' in text
+    commit = "market_data_ws_update_to_commit_seconds"
+    assert f'{commit}_bucket{{le="0.005"}} 1.0' in text
+    assert f'{commit}_bucket{{le="0.25"}} 2.0' in text
+    assert f'{commit}_bucket{{le="1.0"}} 2.0' in text
+    assert f'{commit}_bucket{{le="2.5"}} 3.0' in text
+    assert f'{commit}_bucket{{le="+Inf"}} 3.0' in text
+    assert f"{commit}_count 3.0" in text
+    assert f"{commit}_sum 1.703" in text
 
 
 async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> None:

@@ -178,6 +178,8 @@ async def test_updates_to_one_candle_collapse_into_one_row_per_batch(store: SqlS
         assert row.volume == 50.0
         assert not row.final
         assert w.stats.latency.total == 50
+        assert w.stats.commit_seconds.total == 50
+        assert w.stats.commit_seconds.cumulative()[-1] == ("+Inf", 50)
         p99 = w.stats.latency.quantile(0.99)
         assert p99 is not None
         assert p99 < 2_000

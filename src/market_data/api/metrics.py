@@ -124,6 +124,11 @@ class DaemonCollector(Collector):
                        st.writer.dropped_rows)
         yield _gauge("ws_database_outage", "1 while the writer cannot reach the database",
                      1.0 if st.db_outage else 0.0)
+        commit = st.writer.commit_seconds
+        hist = HistogramMetricFamily(P + "ws_update_to_commit_seconds", "Time from receiving a "
+                                     "WebSocket candle update to committing it")
+        hist.add_metric([], commit.cumulative(), commit.sum)
+        yield hist
 
     def _gaps(self) -> Iterator[Metric]:
         g = self.daemon.gaps.stats

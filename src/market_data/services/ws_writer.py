@@ -31,6 +31,7 @@ from market_data.exchanges.ws_pacing import Backoff
 from market_data.models import Candle, SeriesKey
 from market_data.services.sink import CandleSink
 from market_data.timeframes import next_open
+from market_data.timing import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ _MAX_LATENCY_SAMPLES = 100_000  # receive times kept between two commits
 def _latency_bounds() -> tuple[float, ...]:
     # 0.1 ms to ~2 min in 10 % steps: p99 within 10 % at any scale, 150 buckets.
     return tuple(0.1 * 1.1**i for i in range(150))
+
+
+# Seconds, for /metrics: batches wait up to `flush_seconds` (default 2) and longer in an outage.
+COMMIT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+
+
+def _commit_histogram() -> Histogram:
+    return Histogram(COMMIT_BUCKETS, [0] * (len(COMMIT_BUCKETS) + 1))
 
 
 @dataclass(slots=True)
@@ -94,6 +105,8 @@ class WriterStats:
     finalized_by_rollover: int = 0
     finalized_by_timer: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # The same latency in seconds as running totals (never reset), for a Prometheus histogram.
+    commit_seconds: Histogram = field(default_factory=_commit_histogram)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,9 +323,11 @@ class CandleWriter:
         stats.db_outage = False
         stats.flushes += 1
         stats.last_flush_ms = time.time_ns() // 1_000_000
-        latency = stats.latency
+        latency, commit_seconds = stats.latency, stats.commit_seconds
         for received in self._received:
-            latency.observe((committed - received) * 1000.0)
+            waited = committed - received
+            latency.observe(waited * 1000.0)
+            commit_seconds.observe(waited)
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
