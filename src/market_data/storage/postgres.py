@@ -3,8 +3,11 @@
 Small batches (WebSocket flushes) are one statement: `unnest` arrays -> upsert -> per-series
 stats, all in one round trip. Bulk chunks (backfill pages) go by binary COPY: straight into
 `candles` when the chunk's range holds no row yet (first-time history, the common case), else
-into a temp staging table and one set-based upsert. Times travel as epoch-ms bigints and become
-timestamptz in SQL, except on the straight COPY, which needs datetimes.
+into a temp staging table and one set-based upsert, which first drops (anti-join) the staged
+rows the upsert would leave alone anyway: re-fetched history is mostly identical to what is
+stored, and ON CONFLICT locks (so writes) every conflicting row even when its WHERE says no.
+Times travel as epoch-ms bigints and become timestamptz in SQL, except on the straight COPY,
+which needs datetimes.
 Upserts report `xmax = 0` for inserted rows, which is how the stats count stays exact.
 The temp table assumes session pooling (not a transaction-mode pgbouncer).
 """
@@ -83,6 +86,14 @@ WITH up AS (
     SELECT $1, $2, $3, to_timestamp(i.ts::float8 / 1000),
            i.open, i.high, i.low, i.close, i.volume, i.final
     FROM candles_stage i
+    WHERE NOT EXISTS (
+        SELECT 1 FROM candles o
+        WHERE o.exchange = $1 AND o.symbol = $2 AND o.timeframe = $3
+          AND o.ts = to_timestamp(i.ts::float8 / 1000)
+          AND (o.final AND NOT i.final
+               OR (o.open, o.high, o.low, o.close, o.volume, o.final)
+                  IS NOT DISTINCT FROM (i.open, i.high, i.low, i.close, i.volume, i.final))
+    )
     ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET {_SET}
     RETURNING c.ts, c.final, (c.xmax = 0) AS inserted
 ), stats AS (
