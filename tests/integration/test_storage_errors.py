@@ -104,6 +104,17 @@ def test_translation_of_driver_errors() -> None:
         sqlite3.OperationalError("password authentication failed: s3cret"), "h:1/d", "s3cret"
     )
     assert "s3cret" not in str(leaked)
+    # Seen in the chaos run after a database outage: a connection whose protocol state was cut
+    # off mid-operation. Temporary (a fresh connection works), never an untranslated crash.
+    import asyncpg
+
+    broken = translate(
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"), "h:1/d")
+    assert isinstance(broken, StorageUnavailable)
+    busy = translate(asyncpg.exceptions.InterfaceError(
+        "cannot perform operation: another operation is in progress"), "h:1/d")
+    assert isinstance(busy, StorageUnavailable)
 
 
 BOTH = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

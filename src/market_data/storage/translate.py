@@ -30,6 +30,10 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.QueryCanceledError,  # statement_timeout
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # The connection's protocol is in a bad state (an operation cut off mid-flight, e.g. by a
+    # server restart or a cancelled task): that connection is invalidated, a fresh one works.
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 _UNAVAILABLE_TEXT = (
     "database is locked",
@@ -53,6 +57,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.SQLAlchemyError,
     asyncpg.exceptions.PostgresError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     sqlite3.Error,
     OSError,
     TimeoutError,
