@@ -132,8 +132,9 @@ async def _check_database(sim: Simulator, url: str, signalled: float) -> None:
                         c.open, c.high, c.low, c.close), (key, c, mine)
                     assert mine.volume == pytest.approx(c.volume, rel=1e-9), (key, c, mine)
                 if tf == "1m":
-                    # The stream delivered candles after the backfill: history reaches the signal.
-                    assert truth[-1].ts >= cutoff - 3 * MINUTE_MS, (key, truth[-1].ts, cutoff)
+                    # The comparison above reached the signal (some minutes have no trades, so
+                    # the newest candle may be a few minutes before it).
+                    assert truth[-1].ts >= cutoff - 10 * MINUTE_MS, (key, truth[-1].ts, cutoff)
     finally:
         await store.close()
 
