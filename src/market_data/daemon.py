@@ -42,7 +42,7 @@ from market_data.services.sink import CandleSink
 from market_data.services.update import UpdateService
 from market_data.services.ws_ingestion import WsIngestion
 from market_data.storage.sql import open_store
-from market_data.timeframes import DAY_MS
+from market_data.timeframes import DAY_MS, now_ms
 from market_data.timing import TimedStore
 
 if TYPE_CHECKING:
@@ -82,8 +82,6 @@ class RuntimeState:
     crashed: str | None = None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _describe(exc: BaseException) -> str:
@@ -94,7 +92,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop = asyncio.Event()
-        self.state = RuntimeState(started_at_ms=_now_ms())
+        self.state = RuntimeState(started_at_ms=now_ms())
         timed = TimedStore(open_store(settings.database_url))
         self.timings = timed.timings
         self.store = timed.as_store()
@@ -296,7 +294,7 @@ class Daemon:
     def trigger_backfill(self, series: list[SeriesKey] | None, days: float | None) -> str:
         if "startup_backfill" in self._work or "manual_backfill" in self._work:
             raise DaemonBusy("a backfill is already running")
-        start_ms = _now_ms() - int(days * DAY_MS) if days is not None else None
+        start_ms = now_ms() - int(days * DAY_MS) if days is not None else None
         self._spawn("manual_backfill", _logged("Backfill", lambda: self.backfill.run(
             series=series, start_ms=start_ms, stop=self.stop)))
         return "manual_backfill"

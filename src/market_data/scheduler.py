@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from market_data.timeframes import now_ms
+
 log = logging.getLogger(__name__)
 
 # Consecutive failures after which /health calls a loop unhealthy.
@@ -26,8 +28,6 @@ _MAX_RESULT_CHARS = 300
 _CANCELLED = object()
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -108,7 +108,7 @@ class PeriodicLoop:
         self._wake.set()
 
     def _schedule(self, due: float) -> None:
-        self.status.next_run_ms = _now_ms() + int(max(0.0, due - self._clock()) * 1000)
+        self.status.next_run_ms = now_ms() + int(max(0.0, due - self._clock()) * 1000)
 
     async def _wait_until(self, due: float, stop: asyncio.Event) -> bool:
         """Wait until `due` (monotonic), a trigger or stop. True when stop is set."""
@@ -152,7 +152,7 @@ class PeriodicLoop:
         """One cycle, recorded in `status`; never raises except on cancellation."""
         status = self.status
         status.running = True
-        status.last_start_ms = _now_ms()
+        status.last_start_ms = now_ms()
         status.next_run_ms = None
         started = self._clock()
         task = asyncio.ensure_future(self._cycle())
@@ -166,7 +166,7 @@ class PeriodicLoop:
             status.failures += 1
             status.consecutive_failures += 1
             status.last_error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
-            status.last_error_ms = _now_ms()
+            status.last_error_ms = now_ms()
             level = logging.ERROR if status.failing else logging.WARNING
             log.log(level, "Loop %s failed (%d in a row): %s", self.name,
                     status.consecutive_failures, status.last_error,
@@ -175,13 +175,13 @@ class PeriodicLoop:
             if result is _CANCELLED:
                 status.last_result = "cancelled at shutdown"
             else:
-                status.last_success_ms = _now_ms()
+                status.last_success_ms = now_ms()
                 status.consecutive_failures = 0
                 status.last_result = self._summarize(result)
         finally:
             status.runs += 1
             status.running = False
-            status.last_finish_ms = _now_ms()
+            status.last_finish_ms = now_ms()
             status.last_duration_s = round(self._clock() - started, 3)
 
     async def _await_or_grace(self, task: asyncio.Future[object], stop: asyncio.Event) -> object:

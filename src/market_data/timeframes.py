@@ -1,4 +1,5 @@
 """Pure time math for candle periods. Every time is an int: epoch milliseconds, UTC.
+`now_ms()` is the one place the program reads the wall clock in that unit.
 
 Bitfinex serves the native timeframes below. The others we accept are derived: aggregated from the
 largest native timeframe that divides them. Week alignment is not documented by Bitfinex; we use
@@ -9,6 +10,7 @@ and calendar months for `1M`; the simulator follows the same rules.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -187,6 +189,11 @@ def count_periods(start_ms: int, end_ms: int, tf: str) -> int:
             return 0
         return (end_ms - first + duration_ms(tf) - 1) // duration_ms(tf)
     return sum(1 for _ in expected_opens(start_ms, end_ms, tf))
+
+
+def now_ms() -> int:
+    """The wall clock, in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 def to_datetime(ts_ms: int) -> datetime:

@@ -32,8 +32,6 @@ WS_DOWN_GRACE_S = 15.0
 _UNREACHABLE = ("connection_error", "timeout", "server_error")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def check(ok: bool, detail: str) -> CheckOut:

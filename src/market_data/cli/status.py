@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,7 +15,7 @@ from market_data.cli import exit_with_error, run_async, settings_or_exit
 from market_data.config import Settings
 from market_data.errors import MarketDataError, StorageError
 from market_data.models import SeriesKey, SeriesStats
-from market_data.timeframes import ALL_TIMEFRAMES, format_log_ts, format_ts, next_open
+from market_data.timeframes import ALL_TIMEFRAMES, format_log_ts, format_ts, next_open, now_ms
 
 # Open gaps are counted from one bounded listing; beyond it the count is shown as "N+".
 GAP_LISTING_LIMIT = 1000
@@ -118,7 +117,7 @@ def status(
     settings = settings_or_exit()
     where = settings.database_location()
     try:
-        rows, truncated = run_async(_collect(settings, int(time.time() * 1000)))
+        rows, truncated = run_async(_collect(settings, now_ms()))
     except MarketDataError as exc:
         problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
         if isinstance(exc, StorageError):

@@ -40,7 +40,7 @@ from market_data.exchanges.bitfinex import (
 )
 from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
 from market_data.rate_limiter import Priority, RateLimiter
-from market_data.timeframes import TimeframeError, parse_timeframe
+from market_data.timeframes import TimeframeError, now_ms, parse_timeframe
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ class RestStats:
     pairs_listed: int = 0
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class BitfinexRest:
@@ -93,7 +91,7 @@ class BitfinexRest:
         retry_backoff: float = 2.0,
         max_retry_backoff: float = 30.0,
         pair_list_ttl: float = 3600.0,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")

@@ -36,6 +36,7 @@ from market_data.exchanges.bitfinex_frames import (
 )
 from market_data.exchanges.ws_pacing import Backoff, ConnectionPacer, until_stopped
 from market_data.models import Candle, SeriesKey
+from market_data.timeframes import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ ERR_ALREADY_SUBSCRIBED = 10301
 ERR_CHANNEL_LIMIT = 10305
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +290,7 @@ class Shard:
             self._ws = ws
             if stop.is_set():
                 return
-            self.info.connected_since_ms = _now_ms()
+            self.info.connected_since_ms = now_ms()
             self._paused_since = None
             self._acked = []
             await self._handshake(ws)
@@ -302,7 +301,7 @@ class Shard:
         async with asyncio.timeout(seconds):
             raw = await ws.recv()
         self.info.messages += 1
-        self.info.last_message_ms = _now_ms()
+        self.info.last_message_ms = now_ms()
         return raw if isinstance(raw, str) else raw.decode()
 
     async def _handshake(self, ws: ClientConnection) -> None:

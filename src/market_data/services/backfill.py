@@ -38,6 +38,7 @@ from market_data.timeframes import (
     is_fixed,
     is_native,
     next_open,
+    now_ms,
     previous_open,
     source_of,
 )
@@ -183,7 +184,7 @@ class BackfillService:
         self._store = store
         self._rest = rest
         self._sink = sink
-        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._clock = clock or now_ms
         self.progress: dict[SeriesKey, SeriesProgress] = {}
         self._limited_seen = 0
 

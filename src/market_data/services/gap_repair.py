@@ -27,7 +27,7 @@ from market_data.models import Gap, JobType, SeriesKey, SeriesStats
 from market_data.services.gap_detection import GapDetector, ScanRequest
 from market_data.services.gap_repairer import GapRepairer, RepairReport, RetryPolicy, span
 from market_data.storage.base import Store
-from market_data.timeframes import source_of
+from market_data.timeframes import now_ms, source_of
 
 if TYPE_CHECKING:
     from market_data.config import Settings
@@ -43,8 +43,6 @@ _LOG_EACH = 50  # "Gap detected" INFO lines per run; the rest go to DEBUG
 _MAX_ERROR_CHARS = 500
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -89,7 +87,7 @@ class GapService:
         rest: BitfinexRest,
         sink: CandleSink,
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = now_ms,
         policy: RetryPolicy | None = None,
     ) -> None:
         self._settings = settings

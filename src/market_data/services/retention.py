@@ -19,6 +19,7 @@ from market_data import timeframes as tfm
 from market_data.errors import MarketDataError
 from market_data.models import JobType, SeriesKey
 from market_data.storage.base import Store
+from market_data.timeframes import now_ms
 
 if TYPE_CHECKING:
     from market_data.config import Settings
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 DELETE_BATCH = 10_000  # rows per delete transaction
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -56,7 +55,7 @@ class RetentionService:
         settings: Settings,
         store: Store,
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = now_ms,
         batch_size: int = DELETE_BATCH,
     ) -> None:
         self._settings = settings

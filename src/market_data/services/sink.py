@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,7 +12,7 @@ from market_data.config import Settings
 from market_data.models import Candle, SeriesKey
 from market_data.services.derived import DerivedAggregator
 from market_data.storage.base import QuarantineItem, Store, UpsertResult
-from market_data.timeframes import next_open
+from market_data.timeframes import next_open, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class CandleSink:
         result = await self._store.upsert_candles(candles)
         stats = self.stats
         stats.writes += 1
-        stats.last_write_ms = int(time.time() * 1000)
+        stats.last_write_ms = now_ms()
         stats.written_by_source[source] = stats.written_by_source.get(source, 0) + result.written
         if result.rejected:
             stats.rejected_by_source[source] = (

@@ -9,7 +9,6 @@ follow through the sink. One `update` job per run.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from market_data.errors import (
 from market_data.models import JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.storage.base import Store
+from market_data.timeframes import now_ms
 
 if TYPE_CHECKING:
     from market_data.config import Settings
@@ -36,8 +36,6 @@ UPDATE_CANDLES = 10
 _MAX_ERROR_CHARS = 500
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -58,7 +56,7 @@ class UpdateService:
         rest: BitfinexRest,
         sink: CandleSink,
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._settings = settings
         self._store = store

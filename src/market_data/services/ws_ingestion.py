@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,14 +36,13 @@ from market_data.services.sink import CandleSink
 from market_data.services.ws_catchup import CatchUp, CatchupStats
 from market_data.services.ws_writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.storage.base import Store
+from market_data.timeframes import now_ms
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 3.0
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -123,7 +121,7 @@ class WsIngestion:
         bound = queue_size or max(1_000, 5 * settings.ws_save_batch_size)
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
-        self._clock_ms = clock_ms or _wall_ms
+        self._clock_ms = clock_ms or now_ms
         self._options = WsOptions(
             url=settings.bitfinex_ws_url,
             clock_ms=self._clock_ms,

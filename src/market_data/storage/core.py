@@ -7,7 +7,6 @@ and where SQLite's single writer is enforced.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,12 +23,11 @@ from market_data.models import EXCHANGE, SeriesKey
 from market_data.storage.dialect import dialect_for
 from market_data.storage.translate import DRIVER_ERRORS, translate
 from market_data.storage.urls import describe_target, normalize_database_url, password_of
+from market_data.timeframes import now_ms
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _alembic_upgrade(connection: Connection) -> None:
@@ -52,7 +50,7 @@ class SqlBase:
         self,
         database_url: str,
         *,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
         exchange: str = EXCHANGE,
     ) -> None:
         try:

@@ -16,7 +16,7 @@ from market_data.gcpause import collector_paused
 from market_data.models import Candle, SeriesKey, SeriesStats
 from market_data.storage.base import QuarantineItem, UpsertResult
 from market_data.storage.batches import prepare
-from market_data.storage.core import SqlBase, wall_clock_ms
+from market_data.storage.core import SqlBase
 from market_data.storage.detection import DetectionMixin
 from market_data.storage.records import MAX_LIST, GapsMixin, JobsMixin
 from market_data.storage.tables import RAW_TEXT_LIMIT, candles, rejected_candles, series_stats
@@ -272,4 +272,4 @@ def open_store(target: str | _HasDatabaseUrl, **options: Any) -> SqlStore:
     return SqlStore(url, **options)
 
 
-__all__ = ["SqlStore", "open_store", "wall_clock_ms"]
+__all__ = ["SqlStore", "open_store"]

@@ -6,7 +6,6 @@ per row (several times faster); `CandlesOut` documents the exact shape in OpenAP
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
@@ -18,7 +17,7 @@ from market_data.api.params import bad_parameter, parse_time
 from market_data.api.schemas import CandlesOut
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import Store
-from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms
+from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms, now_ms
 
 router = APIRouter(tags=["candles"])
 
@@ -44,10 +43,7 @@ async def get_candles(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
 ) -> Response:
     start_ms = None if start is None else parse_time("start", start)
-    if end is None:
-        end_ms = next_open(int(time.time() * 1000), timeframe)
-    else:
-        end_ms = parse_time("end", end)
+    end_ms = next_open(now_ms(), timeframe) if end is None else parse_time("end", end)
     if start_ms is None:
         start_ms = max(0, end_ms - limit * nominal_ms(timeframe))
     if end_ms <= start_ms:

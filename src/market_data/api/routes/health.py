@@ -11,6 +11,7 @@ from market_data.api import views
 from market_data.api.deps import DaemonDep
 from market_data.api.schemas import CheckOut, HealthOut
 from market_data.errors import MarketDataError
+from market_data.timeframes import now_ms
 
 router = APIRouter(tags=["health"])
 
@@ -35,7 +36,7 @@ async def _database(daemon: DaemonDep) -> CheckOut:
     responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
 )
 async def health(daemon: DaemonDep) -> JSONResponse:
-    now = views.now_ms()
+    now = now_ms()
     state = daemon.state
     checks: dict[str, CheckOut] = {"database": await _database(daemon)}
     phase_ok = state.phase == "running" and state.crashed is None

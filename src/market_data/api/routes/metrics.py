@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from market_data.api.deps import DaemonDep
 from market_data.api.metrics import DaemonCollector, SeriesSnapshot
 from market_data.errors import MarketDataError
+from market_data.timeframes import now_ms
 
 router = APIRouter(tags=["metrics"])
 
@@ -25,7 +24,7 @@ async def metrics(request: Request, daemon: DaemonDep) -> Response:
     registry, collector = request.app.state.metrics
     try:
         rows = await daemon.store.series_stats()
-        collector.snapshot = SeriesSnapshot(rows, True, int(time.time() * 1000))
+        collector.snapshot = SeriesSnapshot(rows, True, now_ms())
     except MarketDataError:
-        collector.snapshot = SeriesSnapshot([], False, int(time.time() * 1000))
+        collector.snapshot = SeriesSnapshot([], False, now_ms())
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from market_data.api import views
 from market_data.api.deps import DaemonDep
 from market_data.api.schemas import StatusOut
 from market_data.errors import StorageUnavailable
-from market_data.timeframes import format_ts
+from market_data.timeframes import format_ts, now_ms
 
 router = APIRouter(tags=["status"])
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["status"])
 @router.get("/status", response_model=StatusOut)
 async def status(daemon: DaemonDep) -> StatusOut:
     store = daemon.store
-    now = views.now_ms()
+    now = now_ms()
     reachable = True
     try:
         stats = await store.series_stats()
