@@ -32,7 +32,17 @@ gets a 422 whose `detail[].loc` names it. `POST` endpoints need `Authorization: 
 
 def create_app(daemon: Daemon) -> FastAPI:
     from market_data.api.metrics import build_registry
-    from market_data.api.routes import actions, candles, gaps, health, jobs, metrics, status
+    from market_data.api.routes import (
+        actions,
+        candles,
+        coverage,
+        dashboard,
+        gaps,
+        health,
+        jobs,
+        metrics,
+        status,
+    )
 
     app = FastAPI(
         title="market-data", version=__version__, description=DESCRIPTION,
@@ -40,8 +50,9 @@ def create_app(daemon: Daemon) -> FastAPI:
     )
     app.state.daemon = daemon
     app.state.metrics = build_registry(daemon)
-    for module in (health, status, gaps, jobs, candles, metrics, actions):
+    for module in (health, status, gaps, jobs, candles, coverage, metrics, actions):
         app.include_router(module.router)
+    dashboard.mount(app)
 
     @app.exception_handler(StorageUnavailable)
     async def _unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:

@@ -40,6 +40,15 @@ class SeriesOut(BaseModel):
         description="seconds between now and the end of the newest stored candle's period"
     )
     open_gaps: int
+    expected_candles: int | None = Field(
+        None, description="periods from the first to the newest stored candle"
+    )
+    empty_candles: int = Field(
+        0, description="periods in that span the exchange proved empty (no trades)"
+    )
+    completeness: float | None = Field(
+        None, description="(stored + proven empty) / expected periods, 0..1"
+    )
 
 
 class LoopOut(BaseModel):
@@ -67,6 +76,18 @@ class WebSocketOut(BaseModel):
     details: dict[str, object] = Field(default_factory=dict)
 
 
+class RateLimiterOut(BaseModel):
+    delay_seconds: float = Field(description="RATE_LIMIT_DELAY: spacing between request starts")
+    requests: int = Field(description="request starts granted")
+    rate_limited: int = Field(description="calls the exchange answered with 429")
+    gave_up: int = Field(description="calls that ran out of retries")
+    waited_seconds: float = Field(description="time callers spent waiting, summed")
+    current_backoff_seconds: float
+    penalty_seconds_left: float = Field(description="the penalty box after a 429; 0 when out")
+    waiting: dict[str, int] = Field(description="callers waiting now, by priority")
+    rest_outcomes: dict[str, int] = Field(description="REST requests by outcome")
+
+
 class BackfillOut(BaseModel):
     state: str
     series: list[dict[str, object]]
@@ -85,6 +106,7 @@ class StatusOut(BaseModel):
     loops: list[LoopOut]
     backfill: BackfillOut
     written_by_source: dict[str, int]
+    rate_limiter: RateLimiterOut | None = None
 
 
 class GapOut(BaseModel):
@@ -178,3 +200,23 @@ class AcceptedOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class CoverageRunOut(BaseModel):
+    start: str = Field(description="first period of the run, ISO 8601 UTC")
+    end: str = Field(description="end of the run (exclusive), ISO 8601 UTC")
+    state: Literal["stored", "empty", "gap", "failed", "unknown"] = Field(
+        description="stored; empty: the exchange had no trades (proven); gap: recorded, not yet"
+        " repaired; failed: repairs keep failing; unknown: never fetched or not checked yet"
+    )
+
+
+class CoverageOut(BaseModel):
+    symbol: str
+    timeframe: str
+    start: str
+    end: str
+    truncated: bool = Field(
+        description="too many gap rows or empty ranges: the runs stop at `end`; ask from there"
+    )
+    runs: list[CoverageRunOut]

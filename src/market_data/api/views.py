@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from market_data.api.schemas import (
     BackfillOut,
     CheckOut,
     LoopOut,
+    RateLimiterOut,
     SeriesOut,
     WebSocketOut,
     iso,
@@ -21,7 +24,7 @@ from market_data.api.schemas import (
 from market_data.daemon import Daemon, is_exchange_error
 from market_data.models import SeriesKey, SeriesStats
 from market_data.scheduler import LoopStatus
-from market_data.timeframes import next_open
+from market_data.timeframes import count_periods, next_open, nominal_ms
 
 # Open gaps read to count them per series; beyond this the per-series counts are a lower bound
 # (the total comes from count_open_gaps()).
@@ -46,7 +49,8 @@ async def open_gaps_by_series(daemon: Daemon) -> Counter[SeriesKey]:
 
 
 def series_rows(
-    daemon: Daemon, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int
+    daemon: Daemon, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int,
+    empty_ms: Mapping[SeriesKey, int] | None = None,
 ) -> list[SeriesOut]:
     settings = daemon.settings
     configured = settings.all_series()
@@ -64,8 +68,35 @@ def series_rows(
             first_candle=iso(st.first_ts if st else None), last_candle=iso(last),
             last_closed_candle=iso(st.last_final_ts if st else None), lag_seconds=lag,
             open_gaps=open_gaps.get(key, 0),
+            **_completeness(st, (empty_ms or {}).get(key, 0)),
         ))
     return rows
+
+
+def _completeness(st: SeriesStats | None, empty_ms: int) -> dict[str, Any]:
+    """Expected periods from the first to the newest candle, the proven-empty ones among them,
+    and (stored + empty) / expected."""
+    if st is None or st.first_ts is None or st.last_ts is None:
+        return {}
+    tf = st.timeframe
+    expected = count_periods(st.first_ts, next_open(st.last_ts, tf), tf)
+    # Empty ranges lie on period bounds; a month's length varies, so months are approximate.
+    empty = empty_ms // nominal_ms(tf)
+    ratio = None if expected <= 0 else min(1.0, (st.candle_count + empty) / expected)
+    return {"expected_candles": expected, "empty_candles": empty,
+            "completeness": None if ratio is None else round(ratio, 6)}
+
+
+def rate_limiter(daemon: Daemon) -> RateLimiterOut:
+    limiter = daemon.limiter
+    st = limiter.stats
+    return RateLimiterOut(
+        delay_seconds=limiter.delay, requests=st.requests, rate_limited=st.rate_limited,
+        gave_up=st.gave_up, waited_seconds=round(st.waited_seconds, 3),
+        current_backoff_seconds=st.current_backoff,
+        penalty_seconds_left=round(limiter.penalty_remaining(), 3),
+        waiting=dict(st.waiting), rest_outcomes=dict(daemon.rest.stats.requests),
+    )
 
 
 # -- loops, WebSocket, backfill ---------------------------------------------------------------

@@ -36,6 +36,22 @@ class QuarantineItem:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CoverageRecords:
+    """What is recorded about one series, for drawing its coverage (`Store.coverage_records`)."""
+
+    first_ts: int | None  # first and last stored candle, candle count (series_stats)
+    last_ts: int | None
+    candle_count: int
+    detect_low: int | None  # gap detection has checked [detect_low, watermark] (series_state)
+    watermark: int | None
+    gaps: list[tuple[int, int, str]]  # (gap_start, gap_end, status) overlapping the window
+    empty: list[tuple[int, int]]  # known-empty [start, end) ranges overlapping the window
+    # When there were more gap rows or empty ranges than a listing returns, the lists are
+    # complete only before this time.
+    complete_until: int | None = None
+
+
 class Store(Protocol):
     # lifecycle -----------------------------------------------------------------------------
     async def upgrade(self) -> None:
@@ -194,3 +210,14 @@ class Store(Protocol):
 
     async def delete_jobs_before(self, cutoff_ms: int) -> int:
         """Drop finished jobs that started before the cut-off (the table grows every loop)."""
+
+    # coverage -----------------------------------------------------------------------------------
+    async def coverage_records(
+        self, series: SeriesKey, start_ms: int, end_ms: int
+    ) -> CoverageRecords:
+        """The series' stats, checked range, and the gap rows and empty ranges overlapping
+        [start_ms, end_ms) (each list bounded), for composing its coverage without reading
+        candles."""
+
+    async def empty_spans(self) -> dict[SeriesKey, int]:
+        """Per series, milliseconds of recorded empty ranges between its first and last candle."""

@@ -17,6 +17,7 @@ from market_data.models import Candle, SeriesKey, SeriesStats
 from market_data.storage.base import QuarantineItem, UpsertResult
 from market_data.storage.batches import prepare
 from market_data.storage.core import SqlBase
+from market_data.storage.coverage import CoverageMixin
 from market_data.storage.detection import DetectionMixin
 from market_data.storage.records import MAX_LIST, GapsMixin, JobsMixin
 from market_data.storage.tables import RAW_TEXT_LIMIT, candles, rejected_candles, series_stats
@@ -42,7 +43,7 @@ def _candle(row: Sequence[Any]) -> Candle:
     return Candle(sym, tf, int(ts), o, h, lo, c, v, bool(final))
 
 
-class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
+class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
     def __init__(
         self,
         database_url: str,

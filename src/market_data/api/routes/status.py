@@ -26,6 +26,7 @@ async def status(daemon: DaemonDep) -> StatusOut:
     reachable = True
     try:
         stats = await store.series_stats()
+        empty_ms = await store.empty_spans()
         by_series = await views.open_gaps_by_series(daemon)
         total_open = sum(by_series.values())
         if total_open >= views.OPEN_GAPS_SCAN:
@@ -33,6 +34,7 @@ async def status(daemon: DaemonDep) -> StatusOut:
     except StorageUnavailable:
         # Still worth showing the loops and connections; the series come back with the database.
         reachable, stats, by_series, total_open = False, [], Counter(), 0
+        empty_ms = {}
     state = daemon.state
     return StatusOut(
         now=format_ts(now),
@@ -42,9 +44,10 @@ async def status(daemon: DaemonDep) -> StatusOut:
         database_reachable=reachable,
         open_gaps=total_open,
         unknown_symbols=views.unknown_symbols(daemon),
-        series=views.series_rows(daemon, stats, by_series, now),
+        series=views.series_rows(daemon, stats, by_series, now, empty_ms),
         websocket=views.websocket(daemon),
         loops=views.loop_rows(daemon),
         backfill=views.backfill(daemon),
         written_by_source=dict(daemon.sink.stats.written_by_source),
+        rate_limiter=views.rate_limiter(daemon),
     )
