@@ -20,9 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from market_data.models import SeriesKey  # noqa: E402
-from market_data.simulator import SimulatorConfig, run_simulator  # noqa: E402
-from market_data.timeframes import HOUR_MS, MINUTE_MS, align  # noqa: E402
 from tests.browser.stack import (  # noqa: E402
     backfilled,
     daemon_settings,
@@ -32,6 +29,10 @@ from tests.browser.stack import (  # noqa: E402
 )
 from tests.browser.support import chromium, missing_browser  # noqa: E402
 from tests.e2e.daemon_process import start_daemon, wait_for  # noqa: E402
+
+from market_data.models import SeriesKey  # noqa: E402
+from market_data.simulator import SimulatorConfig, run_simulator  # noqa: E402
+from market_data.timeframes import HOUR_MS, MINUTE_MS, align  # noqa: E402
 
 SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD", "DOGEUSD", "ZRXUSD", "APTUSD")
 TIMEFRAMES = "1m,1h,4h,1d"
@@ -43,13 +44,21 @@ async def main(output: Path, keep_open: float) -> None:
     reason = missing_browser()
     if reason:
         raise SystemExit(f"screenshot: {reason}")
-    config = SimulatorConfig(port=0, seed=7, rest_rate_limit=100_000, ws_connection_limit=10_000,
-                             ws_heartbeat_seconds=5)
+    config = SimulatorConfig(
+        port=0, seed=7, rest_rate_limit=100_000, ws_connection_limit=10_000, ws_heartbeat_seconds=5
+    )
     with tempfile.TemporaryDirectory(prefix="md-screenshot-") as tmp:
         async with run_simulator(config) as sim:
             url = f"sqlite:///{Path(tmp) / 'market_data.db'}"
-            settings = daemon_settings(sim, url, SYMBOLS, TIMEFRAMES, BACKFILL_DAYS="3",
-                                       API_TOKEN=TOKEN, GAP_REPAIR_MAX_REPAIRS_PER_RUN="0")
+            settings = daemon_settings(
+                sim,
+                url,
+                SYMBOLS,
+                TIMEFRAMES,
+                BACKFILL_DAYS="3",
+                API_TOKEN=TOKEN,
+                GAP_REPAIR_MAX_REPAIRS_PER_RUN="0",
+            )
             d = await start_daemon(Path(tmp), "daemon", **settings)
             try:
                 await wait_for(lambda: d.get("/health"), 30, "the API")
@@ -60,21 +69,28 @@ async def main(output: Path, keep_open: float) -> None:
                 await repair_now(d, TOKEN)
                 now = sim.market.now_ms()
                 hour = align(now, "1h")
-                await punch(url, SeriesKey("ETHUSD", "1h"), hour - 40 * HOUR_MS,
-                            hour - 36 * HOUR_MS)
+                await punch(
+                    url, SeriesKey("ETHUSD", "1h"), hour - 40 * HOUR_MS, hour - 36 * HOUR_MS
+                )
                 minute = align(now, "1m")
-                await punch(url, SeriesKey("SOLUSD", "1m"), minute - 2000 * MINUTE_MS,
-                            minute - 1900 * MINUTE_MS)
+                await punch(
+                    url,
+                    SeriesKey("SOLUSD", "1m"),
+                    minute - 2000 * MINUTE_MS,
+                    minute - 1900 * MINUTE_MS,
+                )
                 print(await detect_full(settings, Path(tmp)))
                 base = f"http://127.0.0.1:{d.port}"
                 async with chromium() as browser:
-                    page = await browser.new_page(viewport={"width": 1440, "height": 1000},
-                                                  device_scale_factor=1)
+                    page = await browser.new_page(
+                        viewport={"width": 1440, "height": 1000}, device_scale_factor=1
+                    )
                     await page.goto(f"{base}/?refresh=2#{SELECTED}")
                     await page.wait_for_selector("#chart[data-state=ready]")
                     await page.wait_for_function(
                         "document.querySelectorAll('#series-table svg[data-loaded=true]').length"
-                        " >= 10")
+                        " >= 10"
+                    )
                     await page.wait_for_selector("#detail-strip rect.gap")
                     output.parent.mkdir(parents=True, exist_ok=True)
                     await page.screenshot(path=str(output), full_page=True)

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from market_data.models import SeriesKey
 from market_data.simulator import Simulator
 from market_data.storage.sql import open_store
@@ -65,14 +63,26 @@ async def punch(database_url: str, series: SeriesKey, start: int, end: int) -> i
     try:
         async with store.engine.begin() as conn:
             c, s = candles.c, series_stats.c
-            deleted = (await conn.execute(candles.delete().where(
-                c.exchange == "bitfinex", c.symbol == series.symbol,
-                c.timeframe == series.timeframe, c.ts >= start, c.ts < end,
-            ))).rowcount
-            await conn.execute(series_stats.update().where(
-                s.exchange == "bitfinex", s.symbol == series.symbol,
-                s.timeframe == series.timeframe,
-            ).values(candle_count=s.candle_count - deleted))
+            deleted = (
+                await conn.execute(
+                    candles.delete().where(
+                        c.exchange == "bitfinex",
+                        c.symbol == series.symbol,
+                        c.timeframe == series.timeframe,
+                        c.ts >= start,
+                        c.ts < end,
+                    )
+                )
+            ).rowcount
+            await conn.execute(
+                series_stats.update()
+                .where(
+                    s.exchange == "bitfinex",
+                    s.symbol == series.symbol,
+                    s.timeframe == series.timeframe,
+                )
+                .values(candle_count=s.candle_count - deleted)
+            )
         return int(deleted)
     finally:
         await store.close()
@@ -82,9 +92,18 @@ async def detect_full(settings: dict[str, str], cwd: Path) -> str:
     """`market-data gaps detect --full` with the daemon's settings: rows deleted behind the
     detector's watermark are only seen by a full scan."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "market_data", "--env-file", "", "gaps", "detect", "--full",
-        env=clean_env(**settings), cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "market_data",
+        "--env-file",
+        "",
+        "gaps",
+        "detect",
+        "--full",
+        env=clean_env(**settings),
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     text = out.decode(errors="replace")
@@ -106,8 +125,7 @@ async def repair_now(d: DaemonProcess, token: str) -> None:
     before = await finished_repairs()
 
     async def accepted() -> bool:
-        response = await d.client.post("/gaps/repair",
-                                       headers={"Authorization": f"Bearer {token}"})
+        response = await d.client.post("/gaps/repair", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code in (202, 409), response.text
         return response.status_code == 202
 

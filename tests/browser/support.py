@@ -16,8 +16,14 @@ from typing import Any
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -65,14 +71,17 @@ def watch(page: Any) -> PageProblems:
     problems = PageProblems()
     page.on("console", lambda m: m.type == "error" and problems.console_errors.append(m.text))
     page.on("pageerror", lambda e: problems.page_errors.append(str(e)))
-    page.on("requestfailed", lambda r: problems.failed_requests.append(
-        f"{r.method} {r.url}: {r.failure}"))
+    page.on(
+        "requestfailed",
+        lambda r: problems.failed_requests.append(f"{r.method} {r.url}: {r.failure}"),
+    )
     page.on("request", lambda r: problems.urls.append(r.url))
 
     def answered(response: Any) -> None:
         if response.status >= 400:
-            problems.failed_requests.append(f"{response.request.method} {response.url}: "
-                                            f"HTTP {response.status}")
+            problems.failed_requests.append(
+                f"{response.request.method} {response.url}: HTTP {response.status}"
+            )
 
     page.on("response", answered)
     return problems

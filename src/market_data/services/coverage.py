@@ -34,7 +34,10 @@ STATES: tuple[State, ...] = ("unknown", "stored", "empty", "gap", "failed")
 # Where layers overlap the higher wins: what still needs work shows over what is settled.
 _RANK: dict[str, int] = {state: rank for rank, state in enumerate(STATES)}
 _GAP_STATE: dict[str, State] = {
-    "open": "gap", "failed": "failed", "repaired": "stored", "empty": "empty"
+    "open": "gap",
+    "failed": "failed",
+    "repaired": "stored",
+    "empty": "empty",
 }
 # Most periods of not-yet-checked candles searched for holes per request (one window query).
 SCAN_LIMIT = 50_000
@@ -190,9 +193,7 @@ def compose(
 DEFAULT_PERIODS = 1_000
 
 
-async def series_coverage(
-    store: Store, series: SeriesKey, start: int | None, end: int
-) -> Coverage:
+async def series_coverage(store: Store, series: SeriesKey, start: int | None, end: int) -> Coverage:
     """Coverage of [start, end) (start None: from the first stored candle): the records in one
     store call, plus one bounded hole search over the part detection has not checked yet."""
     tf = series.timeframe
@@ -207,7 +208,8 @@ async def series_coverage(
         # Whole windows, not clipped to [start, end): a hole is only seen between two stored
         # candles, so a clipped window could start inside one and call it stored.
         windows = [
-            (a, b) for a, b in unchecked_windows(records, tf)
+            (a, b)
+            for a, b in unchecked_windows(records, tf)
             if a < end and tfm.next_open(b, tf) > start
         ]
         if count_scan_periods(windows, tf) <= SCAN_LIMIT:

@@ -43,8 +43,9 @@ class CoverageMixin(SqlBase):
         e = empty_ranges.c
         empties = (
             sa.select(e.range_start, e.range_end)
-            .where(self._series(empty_ranges, series), e.range_start < end_ms,
-                   e.range_end > start_ms)
+            .where(
+                self._series(empty_ranges, series), e.range_start < end_ms, e.range_end > start_ms
+            )
             .order_by(e.range_start)
             .limit(limit + 1)
         )
@@ -58,13 +59,15 @@ class CoverageMixin(SqlBase):
         first, last, count = stats_row if stats_row is not None else (None, None, 0)
         low, watermark = state_row if state_row is not None else (None, None)
         return CoverageRecords(
-            first_ts=first, last_ts=last, candle_count=int(count or 0),
-            detect_low=low, watermark=watermark,
+            first_ts=first,
+            last_ts=last,
+            candle_count=int(count or 0),
+            detect_low=low,
+            watermark=watermark,
             gaps=[(int(a), int(b), str(s)) for a, b, s in gap_rows[:limit]],
             empty=[(int(a), int(b)) for a, b in empty_rows[:limit]],
             complete_until=None if complete_until >= end_ms else complete_until,
         )
-
 
     async def empty_spans(self) -> dict[SeriesKey, int]:
         """Per series, the milliseconds of recorded empty ranges lying within its first and
@@ -73,10 +76,17 @@ class CoverageMixin(SqlBase):
         length = self.dialect.epoch_ms(e.range_end) - self.dialect.epoch_ms(e.range_start)
         stmt = (
             sa.select(e.symbol, e.timeframe, sa.func.sum(length))
-            .select_from(empty_ranges.join(series_stats, sa.and_(
-                s.exchange == e.exchange, s.symbol == e.symbol, s.timeframe == e.timeframe)))
-            .where(e.exchange == self.exchange, e.range_start >= s.first_ts,
-                   e.range_end <= s.last_ts)
+            .select_from(
+                empty_ranges.join(
+                    series_stats,
+                    sa.and_(
+                        s.exchange == e.exchange, s.symbol == e.symbol, s.timeframe == e.timeframe
+                    ),
+                )
+            )
+            .where(
+                e.exchange == self.exchange, e.range_start >= s.first_ts, e.range_end <= s.last_ts
+            )
             .group_by(e.symbol, e.timeframe)
         )
         async with self._read() as conn:

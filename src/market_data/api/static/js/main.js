@@ -78,7 +78,8 @@ async function refreshDetailStrip() {
   strip.dataset.series = `${mine.symbol} ${mine.timeframe}`;
   const notable = body.runs.filter((r) => r.state !== "stored").length;
   $("strip-from").textContent = when(body.start);
-  $("strip-runs").textContent = `${body.runs.length} runs, ${notable} not stored` +
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  $("strip-runs").textContent = `${plural(body.runs.length, "run")}, ${notable} not stored` +
     (body.truncated ? " (cut: too many gaps to list)" : "");
   $("strip-to").textContent = when(body.end);
 }
