@@ -196,7 +196,8 @@ async def test_status_gains_completeness_and_the_rate_limiter(client: httpx.Asyn
     assert btc["empty_candles"] == 9  # 80..83 and 100..104
     assert btc["completeness"] == pytest.approx((HOURS - 15 + 9) / HOURS)
     doge = next(s for s in body["series"] if s["symbol"] == "DOGEUSD")
-    assert doge["completeness"] is None and doge["expected_candles"] is None
+    assert doge["completeness"] is None
+    assert doge["expected_candles"] is None
     limiter = body["rate_limiter"]
     assert limiter["requests"] == 0
     assert limiter["rate_limited"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,7 +83,7 @@ def test_runs_tile_the_window_and_each_point_takes_the_highest_state(
     runs = merge_runs(layers, start, end)
     assert runs[0].start == start
     assert runs[-1].end == end
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         assert a.end == b.start
         assert a.state != b.state
     for point in range(start, end):

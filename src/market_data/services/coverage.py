@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from market_data import timeframes as tfm
 from market_data.models import SeriesKey
@@ -71,38 +71,47 @@ def merge_runs(layers: Iterable[tuple[int, int, State]], start: int, end: int) -
     """
     if end <= start:
         return []
-    events: list[tuple[int, int, int]] = []  # (time, +1 opens / -1 closes, rank)
+    # Each edge packed in one int (time, then opening flag and rank in the low bits): sorting
+    # plain ints is several times faster than sorting tuples, and a year of 1m has thousands.
+    events: list[int] = []
+    add = events.append
     for a, b, state in layers:
         a, b = max(a, start), min(b, end)
         if a < b:
             rank = _RANK[state]
-            events.append((a, 1, rank))
-            events.append((b, -1, rank))
+            add((a << 4) | _OPENS | rank)
+            add((b << 4) | rank)
     events.sort()
     active = [0] * len(STATES)
-    runs: list[Run] = []
+    runs: list[list[Any]] = []  # [start, end, state], made Runs at the end
     cursor = start
-    i = 0
+    i, total = 0, len(events)
     while True:
-        at = events[i][0] if i < len(events) else end
+        at = events[i] >> 4 if i < total else end
         if at > cursor:
             state = _top(active)
-            if runs and runs[-1].state == state:
-                runs[-1] = Run(runs[-1].start, at, state)
+            if runs and runs[-1][2] == state:
+                runs[-1][1] = at
             else:
-                runs.append(Run(cursor, at, state))
+                runs.append([cursor, at, state])
             cursor = at
-        if i >= len(events):
-            return runs
-        while i < len(events) and events[i][0] == at:
-            _, delta, rank = events[i]
-            active[rank] += delta
+        if i >= total:
+            return [Run(a, b, state) for a, b, state in runs]
+        while i < total and events[i] >> 4 == at:
+            code = events[i] & 15
+            if code & _OPENS:
+                active[code & 7] += 1
+            else:
+                active[code] -= 1
             i += 1
+
+
+_OPENS = 8  # the flag bit of an opening edge (ranks take the bits below)
 
 
 def _top(active: Sequence[int]) -> State:
     for rank in range(len(STATES) - 1, 0, -1):
-        if active[rank] > 0:
+        if active[rank]:
             return STATES[rank]
     return "unknown"
 

@@ -6,6 +6,8 @@ Composed from the recorded gaps, empty ranges and the detector's checked range
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -16,7 +18,7 @@ from market_data.api.params import bad_parameter, parse_time
 from market_data.api.schemas import CoverageOut
 from market_data.models import SeriesKey
 from market_data.services.coverage import series_coverage
-from market_data.timeframes import format_ts, next_open, now_ms
+from market_data.timeframes import DAY_MS, format_ts, next_open, now_ms
 
 router = APIRouter(tags=["coverage"])
 
@@ -45,6 +47,11 @@ async def get_coverage(
     if start_ms is not None and end_ms <= start_ms:
         raise bad_parameter("end", "must be after start", end)
     coverage = await series_coverage(store, SeriesKey(symbol, timeframe), start_ms, end_ms)
+    iso = _iso_writer()
+    runs = coverage.runs
+    # Each run ends where the next starts: every bound is formatted once.
+    bounds = [iso(runs[0].start)] if runs else []
+    bounds += [iso(r.end) for r in runs]
     body = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -52,8 +59,25 @@ async def get_coverage(
         "end": format_ts(coverage.end),
         "truncated": coverage.truncated,
         "runs": [
-            {"start": format_ts(r.start), "end": format_ts(r.end), "state": r.state}
-            for r in coverage.runs
+            {"start": bounds[i], "end": bounds[i + 1], "state": r.state}
+            for i, r in enumerate(runs)
         ],
     }
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _iso_writer() -> Callable[[int], str]:
+    """`format_ts`, with each day's date formatted once: thousands of run bounds fall on a few
+    hundred days, and strftime per bound was a third of the answer's time."""
+    days: dict[int, str] = {}
+
+    def iso(ts_ms: int) -> str:
+        day, ms_of_day = divmod(ts_ms, DAY_MS)
+        prefix = days.get(day)
+        if prefix is None:
+            prefix = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%dT")
+            days[day] = prefix
+        hours, rest = divmod(ms_of_day // 1000, 3600)
+        return f"{prefix}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
+
+    return iso
