@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from market_data import timeframes as tfm
 from market_data.models import SeriesKey
@@ -83,37 +83,36 @@ def merge_runs(layers: Iterable[tuple[int, int, State]], start: int, end: int) -
             add((b << 4) | rank)
     events.sort()
     active = [0] * len(STATES)
-    runs: list[list[Any]] = []  # [start, end, state], made Runs at the end
-    cursor = start
-    i, total = 0, len(events)
-    while True:
-        at = events[i] >> 4 if i < total else end
+    best = 0  # the highest rank with an open layer (0: unknown)
+    starts: list[int] = []
+    ranks: list[int] = []
+    cursor, current = start, -1
+    for event in events:
+        at = event >> 4
         if at > cursor:
-            state = _top(active)
-            if runs and runs[-1][2] == state:
-                runs[-1][1] = at
-            else:
-                runs.append([cursor, at, state])
+            if best != current:  # a new run begins at the cursor
+                starts.append(cursor)
+                ranks.append(best)
+                current = best
             cursor = at
-        if i >= total:
-            return [Run(a, b, state) for a, b, state in runs]
-        while i < total and events[i] >> 4 == at:
-            code = events[i] & 15
-            if code & _OPENS:
-                active[code & 7] += 1
-            else:
-                active[code] -= 1
-            i += 1
+        code = event & 15
+        if code & _OPENS:
+            rank = code & 7
+            active[rank] += 1
+            if rank > best:
+                best = rank
+        else:
+            active[code] -= 1
+            while best and not active[best]:
+                best -= 1
+    if end > cursor and best != current:
+        starts.append(cursor)
+        ranks.append(best)
+    ends = [*starts[1:], end]
+    return [Run(a, b, STATES[r]) for a, b, r in zip(starts, ends, ranks, strict=True)]
 
 
 _OPENS = 8  # the flag bit of an opening edge (ranks take the bits below)
-
-
-def _top(active: Sequence[int]) -> State:
-    for rank in range(len(STATES) - 1, 0, -1):
-        if active[rank]:
-            return STATES[rank]
-    return "unknown"
 
 
 def stored_span(records: CoverageRecords, timeframe: str) -> Range | None:
