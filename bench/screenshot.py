@@ -38,6 +38,16 @@ SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD", "DOGEUSD", "ZRXUSD", "APTUSD")
 TIMEFRAMES = "1m,1h,4h,1d"
 SELECTED = "ETHUSD/1h"
 TOKEN = "screenshot-token"  # this run's own daemon only
+# Every strip in the table's visible part has been drawn.
+VISIBLE_STRIPS_LOADED = """() => {
+  const view = document.querySelector('.table-wrap').getBoundingClientRect();
+  return [...document.querySelectorAll('#series-table tbody tr:not([hidden])')]
+    .filter((tr) => {
+      const r = tr.getBoundingClientRect();
+      return r.bottom > view.top && r.top < view.bottom;
+    })
+    .every((tr) => tr.querySelector('svg').dataset.loaded === 'true');
+}"""
 
 
 async def main(output: Path, keep_open: float) -> None:
@@ -92,6 +102,9 @@ async def main(output: Path, keep_open: float) -> None:
                         " >= 10"
                     )
                     await page.wait_for_selector("#detail-strip rect.gap")
+                    # Series with open gaps first, the way an operator would look.
+                    await page.click('th[data-key="gaps"]')
+                    await page.wait_for_function(VISIBLE_STRIPS_LOADED)
                     output.parent.mkdir(parents=True, exist_ok=True)
                     await page.screenshot(path=str(output), full_page=True)
                     print(f"screenshot: {output}")

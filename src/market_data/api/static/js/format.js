@@ -14,6 +14,7 @@ export function when(iso) {
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   const s = Math.abs(seconds);
+  if (s === 0) return "0 s";
   if (s < 1) return `${seconds.toFixed(2)} s`;
   if (s < 90) return `${Math.round(seconds)} s`;
   if (s < 5400) return `${Math.round(seconds / 60)} min`;
