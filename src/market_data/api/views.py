@@ -24,6 +24,7 @@ from market_data.api.schemas import (
 from market_data.daemon import Daemon, is_exchange_error
 from market_data.models import SeriesKey, SeriesStats
 from market_data.scheduler import LoopStatus
+from market_data.storage.base import Store
 from market_data.timeframes import count_periods, next_open, nominal_ms
 
 # Open gaps read to count them per series; beyond this the per-series counts are a lower bound
@@ -71,6 +72,23 @@ def series_rows(
             **_completeness(st, (empty_ms or {}).get(key, 0)),
         ))
     return rows
+
+
+# The proven-empty totals behind completeness are one grouped query over every empty range:
+# cheap for most databases, not for millions of ranges, and a figure that may lag this long.
+EMPTY_SPANS_TTL_S = 30.0
+
+
+async def empty_spans(app_state: Any, store: Store) -> Mapping[SeriesKey, int]:
+    """`store.empty_spans()`, read at most every EMPTY_SPANS_TTL_S per app (/status is polled
+    every few seconds by the dashboard)."""
+    cached: tuple[float, Mapping[SeriesKey, int]] | None = getattr(app_state, "empty_spans", None)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < EMPTY_SPANS_TTL_S:
+        return cached[1]
+    spans = await store.empty_spans()
+    app_state.empty_spans = (now, spans)
+    return spans
 
 
 def _completeness(st: SeriesStats | None, empty_ms: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from market_data.api import views
 from market_data.api.deps import DaemonDep
@@ -20,13 +20,13 @@ router = APIRouter(tags=["status"])
 
 
 @router.get("/status", response_model=StatusOut)
-async def status(daemon: DaemonDep) -> StatusOut:
+async def status(request: Request, daemon: DaemonDep) -> StatusOut:
     store = daemon.store
     now = now_ms()
     reachable = True
     try:
         stats = await store.series_stats()
-        empty_ms = await store.empty_spans()
+        empty_ms = await views.empty_spans(request.app.state, store)
         by_series = await views.open_gaps_by_series(daemon)
         total_open = sum(by_series.values())
         if total_open >= views.OPEN_GAPS_SCAN:

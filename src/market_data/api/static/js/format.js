@@ -6,9 +6,10 @@ export function esc(text) {
     { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
+// Escaped: it is also written into markup.
 export function when(iso) {
   if (!iso) return "—";
-  return iso.replace("T", " ").replace(/:00Z$|Z$/, "");
+  return esc(String(iso).replace("T", " ").replace(/:00Z$|Z$/, ""));
 }
 
 export function duration(seconds) {
