@@ -88,6 +88,7 @@ async def _demo(port: int, database: Path, days: float, symbols: str) -> int:
             "\nmarket-data demo: a simulated Bitfinex and the daemon, on SQLite\n"
             f"  simulator REST  {sim.rest_url}   WebSocket {sim.ws_url}\n"
             f"  database        {database}\n"
+            f"  dashboard       {base}/\n"
             f"  status          {base}/status\n"
             f"  health          {base}/health\n"
             f"  candles         {base}/candles?symbol={first}&timeframe=1m&limit=10\n"
