@@ -2,10 +2,10 @@
 
 One daemon (SQLite) serves the whole scenario, because its backfill is the slow part: the page
 loads without a console error or a failed request; the table lists every configured series and
-sorts and filters; the chart holds what /candles returns; a hole punched into the database shows
-in the coverage strips at its place once detection recorded it, and as stored or proven empty
-after the repair started from the page with the token (which never appears in a URL); a
-screenshot is left in tests/artifacts/.
+sorts and filters; the chart holds what /candles returns, and panning left loads older candles;
+a hole punched into the database shows in the coverage strips at its place once detection
+recorded it, and as stored or proven empty after the repair started from the page with the token
+(which never appears in a URL); a screenshot is left in tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -116,6 +116,43 @@ async def test_dashboard_in_a_real_browser(
             page.locator('#chart[data-state="ready"][data-series="BTCUSD 1h"]')
         ).to_have_count(1, timeout=WAIT_MS)
         await wait_for(lambda: _chart_matches_api(page, d, BTC_1H), 15, "chart == /candles")
+
+        # Panning left loads older candles from /candles, the same as /candles has there.
+        await page.click('tr[data-key="BTCUSD 1m"]')
+        await expect(
+            page.locator('#chart[data-state="ready"][data-series="BTCUSD 1m"]')
+        ).to_have_count(1, timeout=WAIT_MS)
+        first_load = len(await page.evaluate("window.marketDataDashboard.chartCandles()"))
+        assert first_load > 500
+        box = await page.locator("#chart").bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 3
+        for _ in range(20):
+            await page.mouse.move(box["x"] + 60, y)
+            await page.mouse.down()
+            await page.mouse.move(box["x"] + box["width"] - 120, y, steps=8)
+            await page.mouse.up()
+            held = await page.evaluate("window.marketDataDashboard.chartCandles().length")
+            if held > first_load:
+                break
+        bars = await page.evaluate("window.marketDataDashboard.chartCandles()")
+        assert len(bars) > first_load, "panning left loaded nothing older"
+        older = await d.json(
+            "/candles",
+            params={
+                "symbol": "BTCUSD",
+                "timeframe": "1m",
+                "start": str(bars[0]["time"] * 1000),
+                "limit": 100,
+            },
+        )
+        assert [(c["open"], c["high"], c["low"], c["close"]) for c in older["candles"]] == [
+            (b["open"], b["high"], b["low"], b["close"]) for b in bars[:100]
+        ]
+        await page.click(f'tr[data-key="{BTC_1H.symbol} {BTC_1H.timeframe}"]')
+        await expect(
+            page.locator('#chart[data-state="ready"][data-series="BTCUSD 1h"]')
+        ).to_have_count(1, timeout=WAIT_MS)
 
         # A hole punched into the database shows at its place once detected...
         hole_start = align(sim.market.now_ms(), "1h") - 20 * HOUR_MS
