@@ -6,10 +6,15 @@ export function esc(text) {
     { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
-// Escaped: it is also written into markup.
-export function when(iso) {
+// "2026-02-05 20:00" from an ISO time, as text (for textContent).
+export function whenText(iso) {
   if (!iso) return "—";
-  return esc(String(iso).replace("T", " ").replace(/:00Z$|Z$/, ""));
+  return String(iso).replace("T", " ").replace(/:00Z$|Z$/, "");
+}
+
+// The same, escaped for markup.
+export function when(iso) {
+  return esc(whenText(iso));
 }
 
 export function duration(seconds) {

@@ -2,7 +2,7 @@
 // Read-only until the user enters the API token (kept in memory by api.js, never stored).
 import { getJSON, hasToken, postAction, setToken } from "./api.js";
 import { chartCandles, refreshLatest, showSeries } from "./chart.js";
-import { count, duration, esc, when } from "./format.js";
+import { count, duration, esc, whenText } from "./format.js";
 import { drawGaps, drawJobs, drawLimiter, drawLoops, drawWebSocket } from "./panels.js";
 import { drawStrip } from "./strip.js";
 import { initTable, markSelected, seriesFor, updateTable } from "./table.js";
@@ -77,11 +77,11 @@ async function refreshDetailStrip() {
   drawStrip(strip, body);
   strip.dataset.series = `${mine.symbol} ${mine.timeframe}`;
   const notable = body.runs.filter((r) => r.state !== "stored").length;
-  $("strip-from").textContent = when(body.start);
+  $("strip-from").textContent = whenText(body.start);
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   $("strip-runs").textContent = `${plural(body.runs.length, "run")}, ${notable} not stored` +
     (body.truncated ? " (cut: too many gaps to list)" : "");
-  $("strip-to").textContent = when(body.end);
+  $("strip-to").textContent = whenText(body.end);
 }
 
 async function poll(first = false) {

@@ -1,6 +1,6 @@
 // The series table: one row per series from /status, updated in place on every poll, sortable
 // by any column, filterable, with a coverage strip per row loaded when the row scrolls into view.
-import { count, duration, ms, percent, when } from "./format.js";
+import { count, duration, ms, percent, whenText } from "./format.js";
 import { emptyStrip, loadStrip } from "./strip.js";
 
 const TF_ORDER = ["1m", "5m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "8h", "12h", "1d", "1w", "14d", "1M"];
@@ -77,6 +77,9 @@ function order(tbody) {
     if (x > y) return sortDir;
     return a.tr.dataset.key < b.tr.dataset.key ? -1 : 1;
   });
+  // Moving hundreds of rows every poll costs a relayout: only when the order changed.
+  const now = tbody.children;
+  if (now.length === sorted.length && sorted.every((row, i) => now[i] === row.tr)) return;
   const fragment = document.createDocumentFragment();
   for (const row of sorted) fragment.appendChild(row.tr);
   tbody.appendChild(fragment);
@@ -105,18 +108,23 @@ function newRow(series, key) {
   return { tr, cells, series, strip, version: "", loadedAt: 0, visible: false };
 }
 
+// Writes only what changed: hundreds of rows are refreshed every few seconds.
+function put(td, text, className) {
+  if (td.textContent !== text) td.textContent = text;
+  if (className !== undefined && td.className !== className) td.className = className;
+}
+
 function fill(row, s) {
   const c = row.cells;
-  c.symbol.textContent = s.derived ? `${s.symbol}` : s.symbol;
-  c.tf.textContent = s.derived ? `${s.timeframe} (derived)` : s.timeframe;
-  c.candles.textContent = count(s.candle_count);
-  c.first.textContent = when(s.first_candle);
-  c.last.textContent = when(s.last_candle);
-  c.lag.textContent = duration(s.lag_seconds);
-  c.completeness.textContent = percent(s.completeness);
-  c.completeness.className = "num" + (s.completeness !== null && s.completeness < 0.999 ? " warn" : "");
-  c.gaps.textContent = String(s.open_gaps);
-  c.gaps.className = "num" + (s.open_gaps > 0 ? " bad" : "");
+  put(c.symbol, s.symbol);
+  put(c.tf, s.derived ? `${s.timeframe} (derived)` : s.timeframe);
+  put(c.candles, count(s.candle_count));
+  put(c.first, whenText(s.first_candle));
+  put(c.last, whenText(s.last_candle));
+  put(c.lag, duration(s.lag_seconds));
+  const incomplete = s.completeness !== null && s.completeness < 0.999;
+  put(c.completeness, percent(s.completeness), incomplete ? "num warn" : "num");
+  put(c.gaps, String(s.open_gaps), s.open_gaps > 0 ? "num bad" : "num");
   row.series = s;
 }
 
