@@ -99,7 +99,7 @@ async def test_dashboard_in_a_real_browser(
         assert sorted(keys) == expected_rows
         assert await page.evaluate("performance.getEntriesByName('table-drawn').length") == 1
 
-        # Filtering and sorting.
+        # Filtering, sorting, and the keyboard.
         await page.fill("#filter", "doge 1m")
         await expect(page.locator("#series-table tbody tr:not([hidden])")).to_have_count(1)
         await expect(page.locator('tr[data-key="DOGEUSD 1m"]')).to_be_visible()
@@ -109,6 +109,14 @@ async def test_dashboard_in_a_real_browser(
             "rows => rows.map(r => Number(r.children[2].textContent.replace(/,/g, '')))"
         )
         assert counts == sorted(counts, reverse=True)
+        await page.focus('tr[data-key="ZRXUSD 1h"]')
+        await page.keyboard.press("Enter")
+        await expect(
+            page.locator('#chart[data-state="ready"][data-series="ZRXUSD 1h"]')
+        ).to_have_count(1, timeout=WAIT_MS)
+        await expect(page.locator('tr[data-key="ZRXUSD 1h"]')).to_have_attribute(
+            "aria-selected", "true"
+        )
 
         # The chart holds what /candles returns.
         await page.click(f'tr[data-key="{BTC_1H.symbol} {BTC_1H.timeframe}"]')
@@ -174,6 +182,9 @@ async def test_dashboard_in_a_real_browser(
         await page.click("#token-unlock")
         await expect(page.locator("#repair-all")).to_be_visible()
         await expect(page.locator("#backfill-series")).to_be_visible()
+        # The token stays in the page's memory: nothing in the browser's storage.
+        assert await page.evaluate("sessionStorage.length + localStorage.length") == 0
+        assert await page.locator("#token-input").input_value() == ""
         await page.click("#repair-all")
         await expect(page.locator("#toast")).to_contain_text("repair", timeout=WAIT_MS)
         await page.wait_for_function(

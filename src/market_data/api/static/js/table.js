@@ -103,7 +103,11 @@ function newRow(series, key) {
   strip.dataset.key = key;
   stripCell.appendChild(strip);
   tr.appendChild(stripCell);
+  tr.tabIndex = 0; // reachable from the keyboard: Enter opens the chart
   tr.addEventListener("click", () => onSelect(series.symbol, series.timeframe));
+  tr.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") onSelect(series.symbol, series.timeframe);
+  });
   observer.observe(strip);
   return { tr, cells, series, strip, version: "", loadedAt: 0, visible: false };
 }
@@ -174,7 +178,11 @@ function refreshStrip(row) {
 }
 
 export function markSelected(key) {
-  for (const row of rows.values()) row.tr.classList.toggle("selected", row.tr.dataset.key === key);
+  for (const row of rows.values()) {
+    const mine = row.tr.dataset.key === key;
+    row.tr.classList.toggle("selected", mine);
+    row.tr.setAttribute("aria-selected", String(mine));
+  }
 }
 
 export function seriesFor(key) {
