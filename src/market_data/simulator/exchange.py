@@ -93,8 +93,8 @@ def is_test_pair(pair: str) -> bool:
 
 
 def liquid_count(count: int) -> int:
-    """How many pairs trade in almost every minute: about one in sixty, at least one."""
-    return max(1, round(count / 60))
+    """How many pairs trade in almost every minute: about one in sixty, at least a few."""
+    return min(count, max(3, round(count / 60)))
 
 
 def activity_share(rank: int, liquid: int) -> float:
