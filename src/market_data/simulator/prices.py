@@ -111,6 +111,7 @@ def generate_hour(
     miss = (path[60] - a1) / 60.0
     exp = math.exp
     prob = spec.trade_probability
+    prices: list[float] | _LazyPrices
     if prob >= _PRICE_EVERY_MINUTE_FROM:
         prices = [exp(path[i] - miss * i) for i in range(61)]
     else:
