@@ -299,6 +299,29 @@ async def test_schedule_lists_and_delists_every_k_minutes(
     assert len(seen[-1]) == 120
 
 
+async def test_list_and_delist_at_a_chosen_moment(simulator_factory: SimulatorFactory) -> None:
+    clock = ManualClock()
+    sim = await simulator_factory(pairs=exchange_pairs(9, 40), clock=clock)
+    market = sim.market
+    now = market.now_ms()
+    market.list_pair("LATER:USD", at_ms=now + 10 * MINUTE_MS)
+    market.delist_pair("BTCUST", at_ms=now + 10 * MINUTE_MS)
+    with pytest.raises(ValueError, match="past"):
+        market.delist_pair("ETHUSD", at_ms=now - 1)
+    before = await pair_list(sim)
+    assert "LATER:USD" not in before
+    assert "BTCUST" in before
+    clock.advance(10)
+    after = await pair_list(sim)
+    assert set(after) == set(before) - {"BTCUST"} | {"LATER:USD"}
+    assert market.delisting_ms("BTCUST") == now + 10 * MINUTE_MS
+    clock.advance(60)
+    truth = market.truth("LATER:USD", "1m", now, market.now_ms())
+    assert truth
+    assert truth[0].ts >= now + 10 * MINUTE_MS
+    assert market.truth("BTCUST", "1m", now + 10 * MINUTE_MS, market.now_ms()) == []
+
+
 @pytest.fixture
 def exchange_process() -> Iterator[str]:
     """`market-data simulate --market exchange` in its own process; yields its REST URL."""

@@ -85,8 +85,8 @@ class PairBook:
 
     # ---- changes ----------------------------------------------------------------------------
 
-    def list_pair(self, pair: str | PairSpec, at_ms: int) -> tuple[int, int | None]:
-        """List a known pair not yet listed, or a new one; (index, its former listing time)."""
+    def list_pair(self, pair: str | PairSpec, at_ms: int, now_ms: int) -> tuple[int, int | None]:
+        """List a new pair, or move a known pair's future listing; (index, former listing)."""
         spec = pair if isinstance(pair, PairSpec) else None
         name = spec.pair if spec is not None else str(pair)
         index = self.index_of_pair(name)
@@ -100,7 +100,7 @@ class PairBook:
         if self.delisted_ms[index] != NEVER_MS:
             raise ValueError(f"{self.specs[index].pair} was delisted; Bitfinex does not relist")
         former = self.listed_ms[index]
-        if former <= at_ms:
+        if former <= now_ms:
             raise ValueError(f"{self.specs[index].pair} is already listed")
         self.listed_ms[index] = at_ms
         return index, former

@@ -152,7 +152,7 @@ class Market:
         return self.pairs[self.index_of(symbol)].trade_probability
 
     def list_pair(self, pair: str | PairSpec, at_ms: int | None = None) -> PairSpec:
-        """List a pair now (or at `at_ms`, not in the past): a known pair due later, or a new one.
+        """List a pair now (or at `at_ms`, not in the past): a new one, or one due at another time.
 
         A name the market does not know becomes a new pair with a generic spec; pass a
         `PairSpec` to choose its price and activity. It trades from the next whole minute.
@@ -162,7 +162,7 @@ class Market:
         at = now if at_ms is None else at_ms
         if at < now:
             raise ValueError("a listing cannot be in the past: served candles would change")
-        index, former = self.book.list_pair(pair, at)
+        index, former = self.book.list_pair(pair, at, now)
         if former is not None:
             # Hours computed for the former listing were cut at it.
             for hour in (align(former, "1h"), align(at, "1h")):
