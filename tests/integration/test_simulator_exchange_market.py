@@ -13,13 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from market_data.models import canonical_symbol
+from market_data.exchanges.bitfinex import parse_pair_list
+from market_data.models import canonical_symbol, exchange_pair_map
 from market_data.simulator import Market, Simulator, exchange_pairs
 from market_data.simulator.exchange import MAJOR_PAIRS, is_test_pair
 from market_data.simulator.pairs import PairSpec
@@ -27,6 +29,12 @@ from market_data.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, align
 from tests.plugins.sim import SimulatorFactory
 
 PAIR_LIST = "/v2/conf/pub:list:pair:exchange"
+REAL_PAIRS_2025 = (
+    Path(__file__).parent.parent
+    / "fixtures"
+    / "bitfinex"
+    / "rest_conf_pub_info_pair_2025-08-10_bbgo.json"
+)
 NOW_S = 1_780_000_000.0  # a fixed market time: 2026-05-28 20:26:40 UTC
 NOW_MS = int(NOW_S * 1000)
 
@@ -146,13 +154,26 @@ def test_activity_share_falls_with_rank_and_the_truth_agrees() -> None:
     assert all(measured[spec.symbol] < 0.05 for spec in by_stated[-50:])
 
 
-async def test_pair_list_over_http_is_the_exchange_list(
+async def test_pair_list_over_http_is_shaped_like_the_real_one(
     simulator_factory: SimulatorFactory,
 ) -> None:
     sim = await simulator_factory(pairs=exchange_pairs(11, 300))
-    pairs = await pair_list(sim)
-    assert pairs == [spec.pair for spec in exchange_pairs(11, 300)]
-    assert "TESTBTC:TESTUSD" in pairs
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=10) as client:
+        body = (await client.get(PAIR_LIST)).content
+    ours = parse_pair_list(body)  # the daemon's own parser
+    real = parse_pair_list(REAL_PAIRS_2025.read_bytes())
+    assert ours == [spec.pair for spec in exchange_pairs(11, 300)]
+    assert abs(len(ours) - len(real)) < 20
+
+    def colon_share(pairs: list[str]) -> float:
+        return sum(":" in p for p in pairs) / len(pairs)
+
+    def test_pairs(pairs: list[str]) -> set[str]:
+        return {p for p in pairs if is_test_pair(p)}
+
+    assert colon_share(ours) == pytest.approx(colon_share(real), abs=0.08)
+    assert test_pairs(ours) == test_pairs(real)
+    assert len(exchange_pair_map(ours)) == len(ours)
     async with await open_ws(sim) as ws:
         test_pair = await subscribe(ws, "trade:1m:tTESTBTC:TESTUSD")
         colon_pair = await subscribe(ws, "trade:1m:tDOGE:USD")
