@@ -320,6 +320,29 @@ async def test_schedule_lists_and_delists_every_k_minutes(
     assert len(seen[-1]) == 120
 
 
+async def test_scheduled_delisting_stops_websocket_updates(
+    simulator_factory: SimulatorFactory,
+) -> None:
+    # BUSYUSD is the only pair the schedule may delist, so the first event delists it.
+    busy = PairSpec("BUSYUSD", 1.0, trade_probability=0.49, trades_per_minute=40.0)
+    pairs = (PairSpec("BTCUSD", 60_000.0), busy)
+    clock = ManualClock(align(NOW_MS, "1m") / 1000)
+    sim = await simulator_factory(pairs=pairs, clock=clock, churn_minutes=30)
+    event_ms = sim.market.book.churn_event_ms(1)
+    # A minute in which BUSYUSD would have traded had it stayed listed.
+    unlisted = Market(sim.config.seed, pairs, clock=lambda: (event_ms + DAY_MS) / 1000)
+    after = unlisted.truth("BUSYUSD", "1m", event_ms + MINUTE_MS, event_ms + DAY_MS)[0]
+    async with await open_ws(sim) as ws:
+        ack = await subscribe(ws, "trade:1m:tBUSYUSD")
+        assert ack["event"] == "subscribed"
+        # Jump to the end of that minute: its trades are done, its candle is still open.
+        clock.now_s = (after.ts + 59_500) / 1000
+        frames = [await recv(ws) for _ in range(5)]  # 2.5 s of heartbeats at 0.5 s
+    assert frames == [[ack["chanId"], "hb"]] * 5
+    assert sim.market.delisting_ms("BUSYUSD") == event_ms
+    assert "BUSYUSD" not in await pair_list(sim)
+
+
 async def test_list_and_delist_at_a_chosen_moment(simulator_factory: SimulatorFactory) -> None:
     clock = ManualClock()
     sim = await simulator_factory(pairs=exchange_pairs(9, 40), clock=clock)

@@ -287,6 +287,8 @@ class Market:
 
     def current(self, index: int, tf: str, now: int) -> Ohlcv | None:
         """The candle of the period containing `now`, if it has traded yet."""
+        # WebSocket updates come from here: a scheduled delisting now due must stop them.
+        self.book.catch_up(self.now_ms())
         return self.period(index, tf, align(now, tf), now)
 
     # ---- hours ------------------------------------------------------------------------------
@@ -361,6 +363,7 @@ class Market:
 
     def next_trade_ms(self, index: int, after_ms: int, horizon_ms: int = HOUR_MS) -> int | None:
         """Time of the pair's first trade strictly after `after_ms`, within the horizon."""
+        self.book.catch_up(self.now_ms())
         minute_ts = max(align(after_ms, "1m"), self._listing[index])
         stop = min(after_ms + horizon_ms, self._delisting[index] - 1)
         while minute_ts <= stop:
