@@ -401,3 +401,22 @@ async def test_simulate_command_serves_an_exchange(exchange_process: str) -> Non
     async with httpx.AsyncClient(base_url=exchange_process, timeout=10) as client:
         body = (await client.get(PAIR_LIST)).json()
     assert body == [[spec.pair for spec in exchange_pairs(4, 80)]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--market", "nope"),
+        ("--market", "exchange", "--pairs", "BTCUSD"),
+        ("--pair-count", "0", "--market", "exchange"),
+    ],
+)
+def test_simulate_command_refuses_bad_market_usage(args: tuple[str, ...]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "market_data", "simulate", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ")
