@@ -83,9 +83,11 @@ async def bench_hist(
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(server) - cpu
     rate = rows / elapsed
+    # The target is for a liquid pair; a tail pair's page costs months of empty hours.
+    verdict = "no target" if label else (
+        f"target {HIST_TARGET:,}: {'OK' if rate >= HIST_TARGET else 'MISSED'}")
     print(f"hist{label}: {rows} candles in {requests} requests, {elapsed:.2f}s -> "
-          f"{rate:,.0f} candles/s "
-          f"(target {HIST_TARGET:,}: {'OK' if rate >= HIST_TARGET else 'MISSED'}); "
+          f"{rate:,.0f} candles/s ({verdict}); "
           f"server CPU {cpu:.2f}s = {rows / max(cpu, 1e-9):,.0f} candles per CPU-second")
     return rate
 
