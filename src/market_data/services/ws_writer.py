@@ -115,6 +115,7 @@ class CatchupBatch:
 
     candles: tuple[Candle, ...]
     done: asyncio.Future[None]
+    source: str = "ws_catchup"  # the sink's name for who wrote them
 
 
 QueueItem = CandleFrame | CatchupBatch | None  # None: no more input
@@ -141,6 +142,7 @@ class CandleWriter:
         backoff_max: float,
         pending_cap: int = 200_000,
         shutdown_timeout: float = 30.0,
+        on_final: Callable[[SeriesKey, int], None] | None = None,
     ) -> None:
         self._sink = sink
         self._queue = queue
@@ -152,6 +154,8 @@ class CandleWriter:
         self._pending_cap = max(self._batch_size, pending_cap)
         self._shutdown_timeout = shutdown_timeout
         self._backoff = Backoff(backoff_initial, backoff_max)
+        # Told of every candle committed final from the stream (the check against REST).
+        self._on_final = on_final
         self.stats = WriterStats()
         self._rows: dict[RowKey, tuple[Candle, str]] = {}
         self._received: list[float] = []  # receive times of the buffered updates
@@ -265,7 +269,7 @@ class CandleWriter:
                 track.open = None
             if track.latest is None or candle.ts > track.latest:
                 track.latest = candle.ts
-            self._put(_final(candle), "ws_catchup")
+            self._put(_final(candle), batch.source)
         if self._first_at is None:
             self._first_at = time.monotonic()
 
@@ -313,6 +317,11 @@ class CandleWriter:
             log.error("Database refused %d WebSocket candles; dropped: %s", len(rows), exc)
         else:
             self.stats.candles_written += len(rows)
+            if self._on_final is not None:
+                on_final = self._on_final
+                for candle, source in rows.values():
+                    if candle.final and source == "ws":
+                        on_final(candle.series, candle.ts)
         await self._quarantine()
         self._refusals = 0
         committed = time.monotonic()
