@@ -102,10 +102,9 @@ class RangeChecker:
             held = stored.pop(candle.ts, None)
             if held is None or not held.final or not held.same_values(candle):
                 corrections.append(candle if candle.final else replace(candle, final=True))
-        refused = _refused_times(page)
         extra = sum(
             1 for ts in stored
-            if ts not in refused and next_open(ts, tf) <= closed_before_ms
+            if next_open(ts, tf) <= closed_before_ms
             and (unproven is None or not unproven[0] <= ts <= unproven[1])
         )
         if corrections:
@@ -128,17 +127,22 @@ def _unproven(
         low, high = start_ms, page.min_ts - 1
     if page.rejected_count:
         times = _refused_times(page)
-        if len(page.rejected) < page.rejected_count or any(r.ts is None for r in page.rejected):
-            return start_ms, end_ms  # some refused rows are unknown or timeless: nothing proven
-        first = max(start_ms, align(min(times), series.timeframe))
-        last = min(end_ms, max(times))
-        if first <= last:
-            low = first if low is None else min(low, first)
-            high = last if high is None else max(high, last)
+        if (
+            len(page.rejected) < page.rejected_count
+            or len(times) < len(page.rejected)
+            or min(times) < start_ms
+            or max(times) >= next_open(end_ms, series.timeframe)
+        ):
+            # A refused row that is not listed, has no time or a time outside what was asked
+            # for could stand for any period of the range: nothing is proven.
+            return start_ms, end_ms
+        first, last = align(min(times), series.timeframe), align(max(times), series.timeframe)
+        low = first if low is None else min(low, first)
+        high = last if high is None else max(high, last)
     if low is None or high is None:
         return None
     return low, high
 
 
-def _refused_times(page: CandlePage) -> set[int]:
-    return {r.ts for r in page.rejected if r.ts is not None}
+def _refused_times(page: CandlePage) -> list[int]:
+    return [r.ts for r in page.rejected if r.ts is not None]
