@@ -48,9 +48,10 @@ from market_data.timeframes import now_ms
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 3.0
-# A final candle from the stream is checked against REST once it has been closed this long:
-# long enough for one request to cover a few periods, short enough to stay within two minutes.
-DEFAULT_RECONCILE_SECONDS = 60.0
+# A final candle from the stream is checked against REST once it has been closed this long, so
+# a request can cover more than one period. With many series the budget share below spaces the
+# checks further apart, and each request then covers more periods by itself.
+DEFAULT_RECONCILE_SECONDS = 30.0
 # The check starts at most one request per RATE_LIMIT_DELAY / this share, so a third of the
 # REST budget stays for backfill, gap repair and updates even while it is always busy.
 RECONCILE_BUDGET_SHARE = 2 / 3
