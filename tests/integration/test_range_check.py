@@ -82,7 +82,8 @@ async def test_one_page_corrects_every_difference_in_the_range(
     assert sink.stats.written_by_source[SOURCE] == 3
     rows = await _stored(store, start, end)
     for candle in truth:
-        assert rows[candle.ts].final and rows[candle.ts].same_values(candle), candle.ts
+        assert rows[candle.ts].final, candle.ts
+        assert rows[candle.ts].same_values(candle), candle.ts
     assert quiet in rows  # counted, not deleted: that is the gap machinery's decision
 
 

@@ -11,6 +11,7 @@ budget it would have against Bitfinex (30 requests a minute).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 
 import httpx
@@ -146,7 +147,7 @@ async def test_oldest_unchecked_age_is_in_metrics_and_moves(
                 found = re.search(rf"^{AGE_GAUGE} (\S+)$", text, re.MULTILINE)
                 assert found is not None, f"{AGE_GAUGE} missing from /metrics"
                 ages.append(float(found.group(1)))
-                fell = any(later < earlier - 30 for earlier, later in zip(ages, ages[1:]))
+                fell = any(later < earlier - 30 for earlier, later in itertools.pairwise(ages))
                 return fell and ws.state.final_check.checks >= 2
 
             await wait_until(scrape, "the age to rise and fall back after a check", 60)

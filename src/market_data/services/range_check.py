@@ -77,14 +77,21 @@ class RangeChecker:
         """
         tf = series.timeframe
         page = await self._rest.fetch_candles(
-            pair, tf, start_ms, end_ms, limit=REST_MAX_LIMIT, sort=-1,
-            priority=self._priority, now_ms=closed_before_ms,
+            pair,
+            tf,
+            start_ms,
+            end_ms,
+            limit=REST_MAX_LIMIT,
+            sort=-1,
+            priority=self._priority,
+            now_ms=closed_before_ms,
         )
         if page.rejected_count:
             await self._sink.refuse(series, page.rejected, self._source, page.rejected_count)
         unproven = _unproven(page, series, start_ms, end_ms)
         fetched = [
-            c for c in page.candles
+            c
+            for c in page.candles
             if start_ms <= c.ts <= end_ms and next_open(c.ts, tf) <= closed_before_ms
         ]
         # A full page is the newest 10,000 rows: it says nothing before its oldest row.
@@ -103,14 +110,16 @@ class RangeChecker:
             if held is None or not held.final or not held.same_values(candle):
                 corrections.append(candle if candle.final else replace(candle, final=True))
         extra = sum(
-            1 for ts in stored
+            1
+            for ts in stored
             if next_open(ts, tf) <= closed_before_ms
             and (unproven is None or not unproven[0] <= ts <= unproven[1])
         )
         if corrections:
             await self._write(corrections)
-        return RangeCheckResult(series, start_ms, end_ms, len(fetched), len(corrections),
-                                extra, unproven)
+        return RangeCheckResult(
+            series, start_ms, end_ms, len(fetched), len(corrections), extra, unproven
+        )
 
     async def _write_to_sink(self, candles: Sequence[Candle]) -> None:
         await self._sink.write(candles, self._source)

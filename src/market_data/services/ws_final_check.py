@@ -184,9 +184,15 @@ class FinalCheck:
 
         async def check() -> None:
             closed_before = self._clock_ms() - self._grace_ms
-            done.append(await self._checker.check(
-                series, self._pairs[series], span[0], span[1], closed_before_ms=closed_before,
-            ))
+            done.append(
+                await self._checker.check(
+                    series,
+                    self._pairs[series],
+                    span[0],
+                    span[1],
+                    closed_before_ms=closed_before,
+                )
+            )
 
         try:
             await until_stopped(stop, check())
@@ -208,8 +214,12 @@ class FinalCheck:
         stats.unproven += result.unproven is not None
         stats.last_check_ms = now_ms()
         if result.corrected:
-            log.info("Checked %s against REST: corrected %d of %d final candles",
-                     series, result.corrected, result.compared)
+            log.info(
+                "Checked %s against REST: corrected %d of %d final candles",
+                series,
+                result.corrected,
+                result.compared,
+            )
 
     def _failed(self, series: SeriesKey, exc: Exception) -> None:
         retry = self._retry.get(series)
