@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from market_data.errors import MarketDataError
 from market_data.exchanges.ws_pacing import Backoff, until_stopped
@@ -133,6 +134,8 @@ class FinalCheck:
         grace_ms: int,
         clock_ms: Callable[[], int] = now_ms,
         tick_s: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
     ) -> None:
@@ -144,6 +147,7 @@ class FinalCheck:
         self._grace_ms = grace_ms
         self._clock_ms = clock_ms
         self._tick_s = tick_s
+        self._monotonic, self._sleep = monotonic, sleep  # spacing's clock (virtual in bench/)
         self._retry_initial, self._retry_max = retry_initial, retry_max
         self._retry: dict[SeriesKey, tuple[float, Backoff]] = {}  # -> (not before, backoff)
         self.stats = FinalCheckStats()
@@ -156,9 +160,9 @@ class FinalCheck:
     async def run(self, stop: asyncio.Event) -> None:
         next_start = 0.0
         while not stop.is_set():
-            now = time.monotonic()
+            now = self._monotonic()
             if now < next_start:
-                await until_stopped(stop, asyncio.sleep(next_start - now))
+                await until_stopped(stop, self._sleep(next_start - now))
                 continue
             retrying = {s for s, (until, _) in self._retry.items() if until > now}
             series = self.unchecked.most_overdue(
@@ -171,7 +175,7 @@ class FinalCheck:
                 wait = self._tick_s
                 if due is not None:
                     wait = min(wait, (due + self._batch_age_ms - self._clock_ms()) / 1000)
-                await until_stopped(stop, asyncio.sleep(max(0.01, wait)))
+                await until_stopped(stop, self._sleep(max(0.01, wait)))
                 continue
             next_start = now + self._spacing_s
             await self._check(series, stop)
@@ -225,6 +229,6 @@ class FinalCheck:
         retry = self._retry.get(series)
         backoff = retry[1] if retry else Backoff(self._retry_initial, self._retry_max)
         delay = backoff.next()
-        self._retry[series] = (time.monotonic() + delay, backoff)
+        self._retry[series] = (self._monotonic() + delay, backoff)
         self.stats.failures += 1
         log.warning("Checking %s against REST failed (%s); retrying in %.0f s", series, exc, delay)
