@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Sequence
 
 import httpx
 import pytest
@@ -20,13 +21,22 @@ import pytest
 from market_data.api.app import create_app
 from market_data.config import Settings
 from market_data.daemon import Daemon
-from market_data.models import SeriesKey
-from market_data.services.ws_ingestion import DEFAULT_RECONCILE_SECONDS, WsIngestion
+from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.models import Candle, SeriesKey
+from market_data.rate_limiter import RateLimiter
+from market_data.services.range_check import RangeChecker
+from market_data.services.sink import CandleSink
+from market_data.services.ws_final_check import FinalCheck, UncheckedFinals
+from market_data.services.ws_ingestion import (
+    DEFAULT_RECONCILE_SECONDS,
+    RECONCILE_BUDGET_SHARE,
+    WsIngestion,
+)
 from market_data.simulator import Simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec
 from market_data.storage.sql import SqlStore
-from market_data.timeframes import MINUTE_MS, align
+from market_data.timeframes import HOUR_MS, MINUTE_MS, align
 from tests.integration.test_ws_ingestion import ingesting, mismatches, ws_settings
 from tests.integration.test_ws_shards import wait_until
 from tests.plugins.sim import SimulatorFactory
@@ -161,3 +171,67 @@ async def test_oldest_unchecked_age_is_in_metrics_and_moves(
         await daemon.store.close()
     assert max(ages) >= 30  # it rose while candles waited for their batch
     assert max(ages) < BOUND_MS / 1000
+
+
+class VirtualClock:
+    """Seconds that pass only when the check or the limiter sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_most_overdue_first_and_no_more_than_its_share_of_the_budget(
+    simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
+) -> None:
+    sim = await simulator_factory(pairs=busy_pairs())
+    settings = ws_settings(sim, database_url, bitfinex_symbols=list(NAMES[:5]))
+    series = settings.native_series()
+    clock = VirtualClock()  # the REST budget's time; candle ages are the market's
+    delay = 3.0
+    limiter = RateLimiter(delay, 0, 1.0, 1.0, 1.0, now=clock.now, sleep=clock.sleep)
+    checked: list[tuple[float, SeriesKey, int]] = []
+
+    async def write(candles: Sequence[Candle]) -> None:
+        checked.append((clock.now(), candles[0].series, len(candles)))
+        await sink.write(candles, "ws_reconcile")
+
+    sink = CandleSink(store, settings)
+    unchecked = UncheckedFinals()
+    now = sim.market.now_ms()
+    for hours_ago, key in zip((3, 5, 1, 4, 2), series, strict=True):
+        oldest = align(now - hours_ago * HOUR_MS, "1m")
+        unchecked.note(key, oldest)
+        unchecked.note(key, oldest + 9 * MINUTE_MS)  # ten candles, none stored yet
+    async with BitfinexRest(sim.rest_url, limiter) as rest:
+        check = FinalCheck(
+            RangeChecker(store, rest, sink, source="ws_reconcile", write=write),
+            {key: key.symbol for key in series},
+            unchecked,
+            batch_age_ms=0,
+            spacing_s=delay / RECONCILE_BUDGET_SHARE,
+            grace_ms=0,
+            clock_ms=sim.market.now_ms,
+            monotonic=clock.now,
+            sleep=clock.sleep,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(check.run(stop))
+        await wait_until(lambda: len(unchecked) == 0, "every span checked")
+        stop.set()
+        await task
+    order = [key for _, key, _ in checked]
+    assert order == [series[i] for i in (1, 3, 0, 4, 2)]  # oldest span first
+    assert [n for _, _, n in checked] == [10] * 5  # one request, the whole span
+    starts = [at for at, _, _ in checked]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= delay / RECONCILE_BUDGET_SHARE - 1e-9  # a share of the budget, no more
+    assert check.stats.checks == 5
+    assert check.stats.corrections == 50

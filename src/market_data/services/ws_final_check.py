@@ -209,7 +209,11 @@ class FinalCheck:
             return
         result = done[0]
         self.unchecked.settle(series, result.unproven)
-        self._retry.pop(series, None)
+        if result.unproven is None:
+            self._retry.pop(series, None)
+        else:
+            # Refused rows may come back the same way: ask again later, not at once.
+            self._defer(series)
         stats = self.stats
         stats.checks += 1
         stats.candles_checked += result.compared
@@ -226,9 +230,13 @@ class FinalCheck:
             )
 
     def _failed(self, series: SeriesKey, exc: Exception) -> None:
+        delay = self._defer(series)
+        self.stats.failures += 1
+        log.warning("Checking %s against REST failed (%s); retrying in %.0f s", series, exc, delay)
+
+    def _defer(self, series: SeriesKey) -> float:
         retry = self._retry.get(series)
         backoff = retry[1] if retry else Backoff(self._retry_initial, self._retry_max)
         delay = backoff.next()
         self._retry[series] = (self._monotonic() + delay, backoff)
-        self.stats.failures += 1
-        log.warning("Checking %s against REST failed (%s); retrying in %.0f s", series, exc, delay)
+        return delay
