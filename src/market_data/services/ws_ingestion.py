@@ -8,8 +8,8 @@
        └──── finals committed from the stream (UncheckedFinals)
 
 Every part runs as a named task in one TaskGroup. Stopping is two-phase: when `stop` is set the
-shards close their sockets and the catch-up worker ends; once all of them are done an
-end-of-input marker is queued, and the writer flushes everything before returning.
+shards close their sockets and the catch-up worker and the REST check end; once all of them are
+done an end-of-input marker is queued, and the writer flushes everything before returning.
 
 Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
 sink recomputes the derived candles their writes touch.
@@ -64,7 +64,8 @@ class WsIngestionState:
     `connections` (per shard: id, state, subscriptions, last message, reconnects, messages),
     `queue_depth` / `queue_max_depth` / `queue_bound`, `last_flush_ms`, `candles_written`,
     `pending` (rows held in memory, e.g. during a database outage), `db_outage`;
-    `writer.latency` is the receive -> commit histogram; `catchup` counts REST catch-ups.
+    `writer.latency` is the receive -> commit histogram; `catchup` counts REST catch-ups;
+    `final_check` counts the REST checks of stream-finalized candles.
     """
 
     queue_bound: int
