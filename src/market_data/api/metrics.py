@@ -124,11 +124,33 @@ class DaemonCollector(Collector):
                        st.writer.dropped_rows)
         yield _gauge("ws_database_outage", "1 while the writer cannot reach the database",
                      1.0 if st.db_outage else 0.0)
+        yield from self._final_check()
         commit = st.writer.commit_seconds
         hist = HistogramMetricFamily(P + "ws_update_to_commit_seconds", "Time from receiving a "
                                      "WebSocket candle update to committing it")
         hist.add_metric([], commit.cumulative(), commit.sum)
         yield hist
+
+    def _final_check(self) -> Iterator[Metric]:
+        ws = self.daemon.ws
+        if ws is None:
+            return
+        st = ws.state
+        check = st.final_check
+        yield _gauge("ws_unchecked_final_oldest_age_seconds", "How long the oldest candle "
+                     "finalized from the stream and not yet checked against REST has been "
+                     "closed: the longest a wrong final candle can have been visible",
+                     st.unchecked_final_oldest_age_seconds)
+        yield _gauge("ws_unchecked_final_series", "Series with final candles not yet checked "
+                     "against REST", st.unchecked_final_series)
+        yield _counter("ws_final_checks", "REST pages asked for to check final candles (one "
+                       "covers a range of a series)", check.checks)
+        yield _counter("ws_final_candles_checked", "Final candles compared with REST",
+                       check.candles_checked)
+        yield _counter("ws_final_corrections", "Final candles that differed from REST and were "
+                       "rewritten", check.corrections)
+        yield _counter("ws_final_check_failures", "Checks against REST that failed (retried)",
+                       check.failures)
 
     def _gaps(self) -> Iterator[Metric]:
         g = self.daemon.gaps.stats

@@ -111,6 +111,8 @@ def websocket(daemon: Daemon) -> WebSocketOut:
             "last_flush": iso(st.last_flush_ms),
             "database_outage": st.db_outage,
             "failed_subscriptions": st.failed_subscriptions,
+            "unchecked_final_oldest_age_seconds": st.unchecked_final_oldest_age_seconds,
+            "final_corrections": st.final_check.corrections,
             "shards": [
                 {
                     "id": c.id, "state": c.state, "subscriptions": len(c.subscriptions),
