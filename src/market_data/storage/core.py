@@ -2,7 +2,10 @@
 
 Every database call goes through `_read()`, `_write()` or `_raw_write()`, which is where driver
 errors become `StorageUnavailable` / `StorageError` (naming `host:port/db`, never the password)
-and where SQLite's single writer is enforced.
+and where SQLite's single writer is enforced. Write transactions also report their outcome to
+`write_health` (what /health shows), and after a failed one the next attempt starts on a fresh
+pool: SQLite opens a write-protected file read-only and keeps that connection read-only for good,
+and a PostgreSQL session started read-only (a standby, `default_transaction_read_only`) stays so.
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from market_data.errors import ConfigError, MarketDataError, StorageError
+from market_data.errors import (
+    ConfigError,
+    MarketDataError,
+    StorageError,
+    StorageUnavailable,
+)
 from market_data.models import EXCHANGE, SeriesKey
 from market_data.storage.dialect import dialect_for
+from market_data.storage.health import WriteHealth
 from market_data.storage.translate import DRIVER_ERRORS, translate
 from market_data.storage.urls import describe_target, normalize_database_url, password_of
 from market_data.timeframes import now_ms
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
 
 
 def _alembic_upgrade(connection: Connection) -> None:
@@ -63,6 +70,7 @@ class SqlBase:
         self._clock = clock
         self.dialect = dialect_for(self.url, exchange)
         self.engine = self.dialect.create_engine()
+        self.write_health = WriteHealth()
 
     @property
     def backend(self) -> str:
@@ -85,23 +93,47 @@ class SqlBase:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction through SQLAlchemy (committed on success)."""
         async with self.dialect.write_lock():
+            await self._renew_after_failure()
             try:
                 async with self.dialect.write_engine(self.engine).begin() as conn:
                     yield conn
             except DRIVER_ERRORS as exc:
-                raise self._translated(exc) from exc
+                raise await self._write_failed(self._translated(exc)) from exc
+            except StorageUnavailable as exc:
+                await self._write_failed(exc)
+                raise
+        self.write_health.succeeded(self._clock())
 
     @asynccontextmanager
     async def _raw_write(self, *, single_statement: bool = False) -> AsyncIterator[Any]:
         """One write transaction on the raw driver connection (the candle fast paths)."""
         async with self.dialect.write_lock():
+            await self._renew_after_failure()
             try:
                 async with self.dialect.raw_transaction(
                     self.engine, single_statement=single_statement
                 ) as raw:
                     yield raw
             except DRIVER_ERRORS as exc:
-                raise self._translated(exc) from exc
+                raise await self._write_failed(self._translated(exc)) from exc
+            except StorageUnavailable as exc:
+                await self._write_failed(exc)
+                raise
+        self.write_health.succeeded(self._clock())
+
+    async def _write_failed(self, exc: MarketDataError) -> MarketDataError:
+        """Record a write that failed for an outage (what /health reports)."""
+        if isinstance(exc, StorageUnavailable):
+            self.write_health.failed(exc, self._clock())
+        return exc
+
+    async def _renew_after_failure(self) -> None:
+        """After a failed write, every write attempt starts on fresh connections: the pooled
+        ones (reads open more meanwhile) may have been opened while the database was read-only
+        and would refuse the write even once it is writable again. Failed writes are retried
+        with backoff, so this costs one connection per attempt at most."""
+        if self.write_health.failing:
+            await self.engine.dispose()
 
     def _series(self, table: sa.Table, series: SeriesKey) -> sa.ColumnElement[bool]:
         return sa.and_(
