@@ -71,13 +71,16 @@ async def set_read_only(admin_url: str, database: str, read_only: bool) -> None:
     try:
         value = "on" if read_only else "off"
         await conn.execute(
-            f'ALTER DATABASE "{database}" SET default_transaction_read_only = {value}')
+            f'ALTER DATABASE "{database}" SET default_transaction_read_only = {value}'
+        )
         if read_only:
             # Sessions take the setting when they start: end them, as a failover would. When
             # it is lifted they are left alone: a session that began read-only stays so.
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
     finally:
         await conn.close()
 

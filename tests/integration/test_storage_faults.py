@@ -103,7 +103,8 @@ async def test_read_only_postgres_sessions_are_renewed(
 
 
 async def test_full_disk_is_named_and_writes_resume_when_space_returns(
-    tmp_path: Path, sqlite_template: Path,
+    tmp_path: Path,
+    sqlite_template: Path,
 ) -> None:
     """Issue 15, finding 5: a full disk was a plain refusal (StorageError), so writers dropped
     their rows, and nothing showed it while reads went on working."""
