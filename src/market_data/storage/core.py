@@ -10,10 +10,12 @@ and a PostgreSQL session started read-only (a standby, `default_transaction_read
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from alembic import command
@@ -71,6 +73,24 @@ class SqlBase:
         self.dialect = dialect_for(self.url, exchange)
         self.engine = self.dialect.create_engine()
         self.write_health = WriteHealth()
+        # The health ping's own engine, without a pool: it never waits for a connection
+        # behind other work, and it proves that a new connection can be made now.
+        self._probe_engine = self.dialect.create_engine(pool_size=0)
+        self._readers: list[Self] = []
+        self._ping_task: asyncio.Future[None] | None = None
+
+    def reader(self, pool_size: int) -> Self:
+        """This store with its reads on a pool of `pool_size` connections of their own (the
+        API's), so that heavy reads never hold the connections the daemon writes with.
+        Writes through it are still possible (same lock, same health record); close() on
+        this store closes the reader's pool too."""
+        reader = copy.copy(self)
+        reader.dialect = copy.copy(self.dialect)  # per-engine caches; the write lock is shared
+        reader.engine = reader.dialect.create_engine(pool_size=pool_size)
+        reader._readers = []
+        reader._ping_task = None
+        self._readers.append(reader)
+        return reader
 
     @property
     def backend(self) -> str:
@@ -152,8 +172,21 @@ class SqlBase:
             await conn.run_sync(_alembic_upgrade)
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        """A fresh connection and `SELECT 1`: can the database be read now. Concurrent callers
+        share the ping in flight, so a burst of /health requests opens one connection."""
+        task = self._ping_task
+        if task is None or task.done():
+            task = self._ping_task = asyncio.ensure_future(self._ping_once())
+            # Retrieved here, whether or not a caller is still waiting for it.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+
+    async def _ping_once(self) -> None:
+        try:
+            async with self._probe_engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except DRIVER_ERRORS as exc:
+            raise self._translated(exc) from exc
 
     async def checkpoint(self) -> None:
         """Fold SQLite's write-ahead log into the database (no-op on PostgreSQL); the daemon
@@ -164,4 +197,7 @@ class SqlBase:
             raise self._translated(exc) from exc
 
     async def close(self) -> None:
+        for reader in self._readers:
+            await reader.close()
+        await self._probe_engine.dispose()
         await self.engine.dispose()
