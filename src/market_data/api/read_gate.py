@@ -22,9 +22,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 # Two cores serve 10,000-row pages fastest a few at a time (bench/api.py --concurrent).
-READ_CONCURRENCY = 4
-READ_WAITING = 64
-READ_MAX_WAIT_S = 5.0
+READ_CONCURRENCY = 8
+READ_WAITING = 256
+READ_MAX_WAIT_S = 10.0
 RETRY_AFTER_S = 1
 
 

@@ -73,9 +73,10 @@ class SqlBase:
         self.dialect = dialect_for(self.url, exchange)
         self.engine = self.dialect.create_engine()
         self.write_health = WriteHealth()
-        # The health ping's own engine, without a pool: it never waits for a connection
-        # behind other work, and it proves that a new connection can be made now.
-        self._probe_engine = self.dialect.create_engine(pool_size=0)
+        # The health ping's own connection (pings are shared, so one is enough): it never
+        # waits behind other work. Pre-pinged: a connection the server dropped is replaced,
+        # so a ping that fails means a new connection cannot be made either.
+        self._probe_engine = self.dialect.create_engine(pool_size=1, pre_ping=True)
         self._readers: list[Self] = []
         self._ping_task: asyncio.Future[None] | None = None
 
@@ -172,7 +173,7 @@ class SqlBase:
             await conn.run_sync(_alembic_upgrade)
 
     async def ping(self) -> None:
-        """A fresh connection and `SELECT 1`: can the database be read now. Concurrent callers
+        """`SELECT 1` on a connection of its own: can the database be read now. Concurrent callers
         share the ping in flight, so a burst of /health requests opens one connection."""
         task = self._ping_task
         if task is None or task.done():

@@ -132,10 +132,10 @@ class PostgresDialect(Dialect):
         self._read_engine: AsyncEngine | None = None
         self._read_base: AsyncEngine | None = None
 
-    def create_engine(self, pool_size: int | None = None) -> AsyncEngine:
+    def create_engine(self, pool_size: int | None = None, pre_ping: bool = False) -> AsyncEngine:
         return create_async_engine(
             self.url,
-            **pool_options(pool_size, {"pool_size": 5, "max_overflow": 10}),
+            **pool_options(pool_size, pre_ping, {"pool_size": 5, "max_overflow": 10}),
             pool_recycle=1800,
             connect_args={
                 "timeout": CONNECT_TIMEOUT_S,

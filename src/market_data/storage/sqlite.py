@@ -92,10 +92,11 @@ class SqliteDialect(Dialect):
         self._write_engine: AsyncEngine | None = None
         self._write_base: AsyncEngine | None = None
 
-    def create_engine(self, pool_size: int | None = None) -> AsyncEngine:
+    def create_engine(self, pool_size: int | None = None, pre_ping: bool = False) -> AsyncEngine:
         # No reset-on-return: every transaction is committed or rolled back by SQLAlchemy
         # itself (we emit BEGIN through it), so the pool's extra ROLLBACK is a wasted hop.
-        pool = pool_options(pool_size, {"pool_size": 5, "max_overflow": 5, "pool_timeout": 30})
+        default = {"pool_size": 5, "max_overflow": 5, "pool_timeout": 30}
+        pool = pool_options(pool_size, pre_ping, default)
         engine = create_async_engine(self.url, pool_reset_on_return=None, **pool)
 
         @event.listens_for(engine.sync_engine, "connect")
