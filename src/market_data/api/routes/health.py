@@ -39,11 +39,13 @@ async def _database(daemon: DaemonDep) -> CheckOut:
         return CheckOut(
             status="degraded",
             detail=f"reachable, but writes fail: {writes.fault} (since {since}, "
-            f"{writes.failures} failed writes; retrying)",
+            f"{writes.failures} failed writes in a row)",
         )
     if not daemon.state.database_ready:
         return CheckOut(status="degraded", detail="reachable, schema not migrated yet")
-    return CheckOut(status="ok", detail="reachable, writes succeed")
+    if writes.last_ok_ms is None:
+        return CheckOut(status="ok", detail="reachable")
+    return CheckOut(status="ok", detail=f"reachable, last write {format_ts(writes.last_ok_ms)}")
 
 
 @router.get(
