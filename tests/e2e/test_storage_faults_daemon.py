@@ -131,6 +131,8 @@ async def test_full_disk_is_reported_and_a_manual_backfill_is_retried(
             assert response.status_code == 202, response.text
             requested_ms = now_ms()
             await wait_for(lambda: _database_says(d, "full"), 30, "/health: full")
+            metrics = (await d.get("/metrics")).text
+            assert 'market_data_database_writes_failing{fault="full"} 1.0' in metrics
 
             async def backfill_retrying() -> bool:
                 _, body = await _health(d)

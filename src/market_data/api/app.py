@@ -43,10 +43,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         docs_url="/docs", redoc_url=None,
     )
     app.state.daemon = daemon
-    app.state.metrics = build_registry(daemon)
     # Reads that can be heavy: bounded (503 + Retry-After past the bound), on a pool of their
     # own (StoreDep), never in the way of /health or the daemon's own writes.
     app.state.read_gate = ReadGate()
+    app.state.metrics = build_registry(daemon, app.state.read_gate)
     app.state.read_store = daemon.store.reader(app.state.read_gate.concurrency)
     for module in (health, status, metrics, actions):
         app.include_router(module.router)
