@@ -88,6 +88,7 @@ class SqlBase:
         reader = copy.copy(self)
         reader.dialect = copy.copy(self.dialect)  # per-engine caches; the write lock is shared
         reader.engine = reader.dialect.create_engine(pool_size=pool_size)
+        reader._probe_engine = reader.engine  # its own: closing it leaves this store's alone
         reader._readers = []
         reader._ping_task = None
         self._readers.append(reader)
