@@ -347,6 +347,7 @@ async def test_unreachable_database_is_503_without_secrets() -> None:
     assert status.json()["database_reachable"] is False
     assert "market_data_database_up 0.0" in metrics.text
     assert candles.status_code == 503
+    assert candles.headers["Retry-After"].isdigit()  # a client knows when to come back
     for response in (health, status, metrics, candles):
         assert password not in response.text
         assert TOKEN not in response.text

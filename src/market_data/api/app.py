@@ -65,7 +65,10 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def _failed(request: Request, exc: MarketDataError) -> JSONResponse:
         if not daemon.state.database_ready:
             # Starting: the schema may not exist yet (migrations run after the API is up).
-            return JSONResponse({"detail": "database not ready yet"}, status_code=503)
+            return JSONResponse(
+                {"detail": "database not ready yet"}, status_code=503,
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            )
         log.error("API %s failed: %s", request.url.path, type(exc).__name__)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
