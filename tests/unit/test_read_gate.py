@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from fastapi import Depends, FastAPI
+from fastapi.responses import StreamingResponse
 
-from market_data.api.read_gate import ReadGate, ReadsBusy
+from market_data.api.read_gate import ReadGate, ReadsBusy, read_permit
 
 
 async def _hold(gate: ReadGate, entered: asyncio.Event, release: asyncio.Event) -> None:
@@ -58,3 +62,33 @@ async def test_a_failing_read_gives_its_slot_back() -> None:
             raise RuntimeError("boom")
     async with gate.permit():
         assert gate.stats.running == 1
+
+
+async def test_the_permit_covers_a_streamed_body_and_refusals_carry_retry_after() -> None:
+    """A route under ReadPermit keeps its slot until its body is sent (the /candles route may
+    stream), and a request past the bound gets 503 with Retry-After from FastAPI."""
+    gate = ReadGate(concurrency=1, waiting=0, max_wait_s=1)
+    seen_running: list[int] = []
+    app = FastAPI()
+    app.state.read_gate = gate
+
+    @app.get("/rows", dependencies=[Depends(read_permit)])
+    async def rows() -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                seen_running.append(gate.stats.running)
+                yield b"row\n"
+
+        return StreamingResponse(body())
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        response = await client.get("/rows")
+        assert response.text == "row\n" * 3
+        assert seen_running == [1, 1, 1]
+        assert gate.stats.running == 0
+        async with gate.permit():  # the one slot is taken: the next request is refused
+            refused = await client.get("/rows")
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert "retry" in refused.json()["detail"]
