@@ -20,7 +20,14 @@ from market_data.models import Candle, SeriesKey
 from market_data.storage.health import FULL, READ_ONLY
 from market_data.storage.sql import SqlStore, open_store
 from tests.plugins.db import ADMIN_URL
-from tests.storage_faults import fill_disk, read_only_database, small_disk, write_protected
+from tests.storage_faults import (
+    database_on,
+    fill_disk,
+    read_only_database,
+    small_disk,
+    small_postgres_disk,
+    write_protected,
+)
 
 M = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -126,3 +133,24 @@ async def test_full_disk_is_named_and_writes_resume_when_space_returns(
             assert await stored(store) == 5_100
         finally:
             await store.close()
+
+
+@pytest.mark.postgres
+async def test_full_postgres_tablespace_is_named_and_writes_resume() -> None:
+    with small_postgres_disk(16 * 1024 * 1024) as disk:
+        async with database_on(ADMIN_URL, disk) as url:
+            store = open_store(url)
+            try:
+                await store.upgrade()
+                await store.upsert_candles(candles(0, 100))
+                free_space = fill_disk(disk)
+                with pytest.raises(StorageFull, match="full"):
+                    await store.upsert_candles(candles(100, 50_000))
+                assert store.write_health.fault == FULL
+                await store.ping()
+                free_space()
+                await store.upsert_candles(candles(100, 50_000))
+                assert store.write_health.fault is None
+                assert await stored(store) == 50_100
+            finally:
+                await store.close()
