@@ -120,9 +120,9 @@ class SqlBase:
                 async with self.dialect.write_engine(self.engine).begin() as conn:
                     yield conn
             except DRIVER_ERRORS as exc:
-                raise await self._write_failed(self._translated(exc)) from exc
+                raise self._write_failed(self._translated(exc)) from exc
             except StorageUnavailable as exc:
-                await self._write_failed(exc)
+                self._write_failed(exc)
                 raise
         self.write_health.succeeded(self._clock())
 
@@ -137,13 +137,13 @@ class SqlBase:
                 ) as raw:
                     yield raw
             except DRIVER_ERRORS as exc:
-                raise await self._write_failed(self._translated(exc)) from exc
+                raise self._write_failed(self._translated(exc)) from exc
             except StorageUnavailable as exc:
-                await self._write_failed(exc)
+                self._write_failed(exc)
                 raise
         self.write_health.succeeded(self._clock())
 
-    async def _write_failed(self, exc: MarketDataError) -> MarketDataError:
+    def _write_failed(self, exc: MarketDataError) -> MarketDataError:
         """Record a write that failed for an outage (what /health reports)."""
         if isinstance(exc, StorageUnavailable):
             self.write_health.failed(exc, self._clock())

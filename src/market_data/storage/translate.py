@@ -148,7 +148,9 @@ def _fault(exc: BaseException) -> type[StorageUnavailable] | None:
                 return StorageReadOnly
             if code == _SQLITE_FULL:
                 return StorageFull
-        if isinstance(item, asyncpg.exceptions.PostgresError | sqlite3.Error | sa_exc.DBAPIError):
+        # The drivers' own messages only: SQLAlchemy's wrapper quotes the statement and its
+        # parameters, which may hold any text.
+        if isinstance(item, asyncpg.exceptions.PostgresError | sqlite3.Error):
             text = str(item).lower()
             if any(marker in text for marker in _READ_ONLY_TEXT):
                 return StorageReadOnly
