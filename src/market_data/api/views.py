@@ -18,8 +18,9 @@ from market_data.api.schemas import (
     WebSocketOut,
     iso,
 )
-from market_data.daemon import Daemon, is_exchange_error
+from market_data.daemon import Daemon
 from market_data.models import SeriesKey, SeriesStats
+from market_data.runtime import is_exchange_error
 from market_data.scheduler import LoopStatus
 from market_data.timeframes import next_open
 
