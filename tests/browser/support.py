@@ -1,9 +1,8 @@
 """A real Chromium driven by Playwright, for the dashboard tests and the screenshot script.
 
-Debian's chromium at /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it; the
-CHROMIUM_PATH environment variable points elsewhere); no
-browser is ever downloaded. Without it the browser tests skip, except under CI=true where they
-fail.
+Debian's chromium at /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it;
+CHROMIUM_PATH points elsewhere); no browser is ever downloaded. Without it the browser tests
+skip, except under CI=true where they fail.
 """
 
 from __future__ import annotations
