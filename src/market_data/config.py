@@ -187,7 +187,10 @@ class Settings(BaseSettings):
         try:
             normalize_database_url(text)
         except ValueError as exc:
-            raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
+            # The URL is shown (so the user sees which one was read), its password masked.
+            shown = urls.safe_database_url(text)
+            shown = shown if len(shown) <= 120 else shown[:117] + "..."
+            raise ValueError(f"{str(exc).removeprefix('DATABASE_URL ')}: {shown}") from None
         return text
 
     @field_validator("bitfinex_symbols", mode="before")
