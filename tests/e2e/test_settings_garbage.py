@@ -67,6 +67,7 @@ GARBAGE: dict[str, list[str]] = {
     "CLEANUP_INTERVAL_HOURS": POSITIVE,
     "API_HOST": ["", "a b", "http://x/", "user@host"],
     "API_PORT": [*COUNT, "0", "65536", "70000"],
+    "API_ALLOWED_HOSTS": ["a b", "h:80", "http://x/", "*x.com", "x" * 300, "[::1]:80", "💥"],
     "LOG_LEVEL": ["abc", "", "-1", "verbose"],
     "LOG_FORMAT": ["abc", "", "xml", "yaml"],
 }

@@ -1,7 +1,8 @@
 """The HTTP API: `create_app(daemon)` builds a FastAPI app that reads the daemon's parts.
 
 Errors: a bad parameter is a 422 naming it (FastAPI's shape); a database that cannot be reached
-is a 503; any other failure is a 500 with a generic message. Error bodies never carry driver
+is a 503; any other failure is a 500 with a generic message. A Host header outside
+API_ALLOWED_HOSTS is a 400 (a guard against DNS rebinding). Error bodies never carry driver
 text, so no secret (a DATABASE_URL password) can leak through them.
 """
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from market_data import __version__
 from market_data.errors import MarketDataError, StorageUnavailable
@@ -39,6 +41,11 @@ def create_app(daemon: Daemon) -> FastAPI:
         docs_url="/docs", redoc_url=None,
     )
     app.state.daemon = daemon
+    # Only the names the API is reached by (API_ALLOWED_HOSTS): a page that rebinds its own
+    # domain to 127.0.0.1 sends that domain in Host and gets a 400, not the data.
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=daemon.settings.api_allowed_hosts, www_redirect=False
+    )
     app.state.metrics = build_registry(daemon)
     for module in (health, status, gaps, jobs, candles, metrics, actions):
         app.include_router(module.router)
