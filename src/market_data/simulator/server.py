@@ -25,19 +25,14 @@ from websockets.http11 import Request, Response
 from market_data.simulator.config import SimContext, SimulatorConfig, logger, scaled_clock
 from market_data.simulator.corrupt import corrupt_rows, dumps_rows
 from market_data.simulator.faults import Faults, FaultState
+from market_data.simulator.hub import Hub
 from market_data.simulator.limits import RollingLimit
 from market_data.simulator.market import Market
 from market_data.simulator.prices import hash64
 from market_data.simulator.rest import RestAnswer, answer, endpoint_of
 from market_data.simulator.stats import SimStats
 from market_data.simulator.wire import error_body
-from market_data.simulator.ws import (
-    INFO_MAINTENANCE,
-    INFO_MAINTENANCE_END,
-    INFO_RESTART,
-    Hub,
-    Session,
-)
+from market_data.simulator.ws import INFO_MAINTENANCE, INFO_MAINTENANCE_END, INFO_RESTART, Session
 
 _TICK_SECONDS = 0.02
 _PROXY_ERRORS = (502, 503, 504, 520)

@@ -1,8 +1,7 @@
 """The WebSocket side of the simulator: `/ws/2` with candle channels (bitfinex-api.md §4).
 
-A `Session` is one client connection: its channels, flags and heartbeats. The `Hub` follows the
-trades of every pair some channel listens to and sends each channel its changed candle; nothing
-is pushed on period boundaries, exactly as on Bitfinex.
+A `Session` is one client connection: its channels, flags and heartbeats, and its requests
+(subscribe, unsubscribe, conf, ping). The channels' data comes from the `Hub` (`hub.py`).
 """
 
 from __future__ import annotations
@@ -14,18 +13,16 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from market_data.simulator.config import SimContext, logger
-from market_data.simulator.corrupt import corrupt_rows, dumps_rows
-from market_data.simulator.prices import Ohlcv
+from market_data.simulator.hub import Channel, Hub, wire_rows
 from market_data.simulator.rest import SERVED_TIMEFRAMES
-from market_data.simulator.wire import dumps, row_json, rows_json
-from market_data.timeframes import HOUR_MS, align, from_exchange
+from market_data.simulator.wire import dumps, row_json
+from market_data.timeframes import align, from_exchange
 
 FLAG_TIMESTAMP = 32768
 FLAG_SEQ_ALL = 65536
@@ -44,111 +41,6 @@ INFO_MAINTENANCE_END = {
 }
 _MAX_MESSAGE = 4096
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
-
-
-@dataclass(eq=False, slots=True)
-class Channel:
-    chan_id: int
-    key: str
-    index: int
-    tf: str
-    session: Session
-    last_row: Ohlcv | None = None
-    last_sent: float = 0.0  # monotonic time of the last frame on this channel
-    stale: bool = False  # after maintenance ends: silent until the client resubscribes
-
-
-class Hub:
-    """Sessions, channels by pair, and one trade-following task per pair in use."""
-
-    def __init__(self, ctx: SimContext) -> None:
-        self.ctx = ctx
-        self.sessions: set[Session] = set()
-        self._by_pair: dict[int, set[Channel]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._next_chan_id = 1000
-
-    def next_chan_id(self) -> int:
-        self._next_chan_id += 1
-        return self._next_chan_id
-
-    def attach(self, channel: Channel) -> None:
-        self._by_pair.setdefault(channel.index, set()).add(channel)
-        task = self._tasks.get(channel.index)
-        if task is None or task.done():
-            self._tasks[channel.index] = asyncio.create_task(
-                self._follow(channel.index), name=f"sim-trades-{channel.index}"
-            )
-
-    def detach(self, channel: Channel) -> None:
-        channels = self._by_pair.get(channel.index)
-        if channels is not None:
-            channels.discard(channel)
-            if not channels:
-                del self._by_pair[channel.index]
-                task = self._tasks.pop(channel.index, None)
-                if task is not None:
-                    task.cancel()
-
-    async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def broadcast(self, event: dict[str, Any], *, close_code: int | None = None) -> None:
-        text = dumps(event)
-        sessions = list(self.sessions)
-        await asyncio.gather(*(s.send_info(text, close_code) for s in sessions))
-
-    def mark_all_stale(self) -> None:
-        for session in self.sessions:
-            for channel in session.channels.values():
-                channel.stale = True
-
-    async def _follow(self, index: int) -> None:
-        market = self.ctx.market
-        while self._by_pair.get(index):
-            now = market.now_ms()
-            when = market.next_trade_ms(index, now)
-            await self.ctx.sleep_until_ms(when if when is not None else now + HOUR_MS)
-            if when is not None:
-                await self._publish(index)
-
-    async def _publish(self, index: int) -> None:
-        ctx = self.ctx
-        mono = time.monotonic()
-        if ctx.state.maintenance(mono) or ctx.state.stall(mono) or ctx.faults.firehose:
-            return
-        now = ctx.market.now_ms()
-        current: dict[str, Ohlcv | None] = {}
-        for channel in list(self._by_pair.get(index, ())):
-            if channel.stale or channel.session.closed:
-                continue
-            if channel.tf not in current:
-                current[channel.tf] = ctx.market.current(index, channel.tf, now)
-            row = current[channel.tf]
-            if row is None or row == channel.last_row:
-                continue
-            previous, channel.last_row = channel.last_row, row
-            if ctx.faults.ws_loss_rate and ctx.rng.random() < ctx.faults.ws_loss_rate:
-                ctx.stats.faults_fired["ws_update_lost"] += 1
-                logger.info("simulator fault: update lost on %s", channel.key)
-                continue
-            await channel.session.send_channel(channel, _wire(ctx, [row])[1:-1])
-            ctx.stats.ws_updates_sent += 1
-            if (
-                previous is not None
-                and previous[0] != row[0]
-                and ctx.rng.random() < ctx.config.ws_resend_probability
-            ):
-                # Bitfinex re-sends the previous candle after a new one has begun.
-                again = ctx.market.period(index, channel.tf, previous[0], now)
-                if again is not None:
-                    await channel.session.send_channel(channel, row_json(again))
-                    ctx.stats.ws_updates_sent += 1
 
 
 class Session:
@@ -303,7 +195,7 @@ class Session:
         rows = ctx.market.select(index, tf, 0, now, now, limit=ctx.config.ws_snapshot_length,
                                  ascending=False)
         channel.last_row = ctx.market.current(index, tf, now)
-        await self.send_channel(channel, _wire(ctx, rows))
+        await self.send_channel(channel, wire_rows(ctx, rows))
         ctx.stats.ws_subscriptions += 1
         if channel.chan_id in self.channels:
             self.hub.attach(channel)
@@ -394,14 +286,3 @@ def _corked(ws: ServerConnection) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
-
-
-def _wire(ctx: SimContext, rows: list[Ohlcv]) -> str:
-    """Rows as JSON, some broken when the `ws_corrupt_rate` fault is on."""
-    if not ctx.faults.ws_corrupt_rate:
-        return rows_json(rows)
-    broken, kinds = corrupt_rows(rows, ctx.faults.ws_corrupt_rate, ctx.rng)
-    for kind in kinds:
-        ctx.stats.faults_fired["ws_corrupt_row"] += 1
-        ctx.stats.faults_fired[f"corrupt_{kind}"] += 1
-    return dumps_rows(broken)
