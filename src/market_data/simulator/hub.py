@@ -75,10 +75,13 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def broadcast(self, event: dict[str, Any], *, close_code: int | None = None) -> None:
+    async def broadcast(
+        self, event: dict[str, Any], *, close_code: int | None = None, close_after: float = 0.0
+    ) -> None:
+        """`event` to every session; with `close_code`, each is closed `close_after` s later."""
         text = dumps(event)
         sessions = list(self.sessions)
-        await asyncio.gather(*(s.send_info(text, close_code) for s in sessions))
+        await asyncio.gather(*(s.send_info(text, close_code, close_after) for s in sessions))
 
     def mark_all_stale(self) -> None:
         for session in self.sessions:

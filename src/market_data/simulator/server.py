@@ -128,10 +128,13 @@ class Simulator:
         await self._hub.broadcast(INFO_MAINTENANCE)
 
     async def restart_connections(self) -> None:
-        """Info 20051 to every WebSocket client, then close them all."""
+        """Info 20051 to every WebSocket client, then close them all (1012) after
+        `ws_restart_close_seconds`, as a server going away does."""
         self._fired("ws_restart", "WebSocket restart (20051) of %d connections",
                     len(self._hub.sessions))
-        await self._hub.broadcast(INFO_RESTART, close_code=1012)
+        await self._hub.broadcast(
+            INFO_RESTART, close_code=1012, close_after=self.config.ws_restart_close_seconds
+        )
 
     def _fired(self, name: str, message: str, *args: object) -> None:
         self.stats.faults_fired[name] += 1

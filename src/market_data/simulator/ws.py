@@ -56,6 +56,7 @@ class Session:
         self.seq = 0
         self.sent = 0
         self.closed = False
+        self._leaving: asyncio.Task[None] | None = None  # the close due after 20051
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -79,6 +80,8 @@ class Session:
             self.closed = True
             for task in helpers:
                 task.cancel()
+            if self._leaving is not None and self._leaving is not asyncio.current_task():
+                self._leaving.cancel()
             for channel in self.channels.values():
                 self.hub.detach(channel)
             self.hub.sessions.discard(self)
@@ -114,12 +117,27 @@ class Session:
             extra += f",{int(time.time() * 1000)}"
         await self._send(f"[{channel.chan_id},{payload}{extra}]")
 
-    async def send_info(self, text: str, close_code: int | None) -> None:
+    async def send_info(self, text: str, close_code: int | None, close_after: float = 0.0) -> None:
         await self._send(text)
-        if close_code is not None and not self.closed:
+        if close_code is None or self.closed:
+            return
+        if close_after > 0:
+            # The session goes on meanwhile; a client that closes first ends it sooner.
+            self._leaving = asyncio.create_task(
+                self._close_later(close_code, close_after), name="sim-ws-leaving"
+            )
+        else:
+            await self._close(close_code)
+
+    async def _close_later(self, code: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._close(code)
+
+    async def _close(self, code: int) -> None:
+        if not self.closed:
             self.closed = True
             with contextlib.suppress(ConnectionClosed):
-                await self.ws.close(close_code, "restart")
+                await self.ws.close(code, "restart")
 
     async def _event(self, event: dict[str, Any]) -> None:
         await self._send(dumps(event))
