@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from market_data.api.app import create_app
+from market_data.api.params import TIME_HELP
 from market_data.config import load_settings
 from market_data.daemon import Daemon
 
 # A valid value for every required parameter an endpoint with a time parameter may have.
 VALID_VALUES = {"symbol": "BTCUSD", "timeframe": "1m"}
-TIME_PARAMETER_MARK = "epoch milliseconds"
+TIME_PARAMETER_MARK = "epoch milliseconds"  # in TIME_HELP, and in any time parameter's text
 
 
 def _time_parameters(app: FastAPI) -> list[tuple[str, str, list[str]]]:
@@ -68,6 +69,7 @@ def api(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def time_parameters(api: TestClient) -> list[tuple[str, str, list[str]]]:
+    assert TIME_PARAMETER_MARK in TIME_HELP
     found = _time_parameters(api.app)  # type: ignore[arg-type]
     assert ("/candles", "start", ["symbol", "timeframe"]) in found, found
     assert ("/candles", "end", ["symbol", "timeframe"]) in found, found

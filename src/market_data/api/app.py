@@ -27,8 +27,9 @@ DESCRIPTION = """\
 Bitfinex OHLCV candles kept complete in your own database.
 
 Times in responses are ISO 8601 UTC (`2026-02-05T20:00:00Z`); time parameters accept ISO 8601 or
-epoch milliseconds. Symbols accept any spelling (`BTCUSD`, `tBTC:USD`, `doge:usd`). A bad parameter
-gets a 422 whose `detail[].loc` names it. `POST` endpoints need `Authorization: Bearer <API_TOKEN>`.
+epoch milliseconds, 1970 to 2200. Symbols accept any spelling (`BTCUSD`, `tBTC:USD`, `doge:usd`).
+A bad parameter gets a 422 whose `detail[].loc` names it. `POST` endpoints need
+`Authorization: Bearer <API_TOKEN>`.
 """
 
 
