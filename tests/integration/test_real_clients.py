@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,15 @@ def _in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def bfxapi_python(request: pytest.FixtureRequest) -> Path:
-    """A Python with bitfinex-api-py installed (from the configured package index, once)."""
-    home = request.config.cache.mkdir("bfxapi-" + BFXAPI.split("==")[1])
+    """A Python with bitfinex-api-py installed (from the configured package index, once, into
+    pytest's cache directory)."""
+    name = "bfxapi-" + BFXAPI.split("==")[1]
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        home = cache.mkdir(name)
+    else:  # run with -p no:cacheprovider: a fixed place outside the tree, kept between runs
+        home = Path(tempfile.gettempdir()) / f"market-data-tests-{os.getuid()}" / name
+        home.mkdir(parents=True, exist_ok=True)
     venv = home / "venv"
     python = venv / "bin" / "python"
     ready = home / "ready"
