@@ -41,12 +41,14 @@ def conf_answer(market: Market, keys: list[str]) -> list[Any]:
 
 
 def _value(market: Market, key: str) -> list[Any]:
+    # Only the pairs listed now: one delisted (or not yet listed) is in no list, as on Bitfinex.
     if key == "pub:list:pair:exchange":
         return market.exchange_pairs()
     if key == "pub:info:pair":
-        return [[spec.pair, _pair_info(spec)] for spec in market.pairs]
+        specs = {spec.pair: spec for spec in market.pairs}
+        return [[pair, _pair_info(specs[pair])] for pair in market.exchange_pairs()]
     if key == "pub:list:currency":
-        return sorted({side for spec in market.pairs for side in _sides(spec.pair)})
+        return sorted({side for pair in market.exchange_pairs() for side in _sides(pair)})
     return []
 
 
