@@ -192,6 +192,8 @@ class Daemon:
     async def _startup(self) -> None:
         if not await self._retry("Database", self._prepare_database):
             return
+        if self.stop.is_set():  # stopped while the database was being prepared: start nothing
+            return
         self.state.phase = "running"
         if self.ws is not None:
             self._spawn("ws_ingestion", self.ws.run(self.stop))
