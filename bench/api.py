@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace) -> int:
 
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             async def status() -> None:
                 response = await client.get("/status")
                 assert response.status_code == 200, response.text

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from market_data.allowed_hosts import allowed_host, default_allowed_hosts
 from market_data.errors import ConfigError
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
 from market_data.storage import urls
@@ -156,6 +157,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8100, ge=1, le=65535)
     api_token: SecretStr | None = None
+    # Empty means the default: the loopback names and api_host (filled in by _check_ranges).
+    api_allowed_hosts: Annotated[list[str], NoDecode] = []
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -187,7 +190,10 @@ class Settings(BaseSettings):
         try:
             normalize_database_url(text)
         except ValueError as exc:
-            raise ValueError(str(exc).removeprefix("DATABASE_URL ")) from None
+            # The URL is shown (so the user sees which one was read), its password masked.
+            shown = urls.safe_database_url(text)
+            shown = shown if len(shown) <= 120 else shown[:117] + "..."
+            raise ValueError(f"{str(exc).removeprefix('DATABASE_URL ')}: {shown}") from None
         return text
 
     @field_validator("bitfinex_symbols", mode="before")
@@ -274,6 +280,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{text[:60]!r} is not a host name or address")
         return text
 
+    @field_validator("api_allowed_hosts", mode="before")
+    @classmethod
+    def _check_allowed_hosts(cls, value: Any) -> list[str]:
+        return _unique(allowed_host(item) for item in _split_list(value))
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _check_level(cls, value: Any) -> str:
@@ -302,6 +313,8 @@ class Settings(BaseSettings):
                 f"{self.rate_limit_max_backoff:g} is below RATE_LIMIT_INITIAL_BACKOFF "
                 f"({self.rate_limit_initial_backoff:g})",
             )
+        if not self.api_allowed_hosts:
+            self.api_allowed_hosts = default_allowed_hosts(self.api_host)
         return self
 
     # -- helpers -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from market_data.config import Settings, load_settings
+from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
 from market_data.errors import ConfigError, MarketDataError, PermanentError
 from market_data.exchanges.bitfinex_rest import BitfinexRest
 from market_data.models import SeriesKey
@@ -94,6 +95,7 @@ class Daemon:
         self.api_port: int | None = None
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
+        self._lock: DaemonLock | None = None
 
     def _build_loops(self) -> dict[str, PeriodicLoop]:
         s = self.settings
@@ -121,6 +123,13 @@ class Daemon:
         from market_data.api.server import bind, build_server
 
         s = self.settings
+        try:
+            # Before the port: a second daemon must say why it cannot run, not "port taken".
+            self._lock = acquire_daemon_lock(s)
+        except PermanentError as exc:
+            log.error("Cannot start: %s", exc)
+            await self._close()
+            return 1
         try:
             sock = bind(s.api_host, s.api_port)
         except OSError as exc:
@@ -182,6 +191,8 @@ class Daemon:
 
     async def _startup(self) -> None:
         if not await self._retry("Database", self._prepare_database):
+            return
+        if self.stop.is_set():  # stopped while the database was being prepared: start nothing
             return
         self.state.phase = "running"
         if self.ws is not None:
@@ -298,6 +309,8 @@ class Daemon:
                 await asyncio.wait_for(close(), seconds)
             except Exception as exc:
                 log.warning("Closing: %s", describe(exc))
+        if self._lock is not None:  # only once the database is closed
+            self._lock.release()
 
     def _log_start(self) -> None:
         s = self.settings

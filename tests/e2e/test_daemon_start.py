@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,32 @@ async def test_demo_runs_simulator_daemon_and_api_until_ctrl_c(tmp_path: Path) -
     assert f"http://127.0.0.1:{port}/status" in text
     assert f"http://127.0.0.1:{port}/docs" in text
     assert "Stopped in" in text
+
+
+async def test_sigterm_while_the_database_is_being_prepared_exits_0(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    # Another connection holds the new file locked: the daemon's first statements wait on it
+    # (busy timeout), and SIGTERM comes meanwhile. Once the lock goes the preparation succeeds;
+    # the startup must then see the stop instead of starting work (that was a CRITICAL "Task
+    # startup died" and exit 1).
+    sim = await simulator_factory()
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    daemon = await start_daemon(tmp_path, "stopped-early", **_base(sim, f"sqlite:///{path}"))
+    try:
+        await wait_for(lambda: _logged(daemon, "Starting market-data"), 20, "the daemon's start")
+        daemon.proc.send_signal(signal.SIGTERM)
+        holder.execute("COMMIT")
+        code = await asyncio.wait_for(daemon.proc.wait(), 20)
+    finally:
+        holder.close()
+        await daemon.kill()
+        await daemon.client.aclose()
+    assert code == 0, daemon.log()[-3000:]
+    assert "CRITICAL" not in daemon.log()
+
+
+async def _logged(daemon: Any, text: str) -> bool:
+    return text in daemon.log()

@@ -27,7 +27,11 @@ BOOL = ["abc", "2", "maybe", "yes please", ""]
 # CONTRACT section 2, every name, each with values that must be refused.
 GARBAGE: dict[str, list[str]] = {
     "DATABASE_URL": ["ftp://x", "abc", "", "mysql://u:p@h/db", "postgresql://", "sqlite://",
-                     "postgresql://u:p@h:notaport/db", "http://127.0.0.1/db"],
+                     "postgresql://u:p@h:notaport/db", "http://127.0.0.1/db",
+                     "postgresql://u:p@127.0.0.1:99999/db", "postgresql://u:p@h:0/db",
+                     "postgresql://u:p@h:-1/db", "postgresql://u:p@bad host/db",
+                     "postgresql://u:p@h/a/b", f"postgresql://u:p@h/{'d' * 64}",
+                     "postgresql://u:p@h/db\x01", "sqlite:///x\x01.db"],
     "BITFINEX_SYMBOLS": ["", ",,,", "B$D", "BTC USD", "x" * 80, "💥"],
     "BITFINEX_TIMEFRAMES": ["", "abc", "2x", "-1", "1h,bogus", "0m"],
     "BACKFILL_ON_STARTUP": BOOL,
@@ -63,6 +67,7 @@ GARBAGE: dict[str, list[str]] = {
     "CLEANUP_INTERVAL_HOURS": POSITIVE,
     "API_HOST": ["", "a b", "http://x/", "user@host"],
     "API_PORT": [*COUNT, "0", "65536", "70000"],
+    "API_ALLOWED_HOSTS": ["a b", "h:80", "http://x/", "*x.com", "x" * 300, "[::1]:80", "💥"],
     "LOG_LEVEL": ["abc", "", "-1", "verbose"],
     "LOG_FORMAT": ["abc", "", "xml", "yaml"],
 }
@@ -76,6 +81,7 @@ PAIRS = [
     ({"RATE_LIMIT_INITIAL_BACKOFF": "10", "RATE_LIMIT_MAX_BACKOFF": "5"}, "RATE_LIMIT_MAX_BACKOFF"),
 ]
 SECRET = "Sup3rS3cretPw"
+BAD_PORT = f"postgresql://u:{SECRET}@127.0.0.1:99999/db"
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +132,8 @@ def test_a_bad_value_in_dotenv_is_named_too(tmp_path: Path) -> None:
 
 def test_database_url_errors_never_echo_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     for url in (f"mysql://u:{SECRET}@h/db", f"postgresql://u:{SECRET}@h:notaport/db",
-                f"ftp://u:{SECRET}@x/"):
+                f"ftp://u:{SECRET}@x/", BAD_PORT, f"postgresql://u:{SECRET}@h:1x/db",
+                f"postgresql://u:{SECRET}@x@h:1x/db", f"postgresql://u:{SECRET}@h/a/b"):
         monkeypatch.setenv("DATABASE_URL", url)
         with pytest.raises(ConfigError) as caught:
             load_settings()
@@ -134,12 +141,30 @@ def test_database_url_errors_never_echo_the_password(monkeypatch: pytest.MonkeyP
         assert SECRET not in str(caught.value)
 
 
+def test_database_url_errors_name_the_part_and_show_the_masked_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for url, part in ((BAD_PORT, "port 99999"), (f"postgresql://u:{SECRET}@h:1x/db", "port"),
+                      (f"postgresql://u:{SECRET}@bad host/db", "host 'bad host'"),
+                      (f"postgresql://u:{SECRET}@h/a/b", "database name 'a/b'")):
+        monkeypatch.setenv("DATABASE_URL", url)
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert part in caught.value.problem, caught.value
+        assert url.replace(SECRET, "***") in caught.value.problem, caught.value
+
+
 async def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # a daemon that did not exit: never leave it running
+            proc.kill()
+            await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -148,6 +173,7 @@ async def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, st
 # in-process cases above cover every variable and value through the same load_settings).
 DAEMON = [sys.executable, "-m", "market_data.daemon"]
 CLI = [sys.executable, "-m", "market_data", "status"]
+RUN = [sys.executable, "-m", "market_data", "run"]
 SUBPROCESS_CASES = [
     ("BACKFILL_DAYS", "nan", DAEMON),
     ("DATABASE_URL", f"mysql://u:{SECRET}@h/db", DAEMON),
@@ -156,6 +182,10 @@ SUBPROCESS_CASES = [
     ("DATABASE_URL", "ftp://x", CLI),
     ("GAP_REPAIR_INTERVAL_MINUTES", "inf", CLI),
     ("LOG_FORMAT", "xml", CLI),
+    # A port out of range was a driver traceback (status) or retried forever (run).
+    ("DATABASE_URL", BAD_PORT, CLI),
+    ("DATABASE_URL", BAD_PORT, RUN),
+    ("DATABASE_URL", BAD_PORT, DAEMON),
 ]
 
 

@@ -73,7 +73,7 @@ async def daemon(database_url: str) -> AsyncIterator[Daemon]:
 @pytest.fixture
 async def client(daemon: Daemon) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(daemon))
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8100") as c:
         yield c
 
 
@@ -333,7 +333,7 @@ async def test_unreachable_database_is_503_without_secrets() -> None:
     daemon = Daemon(_settings(f"postgresql://md:{password}@127.0.0.1:1/nowhere"))
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8100") as c:
             health = await c.get("/health")
             status = await c.get("/status")
             metrics = await c.get("/metrics")

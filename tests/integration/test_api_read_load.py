@@ -76,7 +76,8 @@ async def test_health_and_writes_are_not_starved_by_reads(daemon: Daemon) -> Non
     admin = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
     transport = httpx.ASGITransport(app=create_app(daemon))
     params = {"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0), "limit": "10000"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=60) as api:
+    loopback = "http://127.0.0.1"  # the API answers only its own Host names
+    async with httpx.AsyncClient(transport=transport, base_url=loopback, timeout=60) as api:
         lock = locker.transaction()
         await lock.start()
         await locker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")

@@ -59,7 +59,7 @@ async def daemon(database_url: str, sim: Simulator) -> AsyncIterator[Daemon]:
 
 async def _metrics(daemon: Daemon) -> dict[str, float]:
     transport = httpx.ASGITransport(app=create_app(daemon))
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         text = (await client.get("/metrics")).text
     values: dict[str, float] = {}
     for line in text.splitlines():

@@ -84,18 +84,41 @@ async def test_drop_after_n_messages_without_close_frame(
 
 
 async def test_restart_20051_then_close(simulator_factory: SimulatorFactory) -> None:
-    sim = await simulator_factory()
+    sim = await simulator_factory(ws_restart_close_seconds=0.5)
     async with await open_ws(sim) as ws:
         sim.set_faults(ws_restart_every=0.2)
         info = await recv(ws)
+        noticed = time.monotonic()
         assert info["event"] == "info"
         assert info["code"] == 20051
-        with pytest.raises(ConnectionClosed):
+        sim.set_faults(ws_restart_every=0.0)
+        # The server lets the client go first: the connection still answers after the notice
+        # (it was closed at the instant of the notice, racing the client's own close).
+        await ws.send(json.dumps({"event": "ping", "cid": 7}))
+        assert (await recv(ws))["event"] == "pong"
+        with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
-    sim.set_faults(ws_restart_every=0.0)
+        assert time.monotonic() - noticed >= 0.45
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012
     async with await open_ws(sim) as ws:
         await sim.restart_connections()
         assert (await recv(ws))["code"] == 20051
+        await ws.close()  # a client that leaves at once is not kept waiting
+    await wait_for(lambda: sim.stats.ws_active == 0)
+
+
+async def test_restart_waits_a_few_seconds_by_default(
+    simulator_factory: SimulatorFactory,
+) -> None:
+    sim = await simulator_factory()
+    assert sim.config.ws_restart_close_seconds == 3.0
+    async with await open_ws(sim) as ws:
+        await sim.restart_connections()
+        assert (await recv(ws))["code"] == 20051
+        await asyncio.sleep(1.0)  # the behaviour under test is time: still open after 1 s
+        await ws.send(json.dumps({"event": "ping", "cid": 1}))
+        assert (await recv(ws))["event"] == "pong"
 
 
 async def test_maintenance_pauses_then_asks_to_resubscribe(

@@ -138,6 +138,29 @@ async def test_pair_list_and_platform_status(simulator: Simulator) -> None:
     assert (await get(simulator, "/v2/nothing")).status_code == 404
 
 
+async def test_conf_answers_one_array_per_key_in_order(simulator: Simulator) -> None:
+    # What ccxt's load_markets asks for, in one request (it was answered `[[]]`).
+    keys = "pub:info:pair,pub:info:pair:futures,pub:list:pair:securities,pub:list:pair:margin"
+    answer = (await get(simulator, f"/v2/conf/{keys}")).json()
+    assert len(answer) == 4
+    info, futures, securities, margin = answer
+    assert [entry[0] for entry in info] == [p.pair for p in DEFAULT_PAIRS]
+    for _, fields in info:  # [PAIR, [null, null, null, MIN_ORDER, MAX_ORDER, null...]]
+        assert len(fields) == 12
+        assert 0 < float(fields[3]) < float(fields[4])
+        assert "e" not in fields[3] + fields[4]
+    assert futures == securities == margin == []
+    both = (await get(simulator, "/v2/conf/pub:list:currency,pub:list:pair:exchange")).json()
+    assert both[1] == [p.pair for p in DEFAULT_PAIRS]
+    assert {"BTC", "USD", "DOGE", "ZRX"} <= set(both[0])
+    assert (await get(simulator, "/v2/conf/pub:list:pair:exchange")).json() == [both[1]]
+    assert (await get(simulator, "/v2/conf/pub:map:currency:sym")).json() == [[]]
+    too_many = await get(simulator, "/v2/conf/" + ",".join(["pub:list:currency"] * 33))
+    assert too_many.status_code == 500
+    assert too_many.json()[:2] == ["error", 10020]
+    assert (await get(simulator, "/v2/conf/pub:list:currency,,x")).status_code == 500
+
+
 async def test_rate_limit_then_ban(simulator_factory: SimulatorFactory) -> None:
     sim = await simulator_factory(rest_rate_limit=5, rest_rate_window=3.0, rest_ban_seconds=1.5)
     statuses = [(await get(sim, "/v2/platform/status")).status_code for _ in range(5)]

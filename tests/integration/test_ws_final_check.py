@@ -150,7 +150,7 @@ async def test_oldest_unchecked_age_is_in_metrics_and_moves(
     ages: list[float] = []
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
 
             async def scrape() -> bool:
                 text = (await client.get("/metrics")).text

@@ -48,6 +48,7 @@ CONTRACT_DEFAULTS = {
     "API_HOST": "127.0.0.1",
     "API_PORT": 8100,
     "API_TOKEN": None,
+    "API_ALLOWED_HOSTS": ["127.0.0.1", "localhost", "[::1]"],
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "text",
 }
@@ -310,3 +311,24 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in CONTRACT_DEFAULTS:
         assert f"| `{name}` |" in readme, name
+
+
+def test_allowed_hosts_default_to_the_loopback_names_and_api_host() -> None:
+    assert load().api_allowed_hosts == ["127.0.0.1", "localhost", "[::1]"]
+    assert load(API_HOST="md.lan").api_allowed_hosts[-1] == "md.lan"
+    assert load(API_HOST="::1").api_allowed_hosts == ["127.0.0.1", "localhost", "[::1]"]
+    assert load(API_HOST="fd00::5").api_allowed_hosts[-1] == "[fd00::5]"
+    given = load(API_HOST="md.lan", API_ALLOWED_HOSTS="MD.example.com., *.corp.example, ::1, *")
+    assert given.api_allowed_hosts == ["md.example.com", "*.corp.example", "[::1]", "*"]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("a b", "not a host name"), ("md.example.com:443", "without a port"),
+     ("[::1]:8100", "without a port"), ("http://md.example.com", "not a host name"),
+     ("*example.com", "*.domain"), ("-bad.example", "not a host name"), ("x" * 300, "host name")],
+)
+def test_bad_allowed_hosts_are_named(value: str, fragment: str) -> None:
+    error = config_error(API_ALLOWED_HOSTS=value)
+    assert error.variable == "API_ALLOWED_HOSTS"
+    assert fragment in error.problem

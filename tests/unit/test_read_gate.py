@@ -82,7 +82,7 @@ async def test_the_permit_covers_a_streamed_body_and_refusals_carry_retry_after(
         return StreamingResponse(body())
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/rows")
         assert response.text == "row\n" * 3
         assert seen_running == [1, 1, 1]

@@ -110,3 +110,43 @@ def test_fast_epoch_ms_to_datetime_is_exact() -> None:
         fast = datetime.fromtimestamp(ms / 1000, UTC)
         assert fast == ms_to_datetime(ms)
         assert datetime_to_ms(fast) == ms
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ("postgresql://u:p@127.0.0.1:99999/db", "port 99999 is out of range"),
+        ("postgresql://u:p@h:0/db", "port 0 is out of range"),
+        ("postgresql://u:p@h:http/db", "port is not a number"),
+        ("postgresql://u:p@bad host/db", "host 'bad host'"),
+        ("postgresql://u:p@-h/db", "host '-h'"),
+        ("postgresql://u:p@h/a/b", "database name 'a/b'"),
+        (f"postgresql://u:p@h/{'d' * 64}", "at most 63 bytes"),
+        ("postgresql://u:p@h/d\x01b", "control characters"),
+        ("postgresql://u\x07:p@h/db", "control characters"),
+        ("sqlite:///x\x00.db", "control characters"),
+    ],
+)
+def test_every_part_is_checked(bad: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        normalize_database_url(bad)
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        "postgresql://u:p@[::1]:5432/db",
+        "postgresql://u:p@127.0.0.1:65535/db",
+        "postgresql://u:p@db_1.internal:1/db",
+        "postgresql://u:p@localhost./db",
+        "postgresql:///db?host=/run/postgresql",
+        f"postgresql://u:p@h/{'d' * 63}",
+    ],
+)
+def test_valid_parts_pass(good: str) -> None:
+    assert normalize_database_url(good).startswith("postgresql+asyncpg://")
+
+
+def test_masking_works_on_urls_too_broken_to_parse() -> None:
+    assert safe_database_url("postgresql://u:s3cr@t@h:abc/db") == "postgresql://u:***@h:abc/db"
+    assert safe_database_url("postgresql://u:s3cret@h:abc/db") == "postgresql://u:***@h:abc/db"

@@ -2,7 +2,8 @@
 
 Errors: a bad parameter is a 422 naming it (FastAPI's shape); a database that cannot be reached,
 or more concurrent reads than the API serves at once (see read_gate), is a 503 with Retry-After;
-any other failure is a 500 with a generic message. Error bodies never carry driver
+any other failure is a 500 with a generic message. A Host header outside API_ALLOWED_HOSTS is a
+400 (a guard against DNS rebinding). Error bodies never carry driver
 text, so no secret (a DATABASE_URL password) can leak through them.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from market_data import __version__
 from market_data.api.read_gate import ReadGate, read_permit
@@ -29,8 +31,9 @@ DESCRIPTION = """\
 Bitfinex OHLCV candles kept complete in your own database.
 
 Times in responses are ISO 8601 UTC (`2026-02-05T20:00:00Z`); time parameters accept ISO 8601 or
-epoch milliseconds. Symbols accept any spelling (`BTCUSD`, `tBTC:USD`, `doge:usd`). A bad parameter
-gets a 422 whose `detail[].loc` names it. `POST` endpoints need `Authorization: Bearer <API_TOKEN>`.
+epoch milliseconds, 1970 to 2200. Symbols accept any spelling (`BTCUSD`, `tBTC:USD`, `doge:usd`).
+A bad parameter gets a 422 whose `detail[].loc` names it. `POST` endpoints need
+`Authorization: Bearer <API_TOKEN>`.
 """
 
 
@@ -53,6 +56,11 @@ def create_app(daemon: Daemon) -> FastAPI:
         docs_url="/docs", redoc_url=None,
     )
     app.state.daemon = daemon
+    # Only the names the API is reached by (API_ALLOWED_HOSTS): a page that rebinds its own
+    # domain to 127.0.0.1 sends that domain in Host and gets a 400, not the data.
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=daemon.settings.api_allowed_hosts, www_redirect=False
+    )
     # Reads that can be heavy: bounded (503 + Retry-After past the bound), on a pool of their
     # own (StoreDep), never in the way of /health or the daemon's own writes.
     app.state.read_gate = ReadGate()

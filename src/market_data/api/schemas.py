@@ -97,7 +97,7 @@ class StatusOut(BaseModel):
     now: str
     started_at: str
     uptime_seconds: float
-    database: str = Field(description="DATABASE_URL with the password masked")
+    database: Literal["sqlite", "postgresql"] = Field(description="the database backend")
     database_reachable: bool
     open_gaps: int
     unknown_symbols: list[str]

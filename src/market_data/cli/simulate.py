@@ -89,6 +89,9 @@ def simulate(
         int, typer.Option(help="Abort each WebSocket after N messages (0: off).")
     ] = 0,
     restart_every: Annotated[float, typer.Option(help="Seconds between 20051 restarts.")] = 0.0,
+    restart_close_seconds: Annotated[
+        float, typer.Option(help="Seconds from a 20051 notice to closing the connections.")
+    ] = 3.0,
     maintenance_every: Annotated[float, typer.Option(help="Seconds between maintenances.")] = 0.0,
     maintenance_duration: Annotated[float, typer.Option(help="Length of maintenance.")] = 0.0,
     stall_every: Annotated[float, typer.Option(help="Seconds between silent stalls.")] = 0.0,
@@ -125,7 +128,8 @@ def simulate(
             host=host, port=port, seed=seed, pairs=chosen, speed=speed, churn_minutes=churn,
             history_days=history_days, rest_rate_limit=rate_limit, rest_ban_seconds=ban_seconds,
             ws_connection_limit=ws_connection_limit, ws_channel_limit=channel_limit,
-            ws_heartbeat_seconds=heartbeat, faults=faults,
+            ws_heartbeat_seconds=heartbeat, ws_restart_close_seconds=restart_close_seconds,
+            faults=faults,
         )
         config.validate()
     except ValueError as exc:  # SymbolError included

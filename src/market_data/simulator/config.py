@@ -45,6 +45,9 @@ class SimulatorConfig:
     ws_heartbeat_seconds: float = 15.0
     ws_snapshot_length: int = 240
     ws_resend_probability: float = 0.1
+    # After info 20051 a real server lets clients close and reconnect, then goes away; closing
+    # at the instant of the notice races the client's own close (the official client can crash).
+    ws_restart_close_seconds: float = 3.0
     faults: Faults = field(default_factory=Faults)
 
     def validate(self) -> None:
@@ -58,6 +61,8 @@ class SimulatorConfig:
             raise ValueError("heartbeat and rate windows must be positive")
         if self.ws_channel_limit < 1 or not 0 <= self.ws_snapshot_length <= 10_000:
             raise ValueError("channel limit must be >= 1, snapshot length within 0..10000")
+        if not 0.0 <= self.ws_restart_close_seconds <= 600.0:
+            raise ValueError("ws_restart_close_seconds must be within 0..600")
         if not 0.0 <= self.ws_resend_probability <= 1.0:
             raise ValueError("ws_resend_probability is a share within [0, 1]")
         self.faults.validate()

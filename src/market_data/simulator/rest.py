@@ -4,6 +4,7 @@ Answers are built as plain (status, body) pairs; `server.py` puts them on the wi
 Semantics follow bitfinex-api.md §1: newest first unless `sort=1`, default limit 120 (also for
 `limit=0`), max 10000, inclusive `start`/`end` (0 means unset), `sort=1` without `start` gives the
 oldest history, unknown pairs get `[]`, timeframes Bitfinex does not serve get HTTP 500 10020.
+Configuration lists (`/v2/conf/...`, one array per comma-separated key) are in `conf.py`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from market_data.simulator.conf import CONF_PREFIX, BadConfRequest, conf_answer, conf_keys
 from market_data.simulator.market import Market
 from market_data.simulator.wire import dumps, error_body, row_json, rows_json
 from market_data.timeframes import from_exchange
@@ -21,7 +23,6 @@ MAX_LIMIT = 10_000
 SERVED_TIMEFRAMES = frozenset(
     ("1m", "5m", "15m", "30m", "1h", "3h", "6h", "12h", "1D", "1W", "14D", "1M")
 )
-PAIR_LIST_PATH = "/v2/conf/pub:list:pair:exchange"
 STATUS_PATH = "/v2/platform/status"
 _CANDLES_PREFIX = "/v2/candles/"
 _FAR_FUTURE_MS = 1 << 62
@@ -43,7 +44,7 @@ class BadParam(Exception):
 def endpoint_of(path: str) -> str:
     if path.startswith(_CANDLES_PREFIX):
         return "candles_last" if path.endswith("/last") else "candles_hist"
-    if path.startswith("/v2/conf/"):
+    if path.startswith(CONF_PREFIX):
         return "conf"
     if path == STATUS_PATH:
         return "platform_status"
@@ -60,10 +61,12 @@ def answer(market: Market, target: str, maintenance: bool) -> RestAnswer:
     path = unquote(parts.path)
     if path == STATUS_PATH:
         return RestAnswer(200, "[0]" if maintenance else "[1]")
-    if path == PAIR_LIST_PATH:
-        return RestAnswer(200, dumps([market.exchange_pairs()]))
-    if path.startswith("/v2/conf/"):
-        return RestAnswer(200, "[[]]")
+    if path.startswith(CONF_PREFIX):
+        try:
+            keys = conf_keys(path)
+        except BadConfRequest as exc:
+            return bad_request(str(exc))
+        return RestAnswer(200, dumps(conf_answer(market, keys)))
     if path.startswith(_CANDLES_PREFIX):
         try:
             return _candles(market, path[len(_CANDLES_PREFIX):], parse_qs(parts.query))

@@ -25,19 +25,14 @@ from websockets.http11 import Request, Response
 from market_data.simulator.config import SimContext, SimulatorConfig, logger, scaled_clock
 from market_data.simulator.corrupt import corrupt_rows, dumps_rows
 from market_data.simulator.faults import Faults, FaultState
+from market_data.simulator.hub import Hub
 from market_data.simulator.limits import RollingLimit
 from market_data.simulator.market import Market
 from market_data.simulator.prices import hash64
 from market_data.simulator.rest import RestAnswer, answer, endpoint_of
 from market_data.simulator.stats import SimStats
 from market_data.simulator.wire import error_body
-from market_data.simulator.ws import (
-    INFO_MAINTENANCE,
-    INFO_MAINTENANCE_END,
-    INFO_RESTART,
-    Hub,
-    Session,
-)
+from market_data.simulator.ws import INFO_MAINTENANCE, INFO_MAINTENANCE_END, INFO_RESTART, Session
 
 _TICK_SECONDS = 0.02
 _PROXY_ERRORS = (502, 503, 504, 520)
@@ -133,10 +128,13 @@ class Simulator:
         await self._hub.broadcast(INFO_MAINTENANCE)
 
     async def restart_connections(self) -> None:
-        """Info 20051 to every WebSocket client, then close them all."""
+        """Info 20051 to every WebSocket client, then close them all (1012) after
+        `ws_restart_close_seconds`, as a server going away does."""
         self._fired("ws_restart", "WebSocket restart (20051) of %d connections",
                     len(self._hub.sessions))
-        await self._hub.broadcast(INFO_RESTART, close_code=1012)
+        await self._hub.broadcast(
+            INFO_RESTART, close_code=1012, close_after=self.config.ws_restart_close_seconds
+        )
 
     def _fired(self, name: str, message: str, *args: object) -> None:
         self.stats.faults_fired[name] += 1

@@ -1,8 +1,7 @@
 """The WebSocket side of the simulator: `/ws/2` with candle channels (bitfinex-api.md §4).
 
-A `Session` is one client connection: its channels, flags and heartbeats. The `Hub` follows the
-trades of every pair some channel listens to and sends each channel its changed candle; nothing
-is pushed on period boundaries, exactly as on Bitfinex.
+A `Session` is one client connection: its channels, flags and heartbeats, and its requests
+(subscribe, unsubscribe, conf, ping). The channels' data comes from the `Hub` (`hub.py`).
 """
 
 from __future__ import annotations
@@ -14,18 +13,16 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from market_data.simulator.config import SimContext, logger
-from market_data.simulator.corrupt import corrupt_rows, dumps_rows
-from market_data.simulator.prices import Ohlcv
+from market_data.simulator.hub import Channel, Hub, wire_rows
 from market_data.simulator.rest import SERVED_TIMEFRAMES
-from market_data.simulator.wire import dumps, row_json, rows_json
-from market_data.timeframes import HOUR_MS, align, from_exchange
+from market_data.simulator.wire import dumps, row_json
+from market_data.timeframes import align, from_exchange
 
 FLAG_TIMESTAMP = 32768
 FLAG_SEQ_ALL = 65536
@@ -46,111 +43,6 @@ _MAX_MESSAGE = 4096
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 
-@dataclass(eq=False, slots=True)
-class Channel:
-    chan_id: int
-    key: str
-    index: int
-    tf: str
-    session: Session
-    last_row: Ohlcv | None = None
-    last_sent: float = 0.0  # monotonic time of the last frame on this channel
-    stale: bool = False  # after maintenance ends: silent until the client resubscribes
-
-
-class Hub:
-    """Sessions, channels by pair, and one trade-following task per pair in use."""
-
-    def __init__(self, ctx: SimContext) -> None:
-        self.ctx = ctx
-        self.sessions: set[Session] = set()
-        self._by_pair: dict[int, set[Channel]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._next_chan_id = 1000
-
-    def next_chan_id(self) -> int:
-        self._next_chan_id += 1
-        return self._next_chan_id
-
-    def attach(self, channel: Channel) -> None:
-        self._by_pair.setdefault(channel.index, set()).add(channel)
-        task = self._tasks.get(channel.index)
-        if task is None or task.done():
-            self._tasks[channel.index] = asyncio.create_task(
-                self._follow(channel.index), name=f"sim-trades-{channel.index}"
-            )
-
-    def detach(self, channel: Channel) -> None:
-        channels = self._by_pair.get(channel.index)
-        if channels is not None:
-            channels.discard(channel)
-            if not channels:
-                del self._by_pair[channel.index]
-                task = self._tasks.pop(channel.index, None)
-                if task is not None:
-                    task.cancel()
-
-    async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def broadcast(self, event: dict[str, Any], *, close_code: int | None = None) -> None:
-        text = dumps(event)
-        sessions = list(self.sessions)
-        await asyncio.gather(*(s.send_info(text, close_code) for s in sessions))
-
-    def mark_all_stale(self) -> None:
-        for session in self.sessions:
-            for channel in session.channels.values():
-                channel.stale = True
-
-    async def _follow(self, index: int) -> None:
-        market = self.ctx.market
-        while self._by_pair.get(index):
-            now = market.now_ms()
-            when = market.next_trade_ms(index, now)
-            await self.ctx.sleep_until_ms(when if when is not None else now + HOUR_MS)
-            if when is not None:
-                await self._publish(index)
-
-    async def _publish(self, index: int) -> None:
-        ctx = self.ctx
-        mono = time.monotonic()
-        if ctx.state.maintenance(mono) or ctx.state.stall(mono) or ctx.faults.firehose:
-            return
-        now = ctx.market.now_ms()
-        current: dict[str, Ohlcv | None] = {}
-        for channel in list(self._by_pair.get(index, ())):
-            if channel.stale or channel.session.closed:
-                continue
-            if channel.tf not in current:
-                current[channel.tf] = ctx.market.current(index, channel.tf, now)
-            row = current[channel.tf]
-            if row is None or row == channel.last_row:
-                continue
-            previous, channel.last_row = channel.last_row, row
-            if ctx.faults.ws_loss_rate and ctx.rng.random() < ctx.faults.ws_loss_rate:
-                ctx.stats.faults_fired["ws_update_lost"] += 1
-                logger.info("simulator fault: update lost on %s", channel.key)
-                continue
-            await channel.session.send_channel(channel, _wire(ctx, [row])[1:-1])
-            ctx.stats.ws_updates_sent += 1
-            if (
-                previous is not None
-                and previous[0] != row[0]
-                and ctx.rng.random() < ctx.config.ws_resend_probability
-            ):
-                # Bitfinex re-sends the previous candle after a new one has begun.
-                again = ctx.market.period(index, channel.tf, previous[0], now)
-                if again is not None:
-                    await channel.session.send_channel(channel, row_json(again))
-                    ctx.stats.ws_updates_sent += 1
-
-
 class Session:
     """One client connection."""
 
@@ -164,6 +56,7 @@ class Session:
         self.seq = 0
         self.sent = 0
         self.closed = False
+        self._leaving: asyncio.Task[None] | None = None  # the close due after 20051
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -187,6 +80,8 @@ class Session:
             self.closed = True
             for task in helpers:
                 task.cancel()
+            if self._leaving is not None and self._leaving is not asyncio.current_task():
+                self._leaving.cancel()
             for channel in self.channels.values():
                 self.hub.detach(channel)
             self.hub.sessions.discard(self)
@@ -222,12 +117,27 @@ class Session:
             extra += f",{int(time.time() * 1000)}"
         await self._send(f"[{channel.chan_id},{payload}{extra}]")
 
-    async def send_info(self, text: str, close_code: int | None) -> None:
+    async def send_info(self, text: str, close_code: int | None, close_after: float = 0.0) -> None:
         await self._send(text)
-        if close_code is not None and not self.closed:
+        if close_code is None or self.closed:
+            return
+        if close_after > 0:
+            # The session goes on meanwhile; a client that closes first ends it sooner.
+            self._leaving = asyncio.create_task(
+                self._close_later(close_code, close_after), name="sim-ws-leaving"
+            )
+        else:
+            await self._close(close_code)
+
+    async def _close_later(self, code: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._close(code)
+
+    async def _close(self, code: int) -> None:
+        if not self.closed:
             self.closed = True
             with contextlib.suppress(ConnectionClosed):
-                await self.ws.close(close_code, "restart")
+                await self.ws.close(code, "restart")
 
     async def _event(self, event: dict[str, Any]) -> None:
         await self._send(dumps(event))
@@ -303,7 +213,7 @@ class Session:
         rows = ctx.market.select(index, tf, 0, now, now, limit=ctx.config.ws_snapshot_length,
                                  ascending=False)
         channel.last_row = ctx.market.current(index, tf, now)
-        await self.send_channel(channel, _wire(ctx, rows))
+        await self.send_channel(channel, wire_rows(ctx, rows))
         ctx.stats.ws_subscriptions += 1
         if channel.chan_id in self.channels:
             self.hub.attach(channel)
@@ -394,14 +304,3 @@ def _corked(ws: ServerConnection) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
-
-
-def _wire(ctx: SimContext, rows: list[Ohlcv]) -> str:
-    """Rows as JSON, some broken when the `ws_corrupt_rate` fault is on."""
-    if not ctx.faults.ws_corrupt_rate:
-        return rows_json(rows)
-    broken, kinds = corrupt_rows(rows, ctx.faults.ws_corrupt_rate, ctx.rng)
-    for kind in kinds:
-        ctx.stats.faults_fired["ws_corrupt_row"] += 1
-        ctx.stats.faults_fired[f"corrupt_{kind}"] += 1
-    return dumps_rows(broken)

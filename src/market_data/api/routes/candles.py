@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from market_data.api.deps import RequiredSymbol, RequiredTimeframe, StoreDep
-from market_data.api.params import bad_parameter, parse_time
+from market_data.api.params import TimeQuery, bad_parameter, parse_time
 from market_data.api.schemas import CandlesOut
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import Store
@@ -22,7 +22,6 @@ from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms, now
 router = APIRouter(tags=["candles"])
 
 MAX_LIMIT = 10_000
-_TIME_HELP = "ISO 8601 (2026-02-05T20:00:00Z, 2026-02-05) or epoch milliseconds"
 
 
 @router.get(
@@ -38,8 +37,8 @@ async def get_candles(
     store: StoreDep,
     symbol: RequiredSymbol,
     timeframe: RequiredTimeframe,
-    start: Annotated[str | None, Query(max_length=40, description=_TIME_HELP)] = None,
-    end: Annotated[str | None, Query(max_length=40, description=_TIME_HELP)] = None,
+    start: TimeQuery = None,
+    end: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
 ) -> Response:
     start_ms = None if start is None else parse_time("start", start)

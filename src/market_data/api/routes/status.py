@@ -40,7 +40,8 @@ async def status(request: Request, daemon: DaemonDep) -> StatusOut:
         now=format_ts(now),
         started_at=format_ts(state.started_at_ms),
         uptime_seconds=round(time.time() - state.started_at_ms / 1000, 3),
-        database=daemon.settings.safe_database_url,
+        # The backend only: a path or host name tells a reader where to look, nothing they need.
+        database="sqlite" if daemon.settings.is_sqlite else "postgresql",
         database_reachable=reachable,
         open_gaps=total_open,
         unknown_symbols=views.unknown_symbols(daemon),
