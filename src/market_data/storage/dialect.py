@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from market_data.models import SeriesKey
+from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
 
 # A locked, error-translating transaction on the raw driver connection (see SqlBase._raw_write).
@@ -82,6 +84,13 @@ class Dialect(ABC):
     async def write_bulk(self, transaction: RawTransaction, batch: SeriesBatch) -> int:
         """Upsert one series' chunk of up to bulk_chunk_rows, in transactions it opens with
         `transaction()`; rows written. Keeps series_stats exact in the same transaction."""
+
+    @abstractmethod
+    async def read_columns(
+        self, conn: AsyncConnection, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+    ) -> CandleColumns:
+        """Up to `limit` candles of `series` with start_ms <= ts < end_ms, ascending, as
+        columns, read on `conn`'s driver connection by the engine's fastest bulk path."""
 
     async def after_write(self, engine: AsyncEngine, rows: int) -> None:  # noqa: B027
         """Housekeeping after a write, outside the write lock (SQLite: WAL checkpoints)."""

@@ -7,14 +7,20 @@ write or delete, so /status never counts rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from market_data.gcpause import collector_paused
 from market_data.models import Candle, SeriesKey, SeriesStats
-from market_data.storage.base import QuarantineItem, UpsertResult
+from market_data.storage.base import (
+    COLUMN_CHUNK_ROWS,
+    MAX_COLUMN_CHUNK_ROWS,
+    CandleColumns,
+    QuarantineItem,
+    UpsertResult,
+)
 from market_data.storage.batches import prepare
 from market_data.storage.core import SqlBase
 from market_data.storage.detection import DetectionMixin
@@ -26,6 +32,7 @@ QUARANTINE_LIMIT = 100_000
 # Batches up to this many rows take the low-latency path (one statement, one transaction);
 # larger ones are cut into the dialect's bulk chunks.
 BULK_THRESHOLD = 1_000
+MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: no candle opens after it
 _CANDLE_COLUMNS = (
     candles.c.symbol, candles.c.timeframe, candles.c.ts, candles.c.open, candles.c.high,
     candles.c.low, candles.c.close, candles.c.volume, candles.c.final,
@@ -191,6 +198,34 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         async with self._read() as conn:
             text, count = (await conn.execute(stmt)).one()
         return str(text), int(count)
+
+    async def candle_columns(
+        self,
+        series: SeriesKey,
+        start_ms: int,
+        end_ms: int,
+        *,
+        chunk_rows: int = COLUMN_CHUNK_ROWS,
+        limit: int | None = None,
+    ) -> AsyncIterator[CandleColumns]:
+        """See Store.candle_columns. Each chunk is its own read (the connection goes back to
+        the pool between chunks, so a slow consumer holds none); the next starts after the
+        previous chunk's last ts."""
+        chunk_rows = max(1, min(chunk_rows, MAX_COLUMN_CHUNK_ROWS))
+        # Within what every engine can hold as a time (PostgreSQL: up to the year 294276).
+        start_ms, end_ms = max(0, start_ms), min(end_ms, MAX_TIME_MS)
+        left = limit
+        while start_ms < end_ms and (left is None or left > 0):
+            want = chunk_rows if left is None else min(chunk_rows, left)
+            async with self._read() as conn:
+                chunk = await self.dialect.read_columns(conn, series, start_ms, end_ms, want)
+            if len(chunk):
+                yield chunk
+            if len(chunk) < want:
+                return
+            start_ms = int(chunk.ts[-1]) + 1
+            if left is not None:
+                left -= len(chunk)
 
     async def open_times_in_range(self, series: SeriesKey, start_ms: int, end_ms: int) -> list[int]:
         stmt = (
