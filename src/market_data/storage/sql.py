@@ -162,9 +162,10 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
 
     async def candles_json(
         self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
-    ) -> tuple[str, int] | None:
+    ) -> tuple[str, int, int | None] | None:
         """The rows of `candles_in_range` as JSON objects joined by commas, ts as ISO 8601 UTC
-        (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), and their count.
+        (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), their count and the last
+        row's ts (where the next page starts).
 
         PostgreSQL builds the text itself (the API's 10,000-row answers then cost about what the
         query does); None on SQLite, where reading the rows is already as fast.
@@ -194,10 +195,11 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
                 sa.func.string_agg(obj, aggregate_order_by(sa.literal(","), rows.c.ts)), ""
             ),
             sa.func.count(),
+            sa.func.max(rows.c.ts),
         ).select_from(rows)
         async with self._read() as conn:
-            text, count = (await conn.execute(stmt)).one()
-        return str(text), int(count)
+            text, count, last = (await conn.execute(stmt)).one()
+        return str(text), int(count), last
 
     async def candle_columns(
         self,
