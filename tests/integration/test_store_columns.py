@@ -22,16 +22,29 @@ def _rows(series: SeriesKey, count: int, step: int = MINUTE_MS) -> list[Candle]:
     out = []
     for i in range(count):
         a, b = sorted((AWKWARD[i % 6], AWKWARD[(i + 1) % 6]))
-        out.append(Candle(series.symbol, series.timeframe, T0 + i * step, a, b, a, b,
-                          AWKWARD[(i + 2) % 6], i % 3 != 0))
+        out.append(
+            Candle(
+                series.symbol,
+                series.timeframe,
+                T0 + i * step,
+                a,
+                b,
+                a,
+                b,
+                AWKWARD[(i + 2) % 6],
+                i % 3 != 0,
+            )
+        )
     return out
 
 
 async def _collect(store: SqlStore, series: SeriesKey, start: int, end: int, **kw: int) -> list:
     chunks = [c async for c in store.candle_columns(series, start, end, **kw)]
     for chunk in chunks:
-        assert chunk.symbol == series.symbol and chunk.timeframe == series.timeframe
-        assert chunk.ts.dtype == np.int64 and chunk.open.dtype == np.float64
+        assert chunk.symbol == series.symbol
+        assert chunk.timeframe == series.timeframe
+        assert chunk.ts.dtype == np.int64
+        assert chunk.open.dtype == np.float64
         assert chunk.final.dtype == np.bool_
     return chunks
 
@@ -41,8 +54,15 @@ def _as_candles(chunks: list) -> list[Candle]:
         Candle(c.symbol, c.timeframe, int(ts), o, h, lo, cl, v, bool(f))
         for c in chunks
         for ts, o, h, lo, cl, v, f in zip(
-            c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-            c.volume.tolist(), c.final.tolist(), strict=True)
+            c.ts.tolist(),
+            c.open.tolist(),
+            c.high.tolist(),
+            c.low.tolist(),
+            c.close.tolist(),
+            c.volume.tolist(),
+            c.final.tolist(),
+            strict=True,
+        )
     ]
 
 

@@ -75,8 +75,9 @@ def _format(fmt: str | None, output: str) -> Format:
         return Format.csv
     found = _SUFFIXES.get(Path(output).suffix.lower())
     if found is None:
-        exit_with_error("give --format csv or parquet (the output's name does not say)",
-                        code=EXIT_USAGE)
+        exit_with_error(
+            "give --format csv or parquet (the output's name does not say)", code=EXIT_USAGE
+        )
     return found
 
 
@@ -85,9 +86,16 @@ def _tf_order(tf: str) -> int:
 
 
 async def _export(
-    settings: Settings, symbols: list[str] | None, timeframes: list[str] | None,
-    start_ms: int, end_ms: int, fmt: Format, timestamps: Timestamps, output: str,
-    chunk_rows: int, console: Console,
+    settings: Settings,
+    symbols: list[str] | None,
+    timeframes: list[str] | None,
+    start_ms: int,
+    end_ms: int,
+    fmt: Format,
+    timestamps: Timestamps,
+    output: str,
+    chunk_rows: int,
+    console: Console,
 ) -> list[FileResult]:
     from market_data.export.exporter import estimate_rows, export_targets
     from market_data.storage.sql import open_store
@@ -97,8 +105,10 @@ async def _export(
         stats = {SeriesKey(s.symbol, s.timeframe): s for s in await store.series_stats()}
         stored = [k for k, s in stats.items() if s.candle_count]
         series = [
-            k for k in (
-                stored if symbols is None or timeframes is None
+            k
+            for k in (
+                stored
+                if symbols is None or timeframes is None
                 else [SeriesKey(s, t) for s in symbols for t in timeframes]
             )
             if (symbols is None or k.symbol in symbols)
@@ -114,8 +124,11 @@ async def _export(
         check_writable(targets)
         expected = {k: estimate_rows(stats.get(k), start_ms, end_ms) for k in series}
         columns = (
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.completed:>12,.0f} rows"), TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:>12,.0f} rows"),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=False) as progress:
@@ -130,12 +143,19 @@ async def _export(
                 progress.advance(tasks[target.path], rows)
 
             results = await export_targets(
-                store, targets, start_ms, end_ms, fmt, timestamps,
-                chunk_rows=chunk_rows, on_chunk=on_chunk,
+                store,
+                targets,
+                start_ms,
+                end_ms,
+                fmt,
+                timestamps,
+                chunk_rows=chunk_rows,
+                on_chunk=on_chunk,
             )
             for result in results:  # the estimate may be off: end at 100%
-                progress.update(tasks[result.path], total=max(1, result.rows),
-                                completed=max(1, result.rows))
+                progress.update(
+                    tasks[result.path], total=max(1, result.rows), completed=max(1, result.rows)
+                )
         return results
     finally:
         await store.close()
@@ -147,24 +167,43 @@ def _label(target: Target) -> str:
 
 
 def export(
-    symbol: Annotated[list[str], typer.Option(
-        "--symbol", "-s", help="Symbol (repeatable); `all` for every stored symbol.")],
-    timeframe: Annotated[list[str], typer.Option(
-        "--timeframe", "-t", help="Timeframe (repeatable); `all` for every stored one.")],
-    output: Annotated[str, typer.Option(
-        "--output", "-o",
-        help="File; a pattern with {symbol}/{timeframe} (a file each); a directory (a file per "
-             "series); `-` for CSV on standard output.")],
-    fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", help="csv or parquet; default from the output's suffix.")] = None,
-    start: Annotated[str | None, typer.Option(
-        help="From (inclusive): 2026-01-01, 2026-01-01T06:00:00Z or epoch ms (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(
-        help="To (exclusive; a bare date includes that day); default: everything.")] = None,
-    timestamps: Annotated[str, typer.Option(
-        help="CSV times: iso (2026-02-05T20:00:00Z) or ms (epoch milliseconds).")] = "iso",
-    chunk_rows: Annotated[int, typer.Option(
-        help="Rows read per query (memory per chunk).", hidden=True)] = COLUMN_CHUNK_ROWS,
+    symbol: Annotated[
+        list[str],
+        typer.Option("--symbol", "-s", help="Symbol (repeatable); `all` for every stored symbol."),
+    ],
+    timeframe: Annotated[
+        list[str],
+        typer.Option(
+            "--timeframe", "-t", help="Timeframe (repeatable); `all` for every stored one."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File; a pattern with {symbol}/{timeframe} (a file each); a directory (a file per "
+            "series); `-` for CSV on standard output.",
+        ),
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="csv or parquet; default from the output's suffix."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="From (inclusive): 2026-01-01, 2026-01-01T06:00:00Z or epoch ms (UTC)."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="To (exclusive; a bare date includes that day); default: everything."),
+    ] = None,
+    timestamps: Annotated[
+        str, typer.Option(help="CSV times: iso (2026-02-05T20:00:00Z) or ms (epoch milliseconds).")
+    ] = "iso",
+    chunk_rows: Annotated[
+        int, typer.Option(help="Rows read per query (memory per chunk).", hidden=True)
+    ] = COLUMN_CHUNK_ROWS,
 ) -> None:
     """Write stored candles to CSV or Parquet, streamed in chunks with flat memory."""
     symbols, timeframes = _requested(symbol, timeframe)
@@ -174,8 +213,9 @@ def export(
     except ValueError:
         exit_with_error(f"--timestamps must be iso or ms, got {timestamps!r}", code=EXIT_USAGE)
     if stamps is Timestamps.ms and file_format is Format.parquet:
-        exit_with_error("--timestamps ms is for CSV; Parquet stores a UTC timestamp type",
-                        code=EXIT_USAGE)
+        exit_with_error(
+            "--timestamps ms is for CSV; Parquet stores a UTC timestamp type", code=EXIT_USAGE
+        )
     if output == STDOUT and file_format is Format.parquet:
         exit_with_error("Parquet cannot go to standard output; give a file", code=EXIT_USAGE)
     if not 1 <= chunk_rows <= MAX_COLUMN_CHUNK_ROWS:
@@ -190,8 +230,20 @@ def export(
     settings = settings_or_exit()
     console = Console(stderr=True)
     try:
-        results = run_async(_export(settings, symbols, timeframes, start_ms, end_ms,
-                                    file_format, stamps, output, chunk_rows, console))
+        results = run_async(
+            _export(
+                settings,
+                symbols,
+                timeframes,
+                start_ms,
+                end_ms,
+                file_format,
+                stamps,
+                output,
+                chunk_rows,
+                console,
+            )
+        )
     except OutputError as exc:
         exit_with_error(str(exc), code=EXIT_USAGE)
     except _NothingToExport as exc:

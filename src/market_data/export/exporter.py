@@ -79,7 +79,12 @@ def estimate_rows(stats: SeriesStats | None, start_ms: int, end_ms: int) -> int:
 
 
 async def _copy_series(
-    store: Store, key: SeriesKey, start_ms: int, end_ms: int, sink: _Sink, chunk_rows: int,
+    store: Store,
+    key: SeriesKey,
+    start_ms: int,
+    end_ms: int,
+    sink: _Sink,
+    chunk_rows: int,
     done: Callable[[int], None],
 ) -> int:
     rows = 0
@@ -124,6 +129,7 @@ async def export_targets(
         rows = 0
         try:
             for key in target.series:
+
                 def done(n: int, target: Target = target, key: SeriesKey = key) -> None:
                     if on_chunk is not None:
                         on_chunk(target, key, n)

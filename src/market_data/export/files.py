@@ -61,7 +61,7 @@ def check_writable(targets: Sequence[Target]) -> None:
         if target.path == STDOUT:
             continue
         path = Path(target.path)
-        if path.is_dir():
+        if target.path.endswith(("/", os.sep)) or path.is_dir():
             raise OutputError(f"{target.path} is a directory")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,16 +22,25 @@ COLUMN_NAMES = ("ts", "open", "high", "low", "close", "volume", "final")
 # int16 field count, then per field an int32 length and the value; an int16 -1 at the end.
 _PG_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _PG_HEADER = 19
-_PG_ROW = np.dtype([
-    ("fields", ">i2"),
-    ("ts_len", ">i4"), ("ts", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
-    ("open_len", ">i4"), ("open", ">f8"),
-    ("high_len", ">i4"), ("high", ">f8"),
-    ("low_len", ">i4"), ("low", ">f8"),
-    ("close_len", ">i4"), ("close", ">f8"),
-    ("volume_len", ">i4"), ("volume", ">f8"),
-    ("final_len", ">i4"), ("final", "u1"),
-])
+_PG_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("ts_len", ">i4"),
+        ("ts", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
+        ("open_len", ">i4"),
+        ("open", ">f8"),
+        ("high_len", ">i4"),
+        ("high", ">f8"),
+        ("low_len", ">i4"),
+        ("low", ">f8"),
+        ("close_len", ">i4"),
+        ("close", ">f8"),
+        ("volume_len", ">i4"),
+        ("volume", ">f8"),
+        ("final_len", ">i4"),
+        ("final", "u1"),
+    ]
+)
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 
 
@@ -43,7 +52,8 @@ def from_rows(series: SeriesKey, rows: Sequence[Sequence[Any]]) -> CandleColumns
     """Rows of (ts epoch ms, open, high, low, close, volume, final) -> columns."""
     matrix = np.array(rows, dtype=np.float64).reshape(-1, len(COLUMN_NAMES))
     return CandleColumns(
-        series.symbol, series.timeframe,
+        series.symbol,
+        series.timeframe,
         ts=matrix[:, 0].astype(np.int64),
         open=np.ascontiguousarray(matrix[:, 1]),
         high=np.ascontiguousarray(matrix[:, 2]),
@@ -70,12 +80,14 @@ def from_pg_binary(series: SeriesKey, data: bytes | bytearray) -> CandleColumns:
     rows = np.frombuffer(data, dtype=_PG_ROW, count=body // _PG_ROW.itemsize, offset=start)
     if len(rows) and not (
         (rows["fields"] == len(COLUMN_NAMES)).all()
-        and (rows["ts_len"] == 8).all() and (rows["final_len"] == 1).all()
+        and (rows["ts_len"] == 8).all()
+        and (rows["final_len"] == 1).all()
         and all((rows[f"{name}_len"] == 8).all() for name in COLUMN_NAMES[1:6])
     ):
         raise ValueError("unexpected binary COPY row layout")
     return CandleColumns(
-        series.symbol, series.timeframe,
+        series.symbol,
+        series.timeframe,
         ts=rows["ts"] // 1000 + _PG_EPOCH_MS,
         open=rows["open"].astype(np.float64),
         high=rows["high"].astype(np.float64),
