@@ -29,6 +29,9 @@ PARQUET_SCHEMA = pa.schema(
 )
 # snappy: the Parquet default, the fastest codec to write, read by every tool.
 PARQUET_COMPRESSION = "snappy"
+# Dictionary encoding only where values repeat: tried on prices it hashes every value of every
+# row group before giving up (measured: 4x slower writes for no smaller file).
+PARQUET_DICTIONARY_COLUMNS = ["symbol", "timeframe"]
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 _ISO_MILLIS = "%Y-%m-%dT%H:%M:%S.%fZ"  # %S carries .mmm on a ms timestamp; not used for candles
 
@@ -94,7 +97,12 @@ class ParquetFile:
     """One Parquet file written a row group per chunk (the writer keeps only the footer)."""
 
     def __init__(self, path: str) -> None:
-        self._writer = pq.ParquetWriter(path, PARQUET_SCHEMA, compression=PARQUET_COMPRESSION)
+        self._writer = pq.ParquetWriter(
+            path,
+            PARQUET_SCHEMA,
+            compression=PARQUET_COMPRESSION,
+            use_dictionary=PARQUET_DICTIONARY_COLUMNS,
+        )
 
     def write(self, columns: CandleColumns) -> None:
         if len(columns):

@@ -1,13 +1,12 @@
 """Driver rows or bytes -> `CandleColumns`, one whole chunk at a time (numpy, no per-row work).
 
-SQLite hands back row tuples (one `np.array` call turns them into a float64 matrix; epoch ms are
-far below 2**53, so they pass through float64 exactly). PostgreSQL sends binary COPY, whose
-rows are fixed-width for these columns, so numpy reads them in place (`from_pg_binary`).
+SQLite's ADBC driver hands back Arrow columns (`from_arrow`, zero-copy where the types allow).
+PostgreSQL sends binary COPY, whose rows are fixed-width for these columns, so numpy reads them
+in place (`from_pg_binary`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,23 +43,25 @@ _PG_ROW = np.dtype(
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 
 
-def empty_columns(series: SeriesKey) -> CandleColumns:
-    return from_rows(series, [])
+def from_arrow(series: SeriesKey, table: Any) -> CandleColumns:
+    """An Arrow table of (ts epoch ms, open, high, low, close, volume, final) -> columns.
 
+    An empty result carries no types (SQLite's are per value), hence the casts; on data they
+    are no-ops."""
 
-def from_rows(series: SeriesKey, rows: Sequence[Sequence[Any]]) -> CandleColumns:
-    """Rows of (ts epoch ms, open, high, low, close, volume, final) -> columns."""
-    matrix = np.array(rows, dtype=np.float64).reshape(-1, len(COLUMN_NAMES))
+    def column(i: int, dtype: type[np.generic]) -> Any:
+        return np.asarray(table.column(i).to_numpy(), dtype=dtype)
+
     return CandleColumns(
         series.symbol,
         series.timeframe,
-        ts=matrix[:, 0].astype(np.int64),
-        open=np.ascontiguousarray(matrix[:, 1]),
-        high=np.ascontiguousarray(matrix[:, 2]),
-        low=np.ascontiguousarray(matrix[:, 3]),
-        close=np.ascontiguousarray(matrix[:, 4]),
-        volume=np.ascontiguousarray(matrix[:, 5]),
-        final=matrix[:, 6] != 0,
+        ts=column(0, np.int64),
+        open=column(1, np.float64),
+        high=column(2, np.float64),
+        low=column(3, np.float64),
+        close=column(4, np.float64),
+        volume=column(5, np.float64),
+        final=column(6, np.int64) != 0,
     )
 
 

@@ -87,10 +87,11 @@ class Dialect(ABC):
 
     @abstractmethod
     async def read_columns(
-        self, conn: AsyncConnection, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+        self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
     ) -> CandleColumns:
         """Up to `limit` candles of `series` with start_ms <= ts < end_ms, ascending, as
-        columns, read on `conn`'s driver connection by the engine's fastest bulk path."""
+        columns, by the engine's fastest bulk read; raises driver errors (the store translates
+        them)."""
 
     async def after_write(self, engine: AsyncEngine, rows: int) -> None:  # noqa: B027
         """Housekeeping after a write, outside the write lock (SQLite: WAL checkpoints)."""

@@ -216,11 +216,10 @@ class PostgresDialect(Dialect):
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
 
     async def read_columns(
-        self, conn: AsyncConnection, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+        self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
     ) -> CandleColumns:
         # Binary COPY: the server sends fixed-width rows that numpy reads in place, with no
         # Python object per row or value (several times the rate of fetching records).
-        raw: Any = (await conn.get_raw_connection()).driver_connection
         args = (self.exchange, series.symbol, series.timeframe, start_ms, end_ms, limit)
         data = bytearray()
 
@@ -228,16 +227,18 @@ class PostgresDialect(Dialect):
             data.extend(chunk)
 
         query = _inline(_READ_COLUMNS, args)
-        try:
-            if query is None:
-                await raw.copy_from_query(_READ_COLUMNS, *args, output=sink, format="binary")
-            else:
-                await raw.copy_from_query(query, output=sink, format="binary")
-        except BaseException as exc:
-            # SQLAlchemy never saw this error (see raw_transaction).
-            if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
-                await conn.invalidate()
-            raise
+        async with self.read_engine(engine).connect() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            try:
+                if query is None:
+                    await raw.copy_from_query(_READ_COLUMNS, *args, output=sink, format="binary")
+                else:
+                    await raw.copy_from_query(query, output=sink, format="binary")
+            except BaseException as exc:
+                # SQLAlchemy never saw this error (see raw_transaction).
+                if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                    await conn.invalidate()
+                raise
         return from_pg_binary(series, data)
 
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:

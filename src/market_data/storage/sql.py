@@ -210,17 +210,21 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         chunk_rows: int = COLUMN_CHUNK_ROWS,
         limit: int | None = None,
     ) -> AsyncIterator[CandleColumns]:
-        """See Store.candle_columns. Each chunk is its own read (the connection goes back to
-        the pool between chunks, so a slow consumer holds none); the next starts after the
-        previous chunk's last ts."""
+        """See Store.candle_columns. Each chunk is its own read (no connection is held between
+        chunks, so a slow consumer holds none); the next starts after the previous chunk's
+        last ts."""
         chunk_rows = max(1, min(chunk_rows, MAX_COLUMN_CHUNK_ROWS))
         # Within what every engine can hold as a time (PostgreSQL: up to the year 294276).
         start_ms, end_ms = max(0, start_ms), min(end_ms, MAX_TIME_MS)
         left = limit
         while start_ms < end_ms and (left is None or left > 0):
             want = chunk_rows if left is None else min(chunk_rows, left)
-            async with self._read() as conn:
-                chunk = await self.dialect.read_columns(conn, series, start_ms, end_ms, want)
+            try:
+                chunk = await self.dialect.read_columns(
+                    self.engine, series, start_ms, end_ms, want
+                )
+            except DRIVER_ERRORS as exc:
+                raise self._translated(exc) from exc
             if len(chunk):
                 yield chunk
             if len(chunk) < want:

@@ -11,22 +11,26 @@ periodically, and the store itself after large writes.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
+import adbc_driver_manager
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
-from market_data.storage.columns import from_rows
+from market_data.storage.columns import from_arrow
 from market_data.storage.dialect import Dialect, RawTransaction
 from market_data.storage.translate import is_unavailable
 
@@ -76,6 +80,22 @@ SELECT ts, open, high, low, close, volume, final FROM candles
 WHERE exchange = ? AND symbol = ? AND timeframe = ? AND ts >= ? AND ts < ?
 ORDER BY ts LIMIT ?
 """
+
+
+def _read_columns(path: str, params: tuple[Any, ...], series: SeriesKey) -> CandleColumns:
+    """One chunk through the ADBC SQLite driver, which steps the statement in C straight into
+    Arrow arrays: 3x the rate of the sqlite3 module, which builds a tuple per row. Read-only,
+    autocommit (no snapshot held), on a connection of its own (a file open, under 1 ms)."""
+    try:
+        uri = f"file:{quote(path)}?mode=ro"
+        with adbc_sqlite.connect(uri, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute(_READ_COLUMNS, params)
+            table = cursor.fetch_arrow_table()
+    except adbc_driver_manager.Error as exc:
+        # As the sqlite3 module would raise it, so the one translation applies.
+        raise sqlite3.OperationalError(str(exc)) from None
+    return from_arrow(series, table)
 
 
 async def _add_stats(raw: Any, stats: list[tuple[Any, ...]]) -> None:
@@ -202,12 +222,11 @@ class SqliteDialect(Dialect):
         return written
 
     async def read_columns(
-        self, conn: AsyncConnection, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+        self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
     ) -> CandleColumns:
-        # The raw driver skips SQLAlchemy's per-row result processing (half the read time).
-        raw: Any = (await conn.get_raw_connection()).driver_connection
+        path = make_url(self.url).database or ""
         params = (self.exchange, series.symbol, series.timeframe, start_ms, end_ms, limit)
-        return from_rows(series, await raw.execute_fetchall(_READ_COLUMNS, params))
+        return await asyncio.to_thread(_read_columns, path, params, series)
 
     async def after_write(self, engine: AsyncEngine, rows: int) -> None:
         if self._rows_since_checkpoint >= CHECKPOINT_EVERY_ROWS:
