@@ -31,14 +31,13 @@ from market_data.errors import MarketDataError
 from market_data.export.files import STDOUT, OutputError, Target, check_writable, plan_targets
 from market_data.export.formats import Format, Timestamps
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
-from market_data.storage.base import COLUMN_CHUNK_ROWS, MAX_COLUMN_CHUNK_ROWS
+from market_data.storage.base import COLUMN_CHUNK_ROWS, MAX_COLUMN_CHUNK_ROWS, MAX_TIME_MS
 from market_data.timeframes import ALL_TIMEFRAMES, TimeframeError, parse_timeframe
 
 if TYPE_CHECKING:
     from market_data.export.exporter import FileResult
 
 ALL = "all"
-MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01: the default end, after every candle
 _SUFFIXES = {".csv": Format.csv, ".parquet": Format.parquet, ".pq": Format.parquet}
 
 

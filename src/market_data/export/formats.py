@@ -33,7 +33,7 @@ PARQUET_COMPRESSION = "snappy"
 # row group before giving up (measured: 4x slower writes for no smaller file).
 PARQUET_DICTIONARY_COLUMNS = ["symbol", "timeframe"]
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
-_ISO_MILLIS = "%Y-%m-%dT%H:%M:%S.%fZ"  # %S carries .mmm on a ms timestamp; not used for candles
+_ISO_MILLIS = "%Y-%m-%dT%H:%M:%SZ"  # on a ms timestamp %S carries the .mmm itself
 
 
 class Format(StrEnum):

@@ -15,6 +15,7 @@ from market_data.models import Candle, Gap, Job, SeriesKey, SeriesStats
 # Rows per chunk of `candle_columns` (the export's keyset page) and its bound.
 COLUMN_CHUNK_ROWS = 50_000
 MAX_COLUMN_CHUNK_ROWS = 200_000
+MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: no candle opens after it
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from market_data.models import Candle, SeriesKey, SeriesStats
 from market_data.storage.base import (
     COLUMN_CHUNK_ROWS,
     MAX_COLUMN_CHUNK_ROWS,
+    MAX_TIME_MS,
     CandleColumns,
     QuarantineItem,
     UpsertResult,
@@ -32,7 +33,6 @@ QUARANTINE_LIMIT = 100_000
 # Batches up to this many rows take the low-latency path (one statement, one transaction);
 # larger ones are cut into the dialect's bulk chunks.
 BULK_THRESHOLD = 1_000
-MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: no candle opens after it
 _CANDLE_COLUMNS = (
     candles.c.symbol, candles.c.timeframe, candles.c.ts, candles.c.open, candles.c.high,
     candles.c.low, candles.c.close, candles.c.volume, candles.c.final,
