@@ -18,7 +18,7 @@ from market_data.timeframes import MINUTE_MS
 from tests.integration.test_api import T0, _settings
 
 BTC = SeriesKey("BTCUSD", "1m")
-ROWS = 2 * JSON_CHUNK_ROWS + 321  # three JSON chunks
+ROWS = JSON_CHUNK_ROWS + 321  # two JSON chunks
 
 
 def _candle(i: int) -> Candle:

@@ -38,7 +38,7 @@ log = logging.getLogger("market_data.api")
 MAX_LIMIT = 10_000  # JSON
 MAX_CSV_LIMIT = 1_000_000
 DEFAULT_LIMIT = 1000
-JSON_CHUNK_ROWS = 2_000
+JSON_CHUNK_ROWS = 5_000
 CSV_CHUNK_ROWS = 50_000
 _TIME_HELP = "ISO 8601 (2026-02-05T20:00:00Z, 2026-02-05) or epoch milliseconds"
 
