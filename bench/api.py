@@ -3,6 +3,8 @@
     .venv/bin/python bench/api.py                 # 10,000,000 candles in PostgreSQL
     .venv/bin/python bench/api.py --rows 1000000  # a quicker run
     .venv/bin/python bench/api.py --keep          # keep the database; the next run reuses it
+    .venv/bin/python bench/api.py --rows 1000000 --concurrent 300
+        # 300 clients at once, one 10,000-row page each, /health polled meanwhile (api_load.py)
 
 The candles are generated in SQL (generate_series, the primary key rebuilt after the load) in a
 database of their own, `md_bench_api`, with `series_stats` filled to match (as the store keeps
@@ -150,6 +152,16 @@ def pct(samples: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> int:
     url, first_ms = await prepare(args.database, args.rows, args.series)
     per_series = args.rows // args.series
+    if args.concurrent:
+        from api_load import load  # a sibling script
+
+        try:
+            return await load(url, first_ms, per_series, args.series, args.concurrent)
+        finally:
+            if not args.keep:
+                admin = await asyncpg.connect(ADMIN)
+                await admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+                await admin.close()
     settings = load_settings(
         env_file=None, database_url=url, bitfinex_timeframes="1m", ws_ingestion_enabled=False,
         bitfinex_symbols=",".join(symbol(i) for i in range(args.series)),
@@ -230,6 +242,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--database", default="md_bench_api")
     parser.add_argument("--keep", action="store_true", help="keep the database for the next run")
+    parser.add_argument("--concurrent", type=int, default=0,
+                        help="clients at once, each wanting one 10,000-row page (see api_load.py)")
     args = parser.parse_args()
     raise SystemExit(asyncio.run(run(args)))
 

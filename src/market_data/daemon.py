@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from market_data.config import Settings, load_settings
@@ -34,6 +33,12 @@ from market_data.errors import ConfigError, MarketDataError, PermanentError
 from market_data.exchanges.bitfinex_rest import BitfinexRest
 from market_data.models import SeriesKey
 from market_data.rate_limiter import RateLimiter
+from market_data.runtime import (
+    RETRY_MAX_S,
+    RuntimeState,
+    backfill_until_done,
+    describe,
+)
 from market_data.scheduler import PeriodicLoop, wait_for_stop
 from market_data.services.backfill import BackfillService
 from market_data.services.gap_repair import GapService
@@ -56,7 +61,6 @@ WORK_GRACE_S = 6.0  # phase one: tasks wind down by themselves (WS flush include
 CANCEL_GRACE_S = 1.0  # phase two: cancelled tasks clean up
 FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connections
 WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write latency)
-RETRY_MAX_S = 30.0
 
 
 class DaemonBusy(MarketDataError):
@@ -65,27 +69,6 @@ class DaemonBusy(MarketDataError):
 
 class DaemonNotRunning(MarketDataError):
     """The daemon is not running (or is stopping): no new work is accepted."""
-
-
-@dataclass(slots=True)
-class RuntimeState:
-    """What /health and /status show about the daemon itself. Times are epoch ms."""
-
-    started_at_ms: int
-    phase: str = "starting"  # starting, running, stopping, stopped
-    database_ready: bool = False
-    database_error: str | None = None
-    backfill: str = "pending"  # pending, running, done, failed, disabled, stopped
-    backfill_error: str | None = None
-    exchange_error: str | None = None
-    unknown_symbols: list[str] = field(default_factory=list)
-    crashed: str | None = None
-
-
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Daemon:
@@ -192,9 +175,9 @@ class Daemon:
             self._crash(name, exc)
 
     def _crash(self, name: str, exc: BaseException) -> None:
-        log.critical("Task %s died: %s; stopping the daemon", name, _describe(exc),
+        log.critical("Task %s died: %s; stopping the daemon", name, describe(exc),
                      exc_info=exc)
-        self.state.crashed = f"{name}: {_describe(exc)}"
+        self.state.crashed = f"{name}: {describe(exc)}"
         self.stop.set()
 
     async def _startup(self) -> None:
@@ -215,7 +198,7 @@ class Daemon:
             await self.store.upgrade()
         except BaseException as exc:
             self.state.database_ready = False
-            self.state.database_error = _describe(exc)
+            self.state.database_error = describe(exc)
             raise
         self.state.database_ready = True
         self.state.database_error = None
@@ -232,7 +215,7 @@ class Daemon:
                 return True
             except Exception as exc:
                 level = logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
-                log.log(level, "%s unavailable (%s); retrying in %.0f s", what, _describe(exc),
+                log.log(level, "%s unavailable (%s); retrying in %.0f s", what, describe(exc),
                         delay)
             if await wait_for_stop(self.stop, delay):
                 break
@@ -240,48 +223,10 @@ class Daemon:
         return False
 
     async def _startup_backfill(self) -> None:
-        """Backfill every configured series; series that failed (exchange down) are retried
-        with backoff until they succeed or the daemon stops. Unknown symbols are not retried."""
-        self.state.backfill = "running"
-        todo: list[SeriesKey] | None = None
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                report = await self.backfill.run(series=todo, stop=self.stop)
-            except MarketDataError as exc:
-                # The database went away mid-run (a job could not even be recorded): the same
-                # series are tried again once it is back, the daemon does not die of it.
-                self.state.backfill_error = f"retrying: {_describe(exc)}"
-                log.warning("Startup backfill interrupted (%s); retrying in %.0f s",
-                            _describe(exc), delay)
-                if await wait_for_stop(self.stop, delay):
-                    break
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            self.state.unknown_symbols = sorted(
-                set(self.state.unknown_symbols) | set(report.unknown_symbols)
-            )
-            if report.cancelled or self.stop.is_set():
-                self.state.backfill = "stopped"
-                return
-            failed = report.failed
-            if not failed:
-                self.state.exchange_error = self.state.backfill_error = None
-                self.state.backfill = "done"
-                # Fresh history: look for holes now rather than an interval from now.
-                self.loops["gap_detection"].trigger()
-                return
-            error = failed[0].error or "failed"
-            self.state.backfill_error = f"retrying {len(failed)} series: {error}"
-            if is_exchange_error(error):
-                self.state.exchange_error = error
-            todo = [SeriesKey(r.symbol, r.timeframe) for r in failed]
-            log.warning("Startup backfill: %d series failed (%s); retrying in %.0f s",
-                        len(failed), failed[0].error, delay)
-            if await wait_for_stop(self.stop, delay):
-                break
-            delay = min(delay * 2, RETRY_MAX_S)
-        self.state.backfill = "stopped"
+        if await backfill_until_done(self.backfill, self.state, self.stop,
+                                     what="Startup backfill"):
+            # Fresh history: look for holes now rather than an interval from now.
+            self.loops["gap_detection"].trigger()
 
     async def _detect_gaps(self) -> object:
         report = await self.gaps.detect()
@@ -295,8 +240,10 @@ class Daemon:
         if "startup_backfill" in self._work or "manual_backfill" in self._work:
             raise DaemonBusy("a backfill is already running")
         start_ms = now_ms() - int(days * DAY_MS) if days is not None else None
-        self._spawn("manual_backfill", _logged("Backfill", lambda: self.backfill.run(
-            series=series, start_ms=start_ms, stop=self.stop)))
+        # Retried like the startup one until every series succeeded (full disk, outage...).
+        self._spawn("manual_backfill", backfill_until_done(
+            self.backfill, self.state, self.stop, what="Backfill asked for over the API",
+            series=series, start_ms=start_ms))
         return "manual_backfill"
 
     def trigger_gap_repair(self, max_repairs: int | None) -> str:
@@ -334,7 +281,7 @@ class Daemon:
                 if n:
                     log.info("Marked %d running job(s) cancelled", n)
             except Exception as exc:
-                log.warning("Could not mark running jobs cancelled: %s", _describe(exc))
+                log.warning("Could not mark running jobs cancelled: %s", describe(exc))
         server.should_exit = True
         done, _ = await asyncio.wait({api}, timeout=left(FINAL_STEP_S))
         if not done:
@@ -350,7 +297,7 @@ class Daemon:
             try:
                 await asyncio.wait_for(close(), seconds)
             except Exception as exc:
-                log.warning("Closing: %s", _describe(exc))
+                log.warning("Closing: %s", describe(exc))
 
     def _log_start(self) -> None:
         s = self.settings
@@ -371,13 +318,7 @@ async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
     try:
         await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
-        log.error("%s asked for over the API failed: %s", what, _describe(exc))
-
-
-def is_exchange_error(error: str) -> bool:
-    # Reports carry "<ExceptionName>: text"; the REST client's private subclasses of
-    # ExchangeUnavailable start with an underscore.
-    return error.startswith(("ExchangeUnavailable", "RateLimited", "_"))
+        log.error("%s asked for over the API failed: %s", what, describe(exc))
 
 
 @contextlib.contextmanager

@@ -6,6 +6,9 @@
     ├── PayloadError                   an exchange payload could not be parsed
     ├── TemporaryError                 retry later, with backoff
     │   ├── StorageUnavailable         the database cannot be reached or is busy
+    │   │   ├── StorageReadOnly        it answers reads but refuses writes (read-only file,
+    │   │   │                          mount or server); a fresh connection is needed
+    │   │   └── StorageFull            the disk, or the database's size limit, is full
     │   ├── ExchangeUnavailable        5xx, timeouts, connection errors, maintenance
     │   └── RateLimited                HTTP 429 or error 11010; everyone waits
     └── PermanentError                 retrying the same thing cannot help
@@ -50,6 +53,14 @@ class TemporaryError(MarketDataError):
 
 class StorageUnavailable(TemporaryError):
     """The database cannot be reached or is busy."""
+
+
+class StorageReadOnly(StorageUnavailable):
+    """The database answers reads but refuses writes (read-only file, mount or server)."""
+
+
+class StorageFull(StorageUnavailable):
+    """The database cannot grow: its disk (or its size limit) is full."""
 
 
 class ExchangeUnavailable(TemporaryError):

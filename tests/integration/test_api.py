@@ -265,6 +265,8 @@ async def test_metrics_exposes_the_state_objects(client: httpx.AsyncClient, daem
     assert 'market_data_series_candles{symbol="BTCUSD",timeframe="1m"} 300.0' in text
     assert 'market_data_series_lag_seconds{symbol="BTCUSD",timeframe="1m"}' in text
     assert "market_data_database_up 1.0" in text
+    assert 'market_data_database_writes_failing{fault="read-only"} 0.0' in text
+    assert "market_data_api_reads_refused_total 0.0" in text
     assert 'market_data_loop_runs_total{loop="gap_repair"} 0.0' in text
     commit = "market_data_ws_update_to_commit_seconds"
     assert f'{commit}_bucket{{le="0.005"}} 1.0' in text
@@ -345,6 +347,7 @@ async def test_unreachable_database_is_503_without_secrets() -> None:
     assert status.json()["database_reachable"] is False
     assert "market_data_database_up 0.0" in metrics.text
     assert candles.status_code == 503
+    assert candles.headers["Retry-After"].isdigit()  # a client knows when to come back
     for response in (health, status, metrics, candles):
         assert password not in response.text
         assert TOKEN not in response.text

@@ -18,7 +18,8 @@ def get_daemon(request: Request) -> Daemon:
 
 
 def get_store(request: Request) -> Store:
-    store: Store = request.app.state.daemon.store
+    """The store for API reads: its own pool, sized to the read gate (see read_gate)."""
+    store: Store = request.app.state.read_store
     return store
 
 

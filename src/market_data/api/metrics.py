@@ -21,8 +21,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from market_data.api.read_gate import ReadGate
 from market_data.daemon import Daemon
 from market_data.models import SeriesStats
+from market_data.storage.health import FULL, READ_ONLY, UNAVAILABLE
 from market_data.timeframes import next_open
 
 P = "market_data_"
@@ -49,8 +51,9 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class DaemonCollector(Collector):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, read_gate: ReadGate | None = None) -> None:
         self.daemon = daemon
+        self.read_gate = read_gate
         self.snapshot = SeriesSnapshot()
 
     def collect(self) -> Iterator[Metric]:
@@ -124,11 +127,33 @@ class DaemonCollector(Collector):
                        st.writer.dropped_rows)
         yield _gauge("ws_database_outage", "1 while the writer cannot reach the database",
                      1.0 if st.db_outage else 0.0)
+        yield from self._final_check()
         commit = st.writer.commit_seconds
         hist = HistogramMetricFamily(P + "ws_update_to_commit_seconds", "Time from receiving a "
                                      "WebSocket candle update to committing it")
         hist.add_metric([], commit.cumulative(), commit.sum)
         yield hist
+
+    def _final_check(self) -> Iterator[Metric]:
+        ws = self.daemon.ws
+        if ws is None:
+            return
+        st = ws.state
+        check = st.final_check
+        yield _gauge("ws_unchecked_final_oldest_age_seconds", "How long the oldest candle "
+                     "finalized from the stream and not yet checked against REST has been "
+                     "closed: the longest a wrong final candle can have been visible",
+                     st.unchecked_final_oldest_age_seconds)
+        yield _gauge("ws_unchecked_final_series", "Series with final candles not yet checked "
+                     "against REST", st.unchecked_final_series)
+        yield _counter("ws_final_checks", "REST pages asked for to check final candles (one "
+                       "covers a range of a series)", check.checks)
+        yield _counter("ws_final_candles_checked", "Final candles compared with REST",
+                       check.candles_checked)
+        yield _counter("ws_final_corrections", "Final candles that differed from REST and were "
+                       "rewritten", check.corrections)
+        yield _counter("ws_final_check_failures", "Checks against REST that failed (retried)",
+                       check.failures)
 
     def _gaps(self) -> Iterator[Metric]:
         g = self.daemon.gaps.stats
@@ -186,10 +211,24 @@ class DaemonCollector(Collector):
                      max(0.0, time.time() - state.started_at_ms / 1000))
         yield _gauge("database_migrated", "1 once migrations ran",
                      1.0 if state.database_ready else 0.0)
+        # The write side, from the daemon's own writes: a read-only or full database still
+        # answers reads (database_up stays 1).
+        writes = self.daemon.store.write_health
+        failing = GaugeMetricFamily(P + "database_writes_failing", "1 while the latest write "
+                                    "failed, by reason (read-only, full, unavailable)",
+                                    labels=["fault"])
+        for fault in (READ_ONLY, FULL, UNAVAILABLE):
+            failing.add_metric([fault], 1.0 if writes.fault == fault else 0.0)
+        yield failing
+        if self.read_gate is not None:
+            yield _counter("api_reads_refused", "API reads answered 503 + Retry-After: every "
+                           "read slot taken and the line full", self.read_gate.stats.refused)
 
 
-def build_registry(daemon: Daemon) -> tuple[CollectorRegistry, DaemonCollector]:
+def build_registry(
+    daemon: Daemon, read_gate: ReadGate | None = None
+) -> tuple[CollectorRegistry, DaemonCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    collector = DaemonCollector(daemon)
+    collector = DaemonCollector(daemon, read_gate)
     registry.register(collector)
     return registry, collector

@@ -23,7 +23,8 @@ class ApiServer(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """Listen on host:port now, so a taken port is reported before anything starts (OSError)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=128)
+    # uvicorn's own default: a burst of clients (hundreds at once) is queued, not refused.
+    sock = socket.create_server((host, port), family=family, backlog=2048)
     sock.setblocking(False)
     return sock
 

@@ -18,8 +18,9 @@ from market_data.api.schemas import (
     WebSocketOut,
     iso,
 )
-from market_data.daemon import Daemon, is_exchange_error
+from market_data.daemon import Daemon
 from market_data.models import SeriesKey, SeriesStats
+from market_data.runtime import is_exchange_error
 from market_data.scheduler import LoopStatus
 from market_data.timeframes import next_open
 
@@ -111,6 +112,8 @@ def websocket(daemon: Daemon) -> WebSocketOut:
             "last_flush": iso(st.last_flush_ms),
             "database_outage": st.db_outage,
             "failed_subscriptions": st.failed_subscriptions,
+            "unchecked_final_oldest_age_seconds": st.unchecked_final_oldest_age_seconds,
+            "final_corrections": st.final_check.corrections,
             "shards": [
                 {
                     "id": c.id, "state": c.state, "subscriptions": len(c.subscriptions),

@@ -14,13 +14,25 @@ import typer
 
 from market_data.cli import EXIT_USAGE, exit_with_error, run_async
 from market_data.simulator import Faults, SimulatorConfig, run_simulator
+from market_data.simulator.exchange import DEFAULT_EXCHANGE_PAIR_COUNT, exchange_pairs
 from market_data.simulator.pairs import DEFAULT_PAIRS, pairs_by_name
+
+MARKETS = ("default", "exchange")
+# The exchange market's pair list changes this often unless told otherwise.
+DEFAULT_CHURN_MINUTES = 60.0
 
 
 async def _serve(config: SimulatorConfig) -> None:
     async with run_simulator(config) as sim:
-        pairs = ", ".join(sim.market.exchange_pairs())
+        listed = sim.market.exchange_pairs()
+        if len(listed) <= 12:
+            pairs = ", ".join(listed)
+        else:
+            pairs = f"{len(listed)} pairs ({', '.join(listed[:6])}, ...)"
         typer.echo(f"Bitfinex simulator (seed {config.seed}) serving {pairs}")
+        if config.churn_minutes:
+            typer.echo(f"one pair listed and one delisted every {config.churn_minutes:g} "
+                       "market minutes")
         typer.echo(f"REST       {sim.rest_url}")
         typer.echo(f"WebSocket  {sim.ws_url}")
         typer.echo(f"export BITFINEX_REST_URL={sim.rest_url} BITFINEX_WS_URL={sim.ws_url}")
@@ -43,6 +55,21 @@ def simulate(
         typer.Option(help="Comma-separated pairs (default: "
                      + ",".join(p.pair for p in DEFAULT_PAIRS) + ")."),
     ] = "",
+    market: Annotated[
+        str,
+        typer.Option(help="default: the pairs above; exchange: a whole exchange drawn from the "
+                     "seed (long-tail activity, colon and test pairs, listings over the history, "
+                     "pairs listed and delisted while it runs)."),
+    ] = "default",
+    pair_count: Annotated[
+        int, typer.Option(help="Pairs of the exchange market, test pairs included.")
+    ] = DEFAULT_EXCHANGE_PAIR_COUNT,
+    churn_minutes: Annotated[
+        float | None,
+        typer.Option(help="Every this many market minutes one pair is listed and one delisted "
+                     f"(0: never; default {DEFAULT_CHURN_MINUTES:g} for the exchange market, "
+                     "0 otherwise)."),
+    ] = None,
     speed: Annotated[float, typer.Option(help="Market time runs this many times faster.")] = 1.0,
     history_days: Annotated[float, typer.Option(help="Days of history before start.")] = 400.0,
     rate_limit: Annotated[int, typer.Option(help="REST requests per minute per IP (0: off).")] = 30,
@@ -82,10 +109,20 @@ def simulate(
         ws_stall_every=stall_every, ws_stall_duration=stall_duration, ws_loss_rate=loss_rate,
         firehose=firehose,
     )
+    if market not in MARKETS:
+        exit_with_error(f"--market must be one of {', '.join(MARKETS)}", code=EXIT_USAGE)
+    if market == "exchange" and pairs:
+        exit_with_error("--pairs is for the default market; the exchange market draws its own "
+                        "(--pair-count)", code=EXIT_USAGE)
     try:
-        chosen = pairs_by_name([p for p in pairs.split(",") if p.strip()]) if pairs else None
+        if market == "exchange":
+            chosen = exchange_pairs(seed, pair_count, history_days)
+            churn = DEFAULT_CHURN_MINUTES if churn_minutes is None else churn_minutes
+        else:
+            chosen = pairs_by_name([p for p in pairs.split(",") if p.strip()]) or DEFAULT_PAIRS
+            churn = churn_minutes or 0.0
         config = SimulatorConfig(
-            host=host, port=port, seed=seed, pairs=chosen or DEFAULT_PAIRS, speed=speed,
+            host=host, port=port, seed=seed, pairs=chosen, speed=speed, churn_minutes=churn,
             history_days=history_days, rest_rate_limit=rate_limit, rest_ban_seconds=ban_seconds,
             ws_connection_limit=ws_connection_limit, ws_channel_limit=channel_limit,
             ws_heartbeat_seconds=heartbeat, faults=faults,

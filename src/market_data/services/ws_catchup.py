@@ -1,12 +1,10 @@
-"""REST catch-up for the WebSocket stream: what a channel missed, and what it got wrong.
+"""REST catch-up for the WebSocket stream: what a channel missed while it was away.
 
 - The first time a series is subscribed in this process: the last WS_CATCHUP_LOOKBACK_MINUTES.
 - After a reconnect or a maintenance resubscribe (URGENT): from the series' last final stored
-  candle (or the last verified one, whichever is older) to now.
-- Every `reconcile_seconds`, for each series where a period has closed since it was last
-  verified (NORMAL priority): the same window. A stream can lose an update without any visible
-  sign (Bitfinex re-sends a closed candle only sometimes), so a candle finalized from the stream
-  is checked once against REST. This costs one request per series per closed period at most.
+  candle (or the last caught-up one, whichever is older) to now.
+
+What the stream got wrong while connected (a lost last update) is `ws_final_check.py`'s.
 
 Each fetch is a `ws_catchup` job. Only closed candles (period ended plus a grace) are taken: the
 open one is the stream's. They go through the writer's queue, so the writer's view of finality
@@ -37,7 +35,7 @@ from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.ws_writer import CatchupBatch
 from market_data.storage.base import QuarantineItem, Store
-from market_data.timeframes import DAY_MS, MINUTE_MS, align, next_open, nominal_ms
+from market_data.timeframes import DAY_MS, MINUTE_MS, next_open, nominal_ms
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ class CatchUp:
         *,
         lookback_minutes: float,
         grace_ms: int,
-        reconcile_seconds: float,
         clock_ms: Callable[[], int],
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
@@ -75,7 +72,6 @@ class CatchUp:
         # Never reach back further than this; older holes are the gap repairer's.
         self._max_window_ms = max(self._lookback_ms, DAY_MS)
         self._grace_ms = grace_ms
-        self._reconcile_s = reconcile_seconds
         self._clock_ms = clock_ms
         self._wanted: dict[SeriesKey, tuple[float, Priority]] = {}  # -> (not before, priority)
         self._backoff: dict[SeriesKey, Backoff] = {}
@@ -92,12 +88,8 @@ class CatchUp:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        next_reconcile = time.monotonic() + self._reconcile_s
         while not stop.is_set():
             now = time.monotonic()
-            if self._reconcile_s > 0 and now >= next_reconcile:
-                self._schedule_reconcile()
-                next_reconcile = now + self._reconcile_s
             due = sorted(
                 (key for key, (at, _) in self._wanted.items() if at <= now),
                 key=lambda k: self._wanted[k][1],
@@ -105,21 +97,12 @@ class CatchUp:
             if not due:
                 self._wake.clear()
                 wake_at = min((at for at, _ in self._wanted.values()), default=now + 3600.0)
-                if self._reconcile_s > 0:
-                    wake_at = min(wake_at, next_reconcile)
                 await until_stopped(stop, _wait_event(self._wake, wake_at - now))
                 continue
             for key in due:
                 if stop.is_set():
                     return
                 await self._one(key, stop)
-
-    def _schedule_reconcile(self) -> None:
-        settled = self._clock_ms() - self._grace_ms
-        for key, verified in self._verified.items():
-            if key not in self._wanted and align(settled, key.timeframe) > verified:
-                self._wanted[key] = (0.0, Priority.NORMAL)
-        self.stats.queued = len(self._wanted)
 
     async def _one(self, series: SeriesKey, stop: asyncio.Event) -> None:
         _, priority = self._wanted.pop(series, (0.0, Priority.NORMAL))

@@ -1,12 +1,15 @@
 """Live candles: WebSocket shards -> one bounded queue -> one batching writer -> the sink.
 
     shard 1 ─┐                                  ┌─> CandleSink.write(source="ws")
-    shard 2 ─┼─> asyncio.Queue(bound) ─> writer ┤
-    catch-up ┘   (sockets wait when full)       └─> CandleSink.write(source="ws_catchup")
+    shard 2 ─┤                                  │
+    catch-up ┼─> asyncio.Queue(bound) ─> writer ┼─> CandleSink.write(source="ws_catchup")
+    check  ──┘   (sockets wait when full)   │   └─> CandleSink.write(source="ws_reconcile")
+       ^                                    │
+       └──── finals committed from the stream (UncheckedFinals)
 
 Every part runs as a named task in one TaskGroup. Stopping is two-phase: when `stop` is set the
-shards close their sockets and the catch-up worker ends; once all of them are done an
-end-of-input marker is queued, and the writer flushes everything before returning.
+shards close their sockets and the catch-up worker and the REST check end; once all of them are
+done an end-of-input marker is queued, and the writer flushes everything before returning.
 
 Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
 sink recomputes the derived candles their writes touch.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from market_data.config import Settings
 from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
@@ -31,9 +35,12 @@ from market_data.exchanges.bitfinex_ws import (
     WsOptions,
 )
 from market_data.exchanges.ws_pacing import Backoff, until_stopped
-from market_data.models import SeriesKey
+from market_data.models import Candle, SeriesKey
+from market_data.rate_limiter import Priority
+from market_data.services.range_check import RangeChecker
 from market_data.services.sink import CandleSink
 from market_data.services.ws_catchup import CatchUp, CatchupStats
+from market_data.services.ws_final_check import FinalCheck, FinalCheckStats, UncheckedFinals
 from market_data.services.ws_writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
@@ -41,8 +48,13 @@ from market_data.timeframes import now_ms
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 3.0
-
-
+# A final candle from the stream is checked against REST once it has been closed this long, so
+# a request can cover more than one period. With many series the budget share below spaces the
+# checks further apart, and each request then covers more periods by itself.
+DEFAULT_RECONCILE_SECONDS = 30.0
+# The check starts at most one request per RATE_LIMIT_DELAY / this share, so a third of the
+# REST budget stays for backfill, gap repair and updates even while it is always busy.
+RECONCILE_BUDGET_SHARE = 2 / 3
 
 
 @dataclass(slots=True)
@@ -52,7 +64,8 @@ class WsIngestionState:
     `connections` (per shard: id, state, subscriptions, last message, reconnects, messages),
     `queue_depth` / `queue_max_depth` / `queue_bound`, `last_flush_ms`, `candles_written`,
     `pending` (rows held in memory, e.g. during a database outage), `db_outage`;
-    `writer.latency` is the receive -> commit histogram; `catchup` counts REST catch-ups.
+    `writer.latency` is the receive -> commit histogram; `catchup` counts REST catch-ups;
+    `final_check` counts the REST checks of stream-finalized candles.
     """
 
     queue_bound: int
@@ -61,6 +74,8 @@ class WsIngestionState:
     unknown_symbols: dict[str, str] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     catchup: CatchupStats = field(default_factory=CatchupStats)
+    final_check: FinalCheckStats = field(default_factory=FinalCheckStats)
+    _check: FinalCheck | None = field(default=None, repr=False, compare=False)
     _queue: asyncio.Queue[QueueItem] | None = field(default=None, repr=False, compare=False)
     _pool: ShardPool | None = field(default=None, repr=False, compare=False)
 
@@ -74,6 +89,15 @@ class WsIngestionState:
         if self._pool is None:
             return {}
         return {str(series): reason for series, reason in self._pool.failed.items()}
+
+    @property
+    def unchecked_final_oldest_age_seconds(self) -> float:
+        """How long the oldest final candle not yet checked against REST has been closed."""
+        return self._check.oldest_age_ms() / 1000 if self._check is not None else 0.0
+
+    @property
+    def unchecked_final_series(self) -> int:
+        return len(self._check.unchecked) if self._check is not None else 0
 
     @property
     def queue_depth(self) -> int:
@@ -109,7 +133,7 @@ class WsIngestion:
         connections_per_minute: int = 18,
         maintenance_timeout: float = 180.0,
         shutdown_timeout: float = 5.0,
-        reconcile_seconds: float = 300.0,
+        reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,  # on `clock_ms`; 0 = no check
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
@@ -147,6 +171,7 @@ class WsIngestion:
             return
         queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=self.state.queue_bound)
         s = self.settings
+        check = self._final_check(pairs, queue)
         writer = CandleWriter(
             self._sink, queue,
             batch_size=s.ws_save_batch_size,
@@ -156,6 +181,7 @@ class WsIngestion:
             backoff_initial=max(0.1, s.ws_reconnect_initial_backoff),
             backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
             shutdown_timeout=self._shutdown_timeout,
+            on_final=check.unchecked.note if check is not None else None,
         )
 
         async def enqueue(batch: CatchupBatch) -> None:
@@ -165,12 +191,6 @@ class WsIngestion:
             self._store, self._rest, pairs, enqueue,
             lookback_minutes=s.ws_catchup_lookback_minutes,
             grace_ms=int(self._grace_seconds * 1000),
-            # The reconcile pass may use about a quarter of the REST budget at most, so the
-            # update loop, gap repair and backfill keep theirs.
-            reconcile_seconds=(
-                max(self._reconcile_seconds, 4 * len(pairs) * s.rate_limit_delay)
-                if self._reconcile_seconds > 0 else 0.0
-            ),
             clock_ms=self._clock_ms,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
@@ -187,30 +207,68 @@ class WsIngestion:
         pool = ShardPool(self._options, subs, deliver, catchup.request)
         state._queue, state._pool = queue, pool
         state.writer, state.catchup = writer.stats, catchup.stats
+        if check is not None:
+            state.final_check, state._check = check.stats, check
         state.subscribed_series = len(subs)
         log.info(
             "WebSocket ingestion: %d channels on %d connections",
             len(subs), len(pool.shards),
         )
-        catchup_done = asyncio.Event()
+        # Catch-up and the check write through the queue: the writer must outlive them.
+        feeders_done = [asyncio.Event(), asyncio.Event()]
 
-        async def run_catchup() -> None:
+        async def feeding(work: Coroutine[Any, Any, None], done: asyncio.Event) -> None:
             try:
-                await catchup.run(stop)
+                await work
             finally:
-                catchup_done.set()
+                done.set()
 
         async def end_of_input() -> None:
             await pool.closed.wait()
-            await catchup_done.wait()
+            for done in feeders_done:
+                await done.wait()
             await queue.put(None)
 
         async with asyncio.TaskGroup() as tg:
             pool.start(tg, stop)
             tg.create_task(writer.run(), name="ws-writer")
-            tg.create_task(run_catchup(), name="ws-catchup")
+            tg.create_task(feeding(catchup.run(stop), feeders_done[0]), name="ws-catchup")
+            if check is not None:
+                tg.create_task(feeding(check.run(stop), feeders_done[1]), name="ws-final-check")
+            else:
+                feeders_done[1].set()
             tg.create_task(end_of_input(), name="ws-end-of-input")
         log.info("WebSocket ingestion stopped; %d candles written", writer.stats.candles_written)
+
+    def _final_check(
+        self, pairs: dict[SeriesKey, str], queue: asyncio.Queue[QueueItem]
+    ) -> FinalCheck | None:
+        """The check of stream-finalized candles against REST (None when switched off)."""
+        if self._reconcile_seconds <= 0:
+            return None
+
+        async def write_through_writer(candles: Sequence[Candle]) -> None:
+            # Through the writer, like catch-up, so a buffered stream row cannot land after
+            # the correction and the writer's view of finality stays whole.
+            loop = asyncio.get_running_loop()
+            batch = CatchupBatch(tuple(candles), loop.create_future(), "ws_reconcile")
+            await queue.put(batch)
+            await batch.done
+
+        s = self.settings
+        checker = RangeChecker(
+            self._store, self._rest, self._sink,
+            source="ws_reconcile", priority=Priority.NORMAL, write=write_through_writer,
+        )
+        return FinalCheck(
+            checker, pairs, UncheckedFinals(),
+            batch_age_ms=int(self._reconcile_seconds * 1000),
+            spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
+            grace_ms=int(self._grace_seconds * 1000),
+            clock_ms=self._clock_ms,
+            retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
+            retry_max=max(5.0, s.ws_reconnect_max_backoff),
+        )
 
     async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
         """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""

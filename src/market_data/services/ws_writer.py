@@ -115,6 +115,7 @@ class CatchupBatch:
 
     candles: tuple[Candle, ...]
     done: asyncio.Future[None]
+    source: str = "ws_catchup"  # the sink's name for who wrote them
 
 
 QueueItem = CandleFrame | CatchupBatch | None  # None: no more input
@@ -141,6 +142,7 @@ class CandleWriter:
         backoff_max: float,
         pending_cap: int = 200_000,
         shutdown_timeout: float = 30.0,
+        on_final: Callable[[SeriesKey, int], None] | None = None,
     ) -> None:
         self._sink = sink
         self._queue = queue
@@ -152,6 +154,9 @@ class CandleWriter:
         self._pending_cap = max(self._batch_size, pending_cap)
         self._shutdown_timeout = shutdown_timeout
         self._backoff = Backoff(backoff_initial, backoff_max)
+        # Told of every candle committed final from the stream (the check against REST).
+        self._on_final = on_final
+        self._finalized: list[tuple[SeriesKey, int]] = []  # buffered rows it will be told of
         self.stats = WriterStats()
         self._rows: dict[RowKey, tuple[Candle, str]] = {}
         self._received: list[float] = []  # receive times of the buffered updates
@@ -235,7 +240,7 @@ class CandleWriter:
         for candle in frame.candles:
             if track.latest is None or candle.ts > track.latest:
                 if track.open is not None:
-                    self._put(_final(track.open), "ws")
+                    self._finalize_open(track)
                     self.stats.finalized_by_rollover += 1
                 track.latest = candle.ts
                 self._open(track, candle, now_ms)
@@ -265,7 +270,7 @@ class CandleWriter:
                 track.open = None
             if track.latest is None or candle.ts > track.latest:
                 track.latest = candle.ts
-            self._put(_final(candle), "ws_catchup")
+            self._put(_final(candle), batch.source)
         if self._first_at is None:
             self._first_at = time.monotonic()
 
@@ -273,9 +278,19 @@ class CandleWriter:
         now_ms = self._clock_ms() - self._grace_ms
         for track in self._tracks.values():
             if track.open is not None and track.open_end_ms <= now_ms:
-                self._put(_final(track.open), "ws")
-                track.open = None
+                self._finalize_open(track)
                 self.stats.finalized_by_timer += 1
+
+    def _finalize_open(self, track: _Track) -> None:
+        """Finalize the stream's own view of a period: its last update may have been lost, so
+        it is reported (once committed) for the check against REST. Re-sent and snapshot
+        candles are the exchange's closed values and are not."""
+        candle, track.open = track.open, None
+        if candle is None:
+            return
+        self._put(_final(candle), "ws")
+        if self._on_final is not None:
+            self._finalized.append((candle.series, candle.ts))
 
     def _put(self, candle: Candle, source: str) -> None:
         key = (candle.symbol, candle.timeframe, candle.ts)
@@ -313,6 +328,9 @@ class CandleWriter:
             log.error("Database refused %d WebSocket candles; dropped: %s", len(rows), exc)
         else:
             self.stats.candles_written += len(rows)
+            if self._on_final is not None:
+                for series, ts in self._finalized:
+                    self._on_final(series, ts)
         await self._quarantine()
         self._refusals = 0
         committed = time.monotonic()
@@ -331,7 +349,7 @@ class CandleWriter:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        self._rows, self._received, self._waiters = {}, [], []
+        self._rows, self._received, self._waiters, self._finalized = {}, [], [], []
         self._first_at = self._retry_at = None
         stats.pending = 0
         self._backoff.reset()

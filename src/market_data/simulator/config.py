@@ -24,6 +24,8 @@ class SimulatorConfig:
     `clock` is the market's time (seconds since the epoch); without one, market time runs at
     `speed` times real time from the moment the simulator starts (60 makes a minute pass every
     second). Heartbeats, bans, windows and fault durations are in real seconds.
+    `churn_minutes` lists one new pair and delists one tail pair every that many minutes of
+    market time (0: the pair list never changes); `exchange_pairs()` makes a whole exchange.
     """
 
     host: str = "127.0.0.1"
@@ -31,6 +33,7 @@ class SimulatorConfig:
     seed: int = 1
     pairs: tuple[PairSpec, ...] = DEFAULT_PAIRS
     history_days: float = 400.0
+    churn_minutes: float = 0.0
     clock: Callable[[], float] | None = None
     speed: float = 1.0
     rest_rate_limit: int = 30  # requests per peer IP per window; 0 disables the limit
@@ -49,6 +52,8 @@ class SimulatorConfig:
             raise ValueError("port must be within 0..65535")
         if self.speed <= 0:
             raise ValueError("speed must be positive")
+        if self.churn_minutes < 0:
+            raise ValueError("churn_minutes must not be negative")
         if self.ws_heartbeat_seconds <= 0 or self.rest_rate_window <= 0:
             raise ValueError("heartbeat and rate windows must be positive")
         if self.ws_channel_limit < 1 or not 0 <= self.ws_snapshot_length <= 10_000:

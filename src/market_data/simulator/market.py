@@ -5,16 +5,20 @@ history costs nothing until it is read. Whole hours are the unit of work and of 
 minutes of an hour come out of one generator call, and closed hours keep their 1m..1h candles.
 Longer periods are aggregated from hours. What a caller sees depends on `now`: minutes after
 it do not exist yet, and the current minute holds only the trades whose times have passed.
+Which pairs exist and when they trade is the pair registry's (`listings.py`): a delisted pair's
+market is read as of just before its delisting, so its candles stop there.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from market_data.models import Candle, SymbolError, canonical_symbol
+from market_data.models import Candle
+from market_data.simulator.listings import NEVER_MS, PairBook
 from market_data.simulator.pairs import DEFAULT_PAIRS, PairSpec
 from market_data.simulator.prices import (
     Ohlcv,
@@ -78,19 +82,22 @@ class Market:
         history_days: float = 400.0,
         history_start_ms: int | None = None,
         cache_hours: int = 4096,
+        churn_minutes: float = 0.0,
     ) -> None:
         self.seed = seed
-        self.pairs: tuple[PairSpec, ...] = tuple(pairs)
-        if not self.pairs:
-            raise ValueError("the market needs at least one pair")
         self.clock = clock
         self.started_ms = int(clock() * 1000)
         if history_start_ms is None:
             history_start_ms = align(self.started_ms - int(history_days * DAY_MS), "1d")
         self.history_start_ms = history_start_ms
-        self._index = {spec.symbol: i for i, spec in enumerate(self.pairs)}
-        self._by_pair = {spec.pair: i for i, spec in enumerate(self.pairs)}
-        self._listing = [self._compute_listing(spec) for spec in self.pairs]
+        self.book = PairBook(seed, pairs, started_ms=self.started_ms,
+                             history_start_ms=history_start_ms, churn_minutes=churn_minutes)
+        if not self.book.specs:
+            raise ValueError("the market needs at least one pair")
+        # The registry's own lists: pairs it lists later appear here too.
+        self.pairs: list[PairSpec] = self.book.specs
+        self._listing = self.book.listed_ms
+        self._delisting = self.book.delisted_ms
         self._hours = _Lru(cache_hours)
         self._hour_aggs = _Lru(cache_hours * 64)
         self._periods = _Lru(cache_hours * 4)
@@ -99,32 +106,80 @@ class Market:
 
     # ---- names and listing ------------------------------------------------------------------
 
-    def _compute_listing(self, spec: PairSpec) -> int:
-        if spec.listed_days_ago is None:
-            return self.history_start_ms
-        listed = align(self.started_ms - int(spec.listed_days_ago * DAY_MS), "1h")
-        return max(self.history_start_ms, listed)
-
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def exchange_pairs(self) -> list[str]:
-        """Pair ids as `conf/pub:list:pair:exchange` lists them (`DOGE:USD`)."""
-        return [spec.pair for spec in self.pairs]
+        """Pair ids as `conf/pub:list:pair:exchange` lists them now (`DOGE:USD`)."""
+        now = self.now_ms()
+        self.book.catch_up(now)
+        return self.book.listed_pairs(now)
 
     def index_of_pair(self, pair: str) -> int | None:
-        """Index of an exchange pair id spelled exactly (`DOGE:USD`, not `DOGEUSD`)."""
-        return self._by_pair.get(pair)
+        """Index of a pair listed now, spelled exactly (`DOGE:USD`, not `DOGEUSD`)."""
+        now = self.now_ms()
+        self.book.catch_up(now)
+        index = self.book.index_of_pair(pair)
+        return index if index is not None and self.book.listed_at(index, now) else None
+
+    def index_of_pair_with_history(self, pair: str) -> int | None:
+        """Index of a pair spelled exactly, delisted or not yet listed ones included (REST)."""
+        self.book.catch_up(self.now_ms())
+        return self.book.index_of_pair(pair)
 
     def index_of(self, symbol: str) -> int:
-        try:
-            return self._index[canonical_symbol(symbol)]
-        except (KeyError, SymbolError):
-            raise KeyError(f"the simulated market has no pair {symbol!r}") from None
+        self.book.catch_up(self.now_ms())
+        index = self.book.index_of(symbol)
+        if index is None:
+            raise KeyError(f"the simulated market has no pair {symbol!r}")
+        return index
 
     def listing_ms(self, symbol: str) -> int:
         """When the pair's history starts (its first possible candle)."""
         return self._listing[self.index_of(symbol)]
+
+    def delisting_ms(self, symbol: str) -> int | None:
+        """When the pair was (or is to be) delisted: its candles stop before it."""
+        when = self._delisting[self.index_of(symbol)]
+        return None if when == NEVER_MS else when
+
+    def is_listed(self, symbol: str, at_ms: int | None = None) -> bool:
+        """Whether the exchange's pair list holds the pair now (or at `at_ms`)."""
+        return self.book.listed_at(self.index_of(symbol), self.now_ms() if at_ms is None else at_ms)
+
+    def activity_share(self, symbol: str) -> float:
+        """The expected share of minutes with at least one trade (so with a 1m candle)."""
+        return self.pairs[self.index_of(symbol)].trade_probability
+
+    def list_pair(self, pair: str | PairSpec, at_ms: int | None = None) -> PairSpec:
+        """List a pair now (or at `at_ms`, not in the past): a new one, or one due at another time.
+
+        A name the market does not know becomes a new pair with a generic spec; pass a
+        `PairSpec` to choose its price and activity. It trades from the next whole minute.
+        """
+        now = self.now_ms()
+        self.book.catch_up(now)
+        at = now if at_ms is None else at_ms
+        if at < now:
+            raise ValueError("a listing cannot be in the past: served candles would change")
+        index, former = self.book.list_pair(pair, at, now)
+        if former is not None:
+            # Hours computed for the former listing were cut at it.
+            for hour in (align(former, "1h"), align(at, "1h")):
+                self._hours.pop((index, hour), None)
+        return self.pairs[index]
+
+    def delist_pair(self, pair: str, at_ms: int | None = None) -> None:
+        """Delist a pair now (or at `at_ms`, not in the past): its last trade is before that."""
+        now = self.now_ms()
+        at = now if at_ms is None else at_ms
+        if at < now:
+            raise ValueError("a delisting cannot be in the past: served candles would change")
+        self.book.delist_pair(self.index_of(pair), at)
+
+    def _as_of(self, index: int, now: int) -> int:
+        """The moment the pair's market is read at: `now`, or just before its delisting."""
+        return min(now, self._delisting[index] - 1)
 
     # ---- public views -----------------------------------------------------------------------
 
@@ -173,6 +228,7 @@ class Market:
         Ascending takes the earliest `limit`, descending the latest; the still-open candle is
         included when it has traded.
         """
+        now_ms = self._as_of(index, now_ms)
         lo = max(start_ms, align(self._listing[index], tf))
         hi = min(end_ms, now_ms)
         out: list[Ohlcv] = []
@@ -207,6 +263,7 @@ class Market:
 
     def period(self, index: int, tf: str, opening: int, now: int) -> Ohlcv | None:
         """The candle of the period opening at `opening`, as of `now`."""
+        now = self._as_of(index, now)
         if tf in _IN_HOUR:
             for row in self._hour_rows(index, tf, align(opening, "1h"), now):
                 if row[0] == opening:
@@ -230,6 +287,8 @@ class Market:
 
     def current(self, index: int, tf: str, now: int) -> Ohlcv | None:
         """The candle of the period containing `now`, if it has traded yet."""
+        # WebSocket updates come from here: a scheduled delisting now due must stop them.
+        self.book.catch_up(self.now_ms())
         return self.period(index, tf, align(now, tf), now)
 
     # ---- hours ------------------------------------------------------------------------------
@@ -244,6 +303,11 @@ class Market:
         minutes, counts = generate_hour(
             self.seed, spec, hour, self._anchor(index, hour), self._anchor(index, hour + HOUR_MS)
         )
+        listed = self._listing[index]
+        if hour < listed:
+            # The listing hour: a minute begun before the listing would hold earlier trades.
+            first = bisect_left(minutes, listed, key=lambda row: row[0])
+            minutes, counts = minutes[first:], counts[first:]
         block = _Hour(minutes, counts)
         self._hours.put(key, block)
         return block
@@ -257,7 +321,7 @@ class Market:
         return value  # type: ignore[return-value]
 
     def _hour_rows(self, index: int, tf: str, hour: int, now: int) -> list[Ohlcv]:
-        if hour < self._listing[index] or hour > now:
+        if hour + HOUR_MS <= self._listing[index] or hour > now:
             return []
         block = self._hour(index, hour)
         if hour + HOUR_MS <= now:
@@ -299,8 +363,9 @@ class Market:
 
     def next_trade_ms(self, index: int, after_ms: int, horizon_ms: int = HOUR_MS) -> int | None:
         """Time of the pair's first trade strictly after `after_ms`, within the horizon."""
+        self.book.catch_up(self.now_ms())
         minute_ts = max(align(after_ms, "1m"), self._listing[index])
-        stop = after_ms + horizon_ms
+        stop = min(after_ms + horizon_ms, self._delisting[index] - 1)
         while minute_ts <= stop:
             hour = align(minute_ts, "1h")
             block = self._hour(index, hour)
@@ -309,7 +374,8 @@ class Market:
                     continue
                 for offset, _, _ in self.trades(index, minute, count):
                     if minute[0] + offset > after_ms:
-                        return minute[0] + offset
+                        when = minute[0] + offset
+                        return when if when < self._delisting[index] else None
             minute_ts = hour + HOUR_MS
         return None
 

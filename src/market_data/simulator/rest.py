@@ -84,7 +84,7 @@ def _candles(market: Market, rest: str, query: dict[str, list[str]]) -> RestAnsw
         raise BadParam("time_frame")
     tf = from_exchange(fields[1])
     symbol = fields[2]
-    index = market.index_of_pair(symbol[1:]) if symbol.startswith("t") else None
+    index = market.index_of_pair_with_history(symbol[1:]) if symbol.startswith("t") else None
     sort = _int(query, "sort", 0)
     limit = _int(query, "limit", 0) or DEFAULT_LIMIT
     if limit < 0 or limit > MAX_LIMIT:

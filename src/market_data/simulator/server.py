@@ -52,7 +52,7 @@ class Simulator:
         self.config = config
         clock = config.clock or scaled_clock(config.speed)
         self.market = Market(config.seed, config.pairs, clock=clock,
-                             history_days=config.history_days)
+                             history_days=config.history_days, churn_minutes=config.churn_minutes)
         self.faults: Faults = config.faults
         self.stats = SimStats()
         self.state = FaultState()

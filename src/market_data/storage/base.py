@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from market_data.models import Candle, Gap, Job, SeriesKey, SeriesStats
+from market_data.storage.health import WriteHealth
 
 # Rows per chunk of `candle_columns` (the export's keyset page) and its bound.
 COLUMN_CHUNK_ROWS = 50_000
@@ -70,9 +71,16 @@ class Store(Protocol):
         """Create or migrate the schema (Alembic, to head)."""
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable when the database cannot be reached."""
+        """Raise StorageUnavailable when the database cannot be read (a fresh connection)."""
 
     async def close(self) -> None: ...
+
+    @property
+    def write_health(self) -> WriteHealth:
+        """The outcome of the latest writes (a read-only or full database answers pings)."""
+
+    def reader(self, pool_size: int) -> Store:
+        """The same store with reads on a pool of their own, closed with this one."""
 
     # candles ---------------------------------------------------------------------------------
     async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
@@ -33,8 +34,11 @@ class Dialect(ABC):
         self.exchange = exchange
 
     @abstractmethod
-    def create_engine(self) -> AsyncEngine:
-        """An engine whose connections are set up for this store (pragmas, timeouts)."""
+    def create_engine(self, pool_size: int | None = None, pre_ping: bool = False) -> AsyncEngine:
+        """An engine whose connections are set up for this store (pragmas, timeouts).
+        `pool_size`: None for the store's own pool, 0 for no pool (a fresh connection per
+        use), n for exactly n connections (no overflow). `pre_ping`: test a pooled connection
+        before handing it out (replaced when the server dropped it)."""
 
     def read_engine(self, engine: AsyncEngine) -> AsyncEngine:
         """The engine for reads: every read is one statement, so none needs a transaction."""
@@ -98,6 +102,19 @@ class Dialect(ABC):
 
     async def checkpoint(self, engine: AsyncEngine) -> None:  # noqa: B027
         """Fold the write-ahead log into the database file, when the engine has one to fold."""
+
+
+def pool_options(
+    pool_size: int | None, pre_ping: bool, default: dict[str, Any]
+) -> dict[str, Any]:
+    """create_async_engine's pool arguments for Dialect.create_engine's."""
+    if pool_size is None:
+        options = dict(default)
+    elif pool_size == 0:
+        options = {"poolclass": NullPool}
+    else:
+        options = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 30}
+    return options | {"pool_pre_ping": pre_ping}
 
 
 def dialect_for(url: str, exchange: str) -> Dialect:

@@ -31,7 +31,7 @@ from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
 from market_data.storage.columns import from_pg_binary
-from market_data.storage.dialect import Dialect, RawTransaction
+from market_data.storage.dialect import Dialect, RawTransaction, pool_options
 from market_data.storage.translate import is_unavailable
 
 _fromtimestamp = datetime.fromtimestamp
@@ -159,11 +159,10 @@ class PostgresDialect(Dialect):
         self._read_engine: AsyncEngine | None = None
         self._read_base: AsyncEngine | None = None
 
-    def create_engine(self) -> AsyncEngine:
+    def create_engine(self, pool_size: int | None = None, pre_ping: bool = False) -> AsyncEngine:
         return create_async_engine(
             self.url,
-            pool_size=5,
-            max_overflow=10,
+            **pool_options(pool_size, pre_ping, {"pool_size": 5, "max_overflow": 10}),
             pool_recycle=1800,
             connect_args={
                 "timeout": CONNECT_TIMEOUT_S,

@@ -31,7 +31,7 @@ from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
 from market_data.storage.columns import from_arrow
-from market_data.storage.dialect import Dialect, RawTransaction
+from market_data.storage.dialect import Dialect, RawTransaction, pool_options
 from market_data.storage.translate import is_unavailable
 
 BUSY_TIMEOUT_MS = 5_000
@@ -120,12 +120,12 @@ class SqliteDialect(Dialect):
         self._write_engine: AsyncEngine | None = None
         self._write_base: AsyncEngine | None = None
 
-    def create_engine(self) -> AsyncEngine:
+    def create_engine(self, pool_size: int | None = None, pre_ping: bool = False) -> AsyncEngine:
         # No reset-on-return: every transaction is committed or rolled back by SQLAlchemy
         # itself (we emit BEGIN through it), so the pool's extra ROLLBACK is a wasted hop.
-        engine = create_async_engine(
-            self.url, pool_size=5, max_overflow=5, pool_timeout=30, pool_reset_on_return=None
-        )
+        default = {"pool_size": 5, "max_overflow": 5, "pool_timeout": 30}
+        pool = pool_options(pool_size, pre_ping, default)
+        engine = create_async_engine(self.url, pool_reset_on_return=None, **pool)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

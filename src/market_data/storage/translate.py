@@ -2,6 +2,10 @@
 
 `StorageUnavailable` (retry later): the server cannot be reached, refuses more connections, is
 starting or stopping, a statement timed out, or SQLite is locked by another process.
+Two of those outages have names of their own, because /health reports them and they need a
+different cure: `StorageReadOnly` (a read-only file, mount or server: SQLite keeps a connection it
+opened read-only so for good, so the pool must be replaced) and `StorageFull` (no space left, or a
+size limit reached). Both are checked first: a full or read-only database is also "refused".
 `StorageError` (retrying the same thing cannot help): everything else the database refused.
 Messages name the database (`host:port/db` or the SQLite file), never its password.
 """
@@ -9,13 +13,26 @@ Messages name the database (`host:port/db` or the SQLite file), never its passwo
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from collections.abc import Iterator
 
 import asyncpg
 import sqlalchemy.exc as sa_exc
 
-from market_data.errors import MarketDataError, StorageError, StorageUnavailable
+from market_data.errors import (
+    MarketDataError,
+    StorageError,
+    StorageFull,
+    StorageReadOnly,
+    StorageUnavailable,
+)
+
+# sqlite3 primary result codes (the extended codes keep them in the low byte).
+_SQLITE_READONLY = 8
+_SQLITE_FULL = 13
+_READ_ONLY_TEXT = ("readonly database", "read-only transaction", "read-only file system")
+_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
 
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,  # refused, unreachable, unknown host (socket.gaierror), reset
@@ -114,6 +131,34 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _fault(exc: BaseException) -> type[StorageUnavailable] | None:
+    """StorageReadOnly or StorageFull when that is what the chain says, else None."""
+    for item in _chain(exc):
+        if isinstance(item, asyncpg.exceptions.ReadOnlySQLTransactionError):
+            return StorageReadOnly
+        if isinstance(item, asyncpg.exceptions.DiskFullError):
+            return StorageFull
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull
+        if isinstance(item, OSError) and item.errno == errno.EROFS:
+            return StorageReadOnly
+        if isinstance(item, sqlite3.Error):
+            code = getattr(item, "sqlite_errorcode", 0) & 0xFF
+            if code == _SQLITE_READONLY:
+                return StorageReadOnly
+            if code == _SQLITE_FULL:
+                return StorageFull
+        # The drivers' own messages only: SQLAlchemy's wrapper quotes the statement and its
+        # parameters, which may hold any text.
+        if isinstance(item, asyncpg.exceptions.PostgresError | sqlite3.Error):
+            text = str(item).lower()
+            if any(marker in text for marker in _READ_ONLY_TEXT):
+                return StorageReadOnly
+            if any(marker in text for marker in _FULL_TEXT):
+                return StorageFull
+    return None
+
+
 def translate(exc: BaseException, target: str, password: str | None = None) -> MarketDataError:
     """The project error for a driver failure while talking to `target` (describe_target)."""
     if isinstance(exc, MarketDataError):
@@ -121,6 +166,11 @@ def translate(exc: BaseException, target: str, password: str | None = None) -> M
     detail = _detail(exc)
     if password:
         detail = detail.replace(password, "***")
+    fault = _fault(exc)
+    if fault is StorageReadOnly:
+        return StorageReadOnly(f"database {target} is read-only: {detail}")
+    if fault is StorageFull:
+        return StorageFull(f"database {target} is full: {detail}")
     if is_unavailable(exc):
         return StorageUnavailable(f"database {target} is unavailable: {detail}")
     return StorageError(f"database {target} refused the operation: {detail}")

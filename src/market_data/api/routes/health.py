@@ -1,4 +1,9 @@
-"""GET /health: ok or degraded, with one entry per check; 503 when the database is unreachable."""
+"""GET /health: ok or degraded, with one entry per check; 503 when the database is unreachable.
+
+The database check is the read side (a fresh connection answers) and the write side (the
+outcome of the daemon's latest writes): read-only, full or unreachable for writes is `degraded`
+with the reason, and 503 is kept for a database that cannot be read at all.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from market_data.api import views
 from market_data.api.deps import DaemonDep
 from market_data.api.schemas import CheckOut, HealthOut
 from market_data.errors import MarketDataError
-from market_data.timeframes import now_ms
+from market_data.timeframes import format_ts, now_ms
 
 router = APIRouter(tags=["health"])
 
@@ -19,15 +24,28 @@ PING_TIMEOUT_S = 3.0
 
 
 async def _database(daemon: DaemonDep) -> CheckOut:
+    """`down` (503) only when nothing can be read; writes failing is `degraded`, named."""
     try:
+        # A fresh connection of its own (Store.ping): never queued behind API reads.
         await asyncio.wait_for(daemon.store.ping(), PING_TIMEOUT_S)
     except (MarketDataError, TimeoutError, OSError) as exc:
         # The exception's own text may quote the server; the type is enough here.
         kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         return CheckOut(status="down", detail=f"unreachable ({kind})")
+    writes = daemon.store.write_health
+    if writes.failing:
+        # What the daemon's own writes met: a read ping cannot see a read-only or full disk.
+        since = format_ts(writes.failing_since_ms) if writes.failing_since_ms else "?"
+        return CheckOut(
+            status="degraded",
+            detail=f"reachable, but writes fail: {writes.fault} (since {since}, "
+            f"{writes.failures} failed writes in a row)",
+        )
     if not daemon.state.database_ready:
         return CheckOut(status="degraded", detail="reachable, schema not migrated yet")
-    return CheckOut(status="ok", detail="reachable")
+    if writes.last_ok_ms is None:
+        return CheckOut(status="ok", detail="reachable")
+    return CheckOut(status="ok", detail=f"reachable, last write {format_ts(writes.last_ok_ms)}")
 
 
 @router.get(
