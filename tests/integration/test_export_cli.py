@@ -7,8 +7,10 @@ import asyncio
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +55,14 @@ async def _fill(url: str) -> None:
     try:
         for rows in DATA.values():
             await store.upsert_candles(rows)
+    finally:
+        await store.close()
+
+
+async def _fill_more(url: str, series: SeriesKey, count: int) -> None:
+    store = open_store(url)
+    try:
+        await store.upsert_candles(_candles(series, count, MINUTE_MS, 5.0))
     finally:
         await store.close()
 
@@ -260,3 +270,49 @@ def test_unreachable_database_is_exit_1_and_leaves_no_file(tmp_path: Path) -> No
     assert done.returncode == 1, done.stderr
     assert "secret-pw" not in done.stderr + done.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_ctrl_c_exits_130_and_leaves_no_file(database_url: str, tmp_path: Path) -> None:
+    asyncio.run(_fill(database_url))
+    asyncio.run(_fill_more(database_url, SeriesKey("SOLUSD", "1m"), 5000))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BITFINEX_", "LOG_"))
+    }
+    env["DATABASE_URL"] = database_url
+    out = tmp_path / "slow.csv"
+    # One row per query: slow enough to be interrupted midway.
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "market_data",
+            "--env-file",
+            "",
+            "export",
+            "-s",
+            "all",
+            "-t",
+            "all",
+            "-o",
+            str(out),
+            "--chunk-rows",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    partial = tmp_path / "slow.csv.part"
+    deadline = time.monotonic() + 60
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert partial.exists(), "the export finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not out.exists()
+    assert not partial.exists()
