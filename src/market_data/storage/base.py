@@ -3,12 +3,20 @@ SQLite and PostgreSQL; tests may add an in-memory one. Times are epoch ms UTC th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from market_data.models import Candle, Gap, Job, SeriesKey, SeriesStats
 from market_data.storage.health import WriteHealth
+
+# Rows per chunk of `candle_columns` (the export's keyset page) and its bound.
+COLUMN_CHUNK_ROWS = 50_000
+MAX_COLUMN_CHUNK_ROWS = 200_000
+MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z: no candle opens after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,26 @@ class CoverageRecords:
     complete_until: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CandleColumns:
+    """One chunk of one series' candles as columns, ascending by ts: no object per row, so
+    exports and streamed answers convert whole chunks at C speed. `ts` is epoch ms (int64),
+    prices and volume float64, `final` bool; all arrays have the same length."""
+
+    symbol: str
+    timeframe: str
+    ts: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]
+    final: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
 class Store(Protocol):
     # lifecycle -----------------------------------------------------------------------------
     async def upgrade(self) -> None:
@@ -91,6 +119,20 @@ class Store(Protocol):
         self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
     ) -> list[Candle]:
         """Candles with start_ms <= ts < end_ms, ascending, at most `limit`."""
+
+    def candle_columns(
+        self,
+        series: SeriesKey,
+        start_ms: int,
+        end_ms: int,
+        *,
+        chunk_rows: int = COLUMN_CHUNK_ROWS,
+        limit: int | None = None,
+    ) -> AsyncIterator[CandleColumns]:
+        """Candles with start_ms <= ts < end_ms, ascending, as column chunks of at most
+        `chunk_rows` (clamped to 1..MAX_COLUMN_CHUNK_ROWS), at most `limit` rows in all (None:
+        every row). Keyset pagination over ts, one query per chunk and no connection held
+        between chunks, so memory stays flat however long the range is."""
 
     async def open_times_in_range(self, series: SeriesKey, start_ms: int, end_ms: int) -> list[int]:
         """Stored open times with start_ms <= ts < end_ms, ascending."""

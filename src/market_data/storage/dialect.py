@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
+from market_data.models import SeriesKey
+from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
 
 # A locked, error-translating transaction on the raw driver connection (see SqlBase._raw_write).
@@ -86,6 +88,14 @@ class Dialect(ABC):
     async def write_bulk(self, transaction: RawTransaction, batch: SeriesBatch) -> int:
         """Upsert one series' chunk of up to bulk_chunk_rows, in transactions it opens with
         `transaction()`; rows written. Keeps series_stats exact in the same transaction."""
+
+    @abstractmethod
+    async def read_columns(
+        self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+    ) -> CandleColumns:
+        """Up to `limit` candles of `series` with start_ms <= ts < end_ms, ascending, as
+        columns, by the engine's fastest bulk read; raises driver errors (the store translates
+        them)."""
 
     async def after_write(self, engine: AsyncEngine, rows: int) -> None:  # noqa: B027
         """Housekeeping after a write, outside the write lock (SQLite: WAL checkpoints)."""

@@ -14,6 +14,7 @@ The temp table assumes session pooling (not a transaction-mode pgbouncer).
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -26,7 +27,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from market_data.gcpause import collector_paused
+from market_data.models import SeriesKey
+from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
+from market_data.storage.columns import from_pg_binary
 from market_data.storage.dialect import Dialect, RawTransaction, pool_options
 from market_data.storage.translate import is_unavailable
 
@@ -119,6 +123,29 @@ VALUES ($1, $2, $3, $4, to_timestamp($5::float8 / 1000), to_timestamp($6::float8
 {_STATS_SET}
 """
 
+# COPY takes no parameters. Times are ints we format ourselves; names of this shape need no
+# escaping (asyncpg's server-side quoting, two more round trips, handles any other).
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,64}$")
+_READ_COLUMNS = """
+SELECT ts, open, high, low, close, volume, final FROM candles
+WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+  AND ts >= to_timestamp($4::float8 / 1000) AND ts < to_timestamp($5::float8 / 1000)
+ORDER BY ts LIMIT $6
+"""
+
+
+def _inline(query: str, args: tuple[Any, ...]) -> str | None:
+    """`query` with its $n replaced by literals, or None when an argument needs real quoting."""
+    literals: list[str] = []
+    for arg in args:
+        if isinstance(arg, int):
+            literals.append(str(int(arg)))
+        elif isinstance(arg, str) and _PLAIN_NAME.match(arg):
+            literals.append(f"'{arg}'")
+        else:
+            return None
+    return re.sub(r"\$(\d+)\b", lambda m: literals[int(m.group(1)) - 1], query)
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -186,6 +213,32 @@ class PostgresDialect(Dialect):
 
     async def prepare_migration(self, conn: AsyncConnection) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+
+    async def read_columns(
+        self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
+    ) -> CandleColumns:
+        # Binary COPY: the server sends fixed-width rows that numpy reads in place, with no
+        # Python object per row or value (several times the rate of fetching records).
+        args = (self.exchange, series.symbol, series.timeframe, start_ms, end_ms, limit)
+        data = bytearray()
+
+        async def sink(chunk: bytes) -> None:
+            data.extend(chunk)
+
+        query = _inline(_READ_COLUMNS, args)
+        async with self.read_engine(engine).connect() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            try:
+                if query is None:
+                    await raw.copy_from_query(_READ_COLUMNS, *args, output=sink, format="binary")
+                else:
+                    await raw.copy_from_query(query, output=sink, format="binary")
+            except BaseException as exc:
+                # SQLAlchemy never saw this error (see raw_transaction).
+                if not isinstance(exc, asyncpg.PostgresError) or is_unavailable(exc):
+                    await conn.invalidate()
+                raise
+        return from_pg_binary(series, data)
 
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
         rows = [row for batch in batches for row in batch.rows]

@@ -7,14 +7,21 @@ write or delete, so /status never counts rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from market_data.gcpause import collector_paused
 from market_data.models import Candle, SeriesKey, SeriesStats
-from market_data.storage.base import QuarantineItem, UpsertResult
+from market_data.storage.base import (
+    COLUMN_CHUNK_ROWS,
+    MAX_COLUMN_CHUNK_ROWS,
+    MAX_TIME_MS,
+    CandleColumns,
+    QuarantineItem,
+    UpsertResult,
+)
 from market_data.storage.batches import prepare
 from market_data.storage.core import SqlBase
 from market_data.storage.coverage import CoverageMixin
@@ -156,9 +163,10 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
 
     async def candles_json(
         self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
-    ) -> tuple[str, int] | None:
+    ) -> tuple[str, int, int | None] | None:
         """The rows of `candles_in_range` as JSON objects joined by commas, ts as ISO 8601 UTC
-        (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), and their count.
+        (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), their count and the last
+        row's ts (where the next page starts).
 
         PostgreSQL builds the text itself (the API's 10,000-row answers then cost about what the
         query does); None on SQLite, where reading the rows is already as fast.
@@ -188,10 +196,43 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
                 sa.func.string_agg(obj, aggregate_order_by(sa.literal(","), rows.c.ts)), ""
             ),
             sa.func.count(),
+            sa.func.max(rows.c.ts),
         ).select_from(rows)
         async with self._read() as conn:
-            text, count = (await conn.execute(stmt)).one()
-        return str(text), int(count)
+            text, count, last = (await conn.execute(stmt)).one()
+        return str(text), int(count), last
+
+    async def candle_columns(
+        self,
+        series: SeriesKey,
+        start_ms: int,
+        end_ms: int,
+        *,
+        chunk_rows: int = COLUMN_CHUNK_ROWS,
+        limit: int | None = None,
+    ) -> AsyncIterator[CandleColumns]:
+        """See Store.candle_columns. Each chunk is its own read (no connection is held between
+        chunks, so a slow consumer holds none); the next starts after the previous chunk's
+        last ts."""
+        chunk_rows = max(1, min(chunk_rows, MAX_COLUMN_CHUNK_ROWS))
+        # Within what every engine can hold as a time (PostgreSQL: up to the year 294276).
+        start_ms, end_ms = max(0, start_ms), min(end_ms, MAX_TIME_MS)
+        left = limit
+        while start_ms < end_ms and (left is None or left > 0):
+            want = chunk_rows if left is None else min(chunk_rows, left)
+            try:
+                chunk = await self.dialect.read_columns(
+                    self.engine, series, start_ms, end_ms, want
+                )
+            except DRIVER_ERRORS as exc:
+                raise self._translated(exc) from exc
+            if len(chunk):
+                yield chunk
+            if len(chunk) < want:
+                return
+            start_ms = int(chunk.ts[-1]) + 1
+            if left is not None:
+                left -= len(chunk)
 
     async def open_times_in_range(self, series: SeriesKey, start_ms: int, end_ms: int) -> list[int]:
         stmt = (

@@ -1,36 +1,61 @@
-"""GET /candles: one series' candles in a time range, ascending.
+"""GET /candles: one series' candles in a time range, ascending, as JSON or CSV, streamed.
 
-Up to 10,000 rows per answer, so the JSON is written directly rather than through a pydantic model
-per row (several times faster); `CandlesOut` documents the exact shape in OpenAPI.
+The body is written chunk by chunk as the store reads it (keyset pages), so an answer never sits
+in memory whole. The first chunk is read before the answer starts, so a bad request or an
+unreachable database still gets its 422 or 503; a failure after that cuts the answer short
+(the client sees an incomplete body, never a complete-looking wrong one).
+
+JSON keeps its documented shape (`CandlesOut`, up to 10,000 rows); `count` is written after the
+candles, once known. CSV (`format=csv`) may be longer, up to 1,000,000 rows: it is what scripts
+download, and streaming keeps the cost per request at one chunk however long it is. Rows are
+written directly rather than through a pydantic model per row (several times faster).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from market_data.api.deps import RequiredSymbol, RequiredTimeframe, StoreDep
 from market_data.api.params import TimeQuery, bad_parameter, parse_time
 from market_data.api.schemas import CandlesOut
+from market_data.errors import MarketDataError
+from market_data.export.formats import CsvEncoder, Timestamps
 from market_data.models import Candle, SeriesKey
-from market_data.storage.base import Store
+from market_data.storage.base import CandleColumns, Store
 from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms, now_ms
 
 router = APIRouter(tags=["candles"])
+log = logging.getLogger("market_data.api")
 
-MAX_LIMIT = 10_000
+MAX_LIMIT = 10_000  # JSON
+MAX_CSV_LIMIT = 1_000_000
+DEFAULT_LIMIT = 1000
+JSON_CHUNK_ROWS = 5_000
+CSV_CHUNK_ROWS = 50_000
+
+
+class CandleFormat(StrEnum):
+    json = "json"
+    csv = "csv"
 
 
 @router.get(
     "/candles",
     response_model=CandlesOut,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
     description=(
         "Candles with start <= ts < end, ascending by open time, at most `limit`. Without `start`"
         " the answer covers the `limit` periods before `end` (default: now, including the"
-        " still-open period)."
+        " still-open period). `format=csv` gives the columns symbol, timeframe, ts, open, high,"
+        " low, close, volume (ts ISO 8601 UTC, or epoch ms with `timestamps=ms`). Streamed."
     ),
 )
 async def get_candles(
@@ -39,8 +64,21 @@ async def get_candles(
     timeframe: RequiredTimeframe,
     start: TimeQuery = None,
     end: TimeQuery = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+    limit: Annotated[int, Query(
+        ge=1, le=MAX_CSV_LIMIT,
+        description=f"at most {MAX_LIMIT:,} rows for JSON, {MAX_CSV_LIMIT:,} for CSV",
+    )] = DEFAULT_LIMIT,
+    fmt: Annotated[CandleFormat, Query(alias="format")] = CandleFormat.json,
+    timestamps: Annotated[Timestamps, Query(
+        description="CSV times: iso (2026-02-05T20:00:00Z) or ms (epoch milliseconds)",
+    )] = Timestamps.iso,
 ) -> Response:
+    if fmt is CandleFormat.json and limit > MAX_LIMIT:
+        raise bad_parameter("limit", f"at most {MAX_LIMIT} for JSON (format=csv allows more)",
+                            limit)
+    if fmt is CandleFormat.json and timestamps is not Timestamps.iso:
+        raise bad_parameter("timestamps", "JSON times are ISO 8601; ms is for format=csv",
+                            timestamps.value)
     start_ms = None if start is None else parse_time("start", start)
     end_ms = next_open(now_ms(), timeframe) if end is None else parse_time("end", end)
     if start_ms is None:
@@ -48,26 +86,86 @@ async def get_candles(
     if end_ms <= start_ms:
         raise bad_parameter("end", "must be after start", end)
     series = SeriesKey(symbol, timeframe)
-    # The store may build the rows' JSON itself (PostgreSQL); otherwise it is written here.
-    built = await _store_json(store, series, start_ms, end_ms, limit)
-    if built is None:
-        candles = await store.candles_in_range(series, start_ms, end_ms, limit)
-        built = candles_json(candles), len(candles)
-    body, count = built
+    if fmt is CandleFormat.csv:
+        return await _csv(store, series, start_ms, end_ms, limit, timestamps)
     head = (
         f'{{"symbol":"{symbol}","timeframe":"{timeframe}","start":"{format_ts(start_ms)}",'
-        f'"end":"{format_ts(end_ms)}","count":{count},"candles":['
+        f'"end":"{format_ts(end_ms)}","candles":['
     )
-    return Response(head + body + "]}", media_type="application/json")
+    chunks = _json_chunks(store, series, start_ms, end_ms, limit)
+    first = await anext(chunks, None)  # errors here still get their status code
+
+    async def body() -> AsyncIterator[str]:
+        yield head
+        count = 0
+        try:
+            if first is not None:
+                yield first[0]
+                count = first[1]
+            async for text, n in chunks:
+                yield "," + text
+                count += n
+        except MarketDataError:
+            log.warning("API /candles: the store failed mid-answer; the answer is cut short")
+            raise
+        yield f'],"count":{count}}}'
+
+    return StreamingResponse(body(), media_type="application/json")
 
 
-async def _store_json(
+async def _csv(
+    store: Store, series: SeriesKey, start_ms: int, end_ms: int, limit: int,
+    timestamps: Timestamps,
+) -> Response:
+    encoder = CsvEncoder(timestamps)
+    chunks = store.candle_columns(
+        series, start_ms, end_ms, chunk_rows=CSV_CHUNK_ROWS, limit=limit
+    )
+    first: CandleColumns | None = await anext(chunks, None)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield encoder.header()
+        try:
+            if first is not None:
+                yield await asyncio.to_thread(encoder.encode, first)
+            async for chunk in chunks:
+                # Arrow encodes outside the GIL: other requests go on meanwhile.
+                yield await asyncio.to_thread(encoder.encode, chunk)
+        except MarketDataError:
+            log.warning("API /candles: the store failed mid-answer; the answer is cut short")
+            raise
+
+    name = f"{series.symbol}_{series.timeframe}.csv"
+    return StreamingResponse(
+        body(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
+
+
+async def _json_chunks(
     store: Store, series: SeriesKey, start_ms: int, end_ms: int, limit: int
-) -> tuple[str, int] | None:
-    fast: Callable[..., Awaitable[tuple[str, int] | None]] | None = getattr(
+) -> AsyncIterator[tuple[str, int]]:
+    """(comma-joined JSON objects, rows) per non-empty keyset page, at most `limit` rows."""
+    fast: Callable[..., Awaitable[tuple[str, int, int | None] | None]] | None = getattr(
         store, "candles_json", None
     )
-    return None if fast is None else await fast(series, start_ms, end_ms, limit)
+    left = limit
+    while left > 0 and start_ms < end_ms:
+        want = min(JSON_CHUNK_ROWS, left)
+        # The store may build the rows' JSON itself (PostgreSQL); otherwise it is written here.
+        built = None if fast is None else await fast(series, start_ms, end_ms, want)
+        if built is None:
+            candles = await store.candles_in_range(series, start_ms, end_ms, want)
+            text, count = candles_json(candles), len(candles)
+            last = candles[-1].ts if candles else None
+        else:
+            text, count, last = built
+        if count:
+            yield text, count
+        if count < want or last is None:
+            return
+        left -= count
+        start_ms = last + 1
 
 
 def candles_json(candles: Sequence[Candle]) -> str:
