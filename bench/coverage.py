@@ -160,7 +160,7 @@ async def bench(backend: str, url: str, n: int) -> bool:
     end = format_ts(last + MINUTE_MS)
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             runs: list[int] = []
 
             async def coverage() -> None:

@@ -43,7 +43,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     await daemon.store.upsert_candles([_candle(i) for i in range(ROWS)])
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c
     finally:
         await daemon.rest.aclose()
