@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from market_data.config import Settings
-from market_data.errors import MarketDataError, UnknownSymbol
+from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
 from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
@@ -66,6 +66,7 @@ class SeriesProgress:
     started: float | None = None  # monotonic
     finished: float | None = None
     error: str | None = None
+    exchange_outage: bool = False  # the error says the exchange cannot be reached
 
     @property
     def fraction(self) -> float:
@@ -89,6 +90,7 @@ class SeriesResult:
     requests: int
     rejected: int
     error: str | None = None
+    exchange_outage: bool = False  # the error says the exchange cannot be reached
 
 
 @dataclass(slots=True)
@@ -273,6 +275,7 @@ class BackfillService:
     ) -> SeriesResult:
         prog = self.progress[key]
         prog.state, prog.started = "running", time.monotonic()
+        prog.exchange_outage = False
         self._limited_seen = self._rest.limiter.stats.rate_limited
         job_id = await self._store.create_job(JobType.BACKFILL, key.symbol, key.timeframe)
         status, error = JobStatus.SUCCESS, None
@@ -292,6 +295,7 @@ class BackfillService:
                         break
         except MarketDataError as exc:
             status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            prog.exchange_outage = is_exchange_outage(exc)
             log.error("Backfill %s failed: %s", key, error)
         except asyncio.CancelledError:
             prog.state, prog.finished = "cancelled", time.monotonic()
@@ -306,7 +310,7 @@ class BackfillService:
             prog.state = str(status)
         prog.error = error
         return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles,
-                            prog.requests, prog.rejected, error)
+                            prog.requests, prog.rejected, error, prog.exchange_outage)
 
     def _count_waits(self, prog: SeriesProgress) -> None:
         # The limiter is shared by the process: 429s while this series runs are counted for it.
