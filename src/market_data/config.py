@@ -28,10 +28,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from market_data.errors import ConfigError
-from market_data.models import SeriesKey, SymbolError, canonical_symbol
 from market_data import dburl as urls
 from market_data.dburl import normalize_database_url
+from market_data.errors import ConfigError
+from market_data.models import SeriesKey, SymbolError, canonical_symbol
 from market_data.timeframes import DAY_MS, TimeframeError, is_native, parse_timeframe, source_of
 
 RETENTION_PREFIX = "retention_"

@@ -1,6 +1,7 @@
 """The daemon: builds every part from the settings and runs them in one asyncio TaskGroup.
 
-Named tasks: `api` (uvicorn, up first so /health answers while the rest starts), `startup`
+Named tasks: `api` (the face it runs beside, the HTTP server that `market-data run` composes
+with it; up first so /health answers while the rest starts), `startup`
 (database migrations with retry, then everything below), `ws_ingestion`, `startup_backfill` (in
 the background: the live stream never waits for history), and one task per periodic loop
 (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked for over the
@@ -12,7 +13,11 @@ a page boundary); after a grace period what is left is cancelled. Jobs still `ru
 marked cancelled, connections closed, and the API stops last. A task that dies unexpectedly stops
 the daemon the same way, with exit code 1 (systemd restarts it).
 
-    python -m market_data.daemon        (or: market-data run)
+The daemon knows nothing of HTTP or the command line: what it runs beside its work is a
+`Companion` (serve, stop), and what the API reads of it is `api.view.DaemonView`, which it
+implements.
+
+    python -m market_data.daemon        (or: market-data run; both compose in cli/run.py)
 """
 
 from __future__ import annotations
@@ -21,32 +26,28 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
-from market_data.config import Settings, load_settings
-from market_data.errors import ConfigError, MarketDataError, PermanentError
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.config import Settings
+from market_data.daemon_state import RuntimeState
+from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError, PermanentError
+from market_data.exchanges.bitfinex_rest import BitfinexRest, RestStats
 from market_data.models import SeriesKey
-from market_data.rate_limiter import RateLimiter
-from market_data.scheduler import PeriodicLoop, wait_for_stop
-from market_data.services.backfill import BackfillService
-from market_data.services.gap_repair import GapService
-from market_data.services.retention import RetentionService
-from market_data.services.sink import CandleSink
+from market_data.rate_limiter import LimiterStats, RateLimiter
+from market_data.scheduler import LoopStatus, PeriodicLoop, wait_for_stop
+from market_data.services.backfill import BackfillService, SeriesProgress
+from market_data.services.gap_repair import GapService, GapStats
+from market_data.services.retention import RetentionService, RetentionStats
+from market_data.services.sink import CandleSink, SinkStats
 from market_data.services.update import UpdateService
-from market_data.services.ws_ingestion import WsIngestion
+from market_data.services.ws_ingestion import WsIngestion, WsIngestionState
 from market_data.storage.sql import open_store
 from market_data.timeframes import DAY_MS, now_ms
-from market_data.timing import TimedStore
-
-if TYPE_CHECKING:
-    from market_data.api.server import ApiServer
+from market_data.timing import TimedStore, UpsertTimings
 
 log = logging.getLogger("market_data.daemon")
 
@@ -59,29 +60,18 @@ WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write laten
 RETRY_MAX_S = 30.0
 
 
-class DaemonBusy(MarketDataError):
-    """That work is already running."""
+class Companion(Protocol):
+    """What the daemon runs beside its work (the HTTP API): served first, stopped last."""
 
+    @property
+    def address(self) -> str:
+        """Where it answers, for the start line (`http://127.0.0.1:8100`)."""
 
-class DaemonNotRunning(MarketDataError):
-    """The daemon is not running (or is stopping): no new work is accepted."""
+    async def serve(self) -> None:
+        """Run until `stop()`; returning earlier (or raising) stops the daemon."""
 
-
-@dataclass(slots=True)
-class RuntimeState:
-    """What /health and /status show about the daemon itself. Times are epoch ms."""
-
-    started_at_ms: int
-    phase: str = "starting"  # starting, running, stopping, stopped
-    database_ready: bool = False
-    database_error: str | None = None
-    backfill: str = "pending"  # pending, running, done, failed, disabled, stopped
-    backfill_error: str | None = None
-    exchange_error: str | None = None
-    unknown_symbols: list[str] = field(default_factory=list)
-    crashed: str | None = None
-
-
+    def stop(self, *, force: bool = False) -> None:
+        """Finish: gracefully, or at once with `force`."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -108,7 +98,6 @@ class Daemon:
         self.retention = RetentionService(settings, self.store)
         self.update = UpdateService(settings, self.store, self.rest, self.sink)
         self.loops: dict[str, PeriodicLoop] = self._build_loops()
-        self.api_port: int | None = None
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
 
@@ -131,39 +120,68 @@ class Daemon:
                                       initial_delay=WAL_CHECKPOINT_INTERVAL_S))
         return {loop.name: loop for loop in loops}
 
+    # -- what the API reads (api.view.DaemonView) ------------------------------------------------
+
+    @property
+    def loop_statuses(self) -> list[LoopStatus]:
+        return [loop.status for loop in self.loops.values()]
+
+    @property
+    def ws_state(self) -> WsIngestionState | None:
+        return None if self.ws is None else self.ws.state
+
+    @property
+    def backfill_progress(self) -> Mapping[SeriesKey, SeriesProgress]:
+        return self.backfill.progress
+
+    @property
+    def sink_stats(self) -> SinkStats:
+        return self.sink.stats
+
+    @property
+    def upsert_timings(self) -> UpsertTimings:
+        return self.timings
+
+    @property
+    def rest_stats(self) -> RestStats:
+        return self.rest.stats
+
+    @property
+    def limiter_stats(self) -> LimiterStats:
+        return self.limiter.stats
+
+    def rate_limit_penalty_seconds(self) -> float:
+        return self.limiter.penalty_remaining()
+
+    @property
+    def gap_stats(self) -> GapStats:
+        return self.gaps.stats
+
+    @property
+    def retention_stats(self) -> RetentionStats:
+        return self.retention.stats
+
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
-        from market_data.api.server import bind, build_server
-
-        s = self.settings
-        try:
-            sock = bind(s.api_host, s.api_port)
-        except OSError as exc:
-            log.error("Cannot listen on %s:%d: %s", s.api_host, s.api_port, exc.strerror or exc)
-            await self._close()
-            return 1
-        self.api_port = sock.getsockname()[1]
-        server = build_server(self)
-        self._log_start()
+    async def run(self, api: Companion) -> int:
+        """Run beside `api` until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
+        self._log_start(api.address)
         with _signals_set(self.stop):
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
-                    api = group.create_task(self._serve(server, sock), name="api")
+                    serving = group.create_task(self._serve(api), name="api")
                     self._spawn("startup", self._startup())
                     await self.stop.wait()
-                    await self._shutdown(server, api)
+                    await self._shutdown(api, serving)
             finally:
                 self._group = None
-                sock.close()
         self.state.phase = "stopped"
         return 1 if self.state.crashed else 0
 
-    async def _serve(self, server: ApiServer, sock: socket.socket) -> None:
+    async def _serve(self, api: Companion) -> None:
         try:
-            await server.serve(sockets=[sock])
+            await api.serve()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # uvicorn calls sys.exit() when its startup fails
@@ -273,7 +291,7 @@ class Daemon:
                 return
             error = failed[0].error or "failed"
             self.state.backfill_error = f"retrying {len(failed)} series: {error}"
-            if is_exchange_error(error):
+            if failed[0].exchange_outage:
                 self.state.exchange_error = error
             todo = [SeriesKey(r.symbol, r.timeframe) for r in failed]
             log.warning("Startup backfill: %d series failed (%s); retrying in %.0f s",
@@ -308,7 +326,7 @@ class Daemon:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    async def _shutdown(self, server: ApiServer, api: asyncio.Task[None]) -> None:
+    async def _shutdown(self, api: Companion, serving: asyncio.Task[None]) -> None:
         began = time.monotonic()
         deadline = began + STOP_BUDGET_S
 
@@ -335,32 +353,33 @@ class Daemon:
                     log.info("Marked %d running job(s) cancelled", n)
             except Exception as exc:
                 log.warning("Could not mark running jobs cancelled: %s", _describe(exc))
-        server.should_exit = True
-        done, _ = await asyncio.wait({api}, timeout=left(FINAL_STEP_S))
+        api.stop()
+        done, _ = await asyncio.wait({serving}, timeout=left(FINAL_STEP_S))
         if not done:
-            server.force_exit = True
-            api.cancel()
-        await self._close(left(FINAL_STEP_S))
+            api.stop(force=True)
+            serving.cancel()
+        await self.close(left(FINAL_STEP_S))
         written = dict(sorted(self.sink.stats.written_by_source.items()))
         log.info("Stopped in %.1f s; candles written by source: %s", time.monotonic() - began,
                  written)
 
-    async def _close(self, seconds: float = FINAL_STEP_S) -> None:
+    async def close(self, seconds: float = FINAL_STEP_S) -> None:
+        """Close the connections (exchange, database); `run` does it on its way out."""
         for close in (self.rest.aclose, self.store.close):
             try:
                 await asyncio.wait_for(close(), seconds)
             except Exception as exc:
                 log.warning("Closing: %s", _describe(exc))
 
-    def _log_start(self) -> None:
+    def _log_start(self, api: str) -> None:
         s = self.settings
         log.info(
             "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
-            "(%g days) update=%s api=http://%s:%d",
+            "(%g days) update=%s api=%s",
             s.safe_database_url, ",".join(s.bitfinex_symbols), ",".join(s.bitfinex_timeframes),
             "on" if s.ws_ingestion_enabled else "off",
             "on" if s.backfill_on_startup else "off", s.backfill_days,
-            "on" if s.rest_update_enabled else "off", s.api_host, self.api_port,
+            "on" if s.rest_update_enabled else "off", api,
         )
         log.debug("Settings (secrets masked): %s", s.masked_dict())
 
@@ -372,12 +391,6 @@ async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
         await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
         log.error("%s asked for over the API failed: %s", what, _describe(exc))
-
-
-def is_exchange_error(error: str) -> bool:
-    # Reports carry "<ExceptionName>: text"; the REST client's private subclasses of
-    # ExchangeUnavailable start with an underscore.
-    return error.startswith(("ExchangeUnavailable", "RateLimited", "_"))
 
 
 @contextlib.contextmanager
@@ -396,21 +409,10 @@ def _signals_set(stop: asyncio.Event) -> Any:
             loop.remove_signal_handler(sig)
 
 
-def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from market_data.logging_setup import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
-    return asyncio.run(Daemon(settings).run())
-
-
 if __name__ == "__main__":
-    # Run the package's copy of this module, not `__main__`: the API imports
-    # `market_data.daemon`, and its exception classes must be the ones raised here.
-    from market_data.daemon import main as package_main
+    # `python -m market_data.daemon` (CONTRACT section 1) is the script entry point, like
+    # __main__.py: it composes the daemon with its HTTP API where `market-data run` does. The
+    # module itself imports neither the API nor the command line.
+    from market_data.cli.run import main
 
-    sys.exit(package_main())
+    sys.exit(main())

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from market_data.dburl import describe_target, normalize_database_url, safe_database_url
 from market_data.models import Candle
 from market_data.storage.batches import prepare
-from market_data.dburl import describe_target, normalize_database_url, safe_database_url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The HTTP API: `create_app(daemon)` builds a FastAPI app that reads the daemon's parts.
+"""The HTTP API: `create_app(daemon)` builds a FastAPI app that reads the daemon through its
+view (`view.DaemonView`).
 
 Errors: a bad parameter is a 422 naming it (FastAPI's shape); a database that cannot be reached
 is a 503; any other failure is a 500 with a generic message. Error bodies never carry driver
@@ -17,7 +18,7 @@ from market_data import __version__
 from market_data.errors import MarketDataError, StorageUnavailable
 
 if TYPE_CHECKING:
-    from market_data.daemon import Daemon
+    from market_data.api.view import DaemonView
 
 log = logging.getLogger("market_data.api")
 
@@ -30,7 +31,7 @@ gets a 422 whose `detail[].loc` names it. `POST` endpoints need `Authorization: 
 """
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: DaemonView) -> FastAPI:
     from market_data.api.metrics import build_registry
     from market_data.api.routes import actions, candles, gaps, health, jobs, metrics, status
 

@@ -18,7 +18,7 @@ from market_data.api.schemas import (
     WebSocketOut,
     iso,
 )
-from market_data.daemon import Daemon, is_exchange_error
+from market_data.api.view import DaemonView
 from market_data.models import SeriesKey, SeriesStats
 from market_data.scheduler import LoopStatus
 from market_data.timeframes import next_open
@@ -40,13 +40,13 @@ def check(ok: bool, detail: str) -> CheckOut:
 
 # -- series -----------------------------------------------------------------------------------
 
-async def open_gaps_by_series(daemon: Daemon) -> Counter[SeriesKey]:
+async def open_gaps_by_series(daemon: DaemonView) -> Counter[SeriesKey]:
     gaps = await daemon.store.list_gaps(repaired=False, limit=OPEN_GAPS_SCAN)
     return Counter(g.series for g in gaps)
 
 
 def series_rows(
-    daemon: Daemon, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int
+    daemon: DaemonView, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int
 ) -> list[SeriesOut]:
     settings = daemon.settings
     configured = settings.all_series()
@@ -70,8 +70,8 @@ def series_rows(
 
 # -- loops, WebSocket, backfill ---------------------------------------------------------------
 
-def loop_rows(daemon: Daemon) -> list[LoopOut]:
-    return [_loop(loop.status) for loop in daemon.loops.values()]
+def loop_rows(daemon: DaemonView) -> list[LoopOut]:
+    return [_loop(status) for status in daemon.loop_statuses]
 
 
 def _loop(s: LoopStatus) -> LoopOut:
@@ -91,11 +91,10 @@ class WsHealth:
     detail: str
 
 
-def websocket(daemon: Daemon) -> WebSocketOut:
-    ws = daemon.ws
-    if ws is None:
+def websocket(daemon: DaemonView) -> WebSocketOut:
+    st = daemon.ws_state
+    if st is None:
         return WebSocketOut(enabled=False, connections=0, subscriptions=0, queue_depth=None)
-    st = ws.state
     conns = st.connections
     return WebSocketOut(
         enabled=True,
@@ -124,11 +123,10 @@ def websocket(daemon: Daemon) -> WebSocketOut:
     )
 
 
-def websocket_health(daemon: Daemon, now: int) -> WsHealth:
-    ws = daemon.ws
-    if ws is None:
+def websocket_health(daemon: DaemonView, now: int) -> WsHealth:
+    st = daemon.ws_state
+    if st is None:
         return WsHealth(True, "disabled")
-    st = ws.state
     if st.db_outage:
         return WsHealth(False, f"database outage: {st.pending} candles held in memory")
     limit_ms = (daemon.settings.ws_reconnect_max_backoff + WS_DOWN_GRACE_S) * 1000
@@ -148,10 +146,10 @@ def websocket_health(daemon: Daemon, now: int) -> WsHealth:
     return WsHealth(True, f"{live}/{len(conns)} connections subscribed")
 
 
-def backfill(daemon: Daemon) -> BackfillOut:
+def backfill(daemon: DaemonView) -> BackfillOut:
     now = time.monotonic()
     series: list[dict[str, object]] = []
-    for p in list(daemon.backfill.progress.values()):
+    for p in list(daemon.backfill_progress.values()):
         eta = p.eta_seconds(now) if p.state == "running" else None
         series.append({
             "symbol": p.symbol, "timeframe": p.timeframe, "state": p.state,
@@ -162,24 +160,25 @@ def backfill(daemon: Daemon) -> BackfillOut:
     return BackfillOut(state=daemon.state.backfill, series=series)
 
 
-def unknown_symbols(daemon: Daemon) -> list[str]:
+def unknown_symbols(daemon: DaemonView) -> list[str]:
     found = set(daemon.state.unknown_symbols)
-    if daemon.ws is not None:
-        found.update(daemon.ws.state.unknown_symbols)
+    ws = daemon.ws_state
+    if ws is not None:
+        found.update(ws.unknown_symbols)
     return sorted(found)
 
 
-def exchange_error(daemon: Daemon) -> str | None:
+def exchange_error(daemon: DaemonView) -> str | None:
     """Why the exchange looks unreachable: the startup backfill's retry reason, REST requests
     failing with none ever answered, or a series the running backfill just failed on for an
     exchange error; None when nothing says so."""
     if daemon.state.exchange_error is not None:
         return daemon.state.exchange_error
-    requests = daemon.rest.stats.requests
+    requests = daemon.rest_stats.requests
     failed = sum(n for outcome, n in requests.items() if outcome in _UNREACHABLE)
     if failed and not requests.get("ok"):
         return f"no request has succeeded yet ({failed} failed)"
-    for p in list(daemon.backfill.progress.values()):
-        if p.state == "failed" and p.error and is_exchange_error(p.error):
+    for p in list(daemon.backfill_progress.values()):
+        if p.state == "failed" and p.error and p.exchange_outage:
             return p.error
     return None

@@ -17,7 +17,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from market_data.cli import EXIT_FAILURE, EXIT_USAGE, exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    exit_with_error,
+    run_async,
+    settings_or_exit,
+)
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.models import SeriesKey, SymbolError, canonical_symbol

@@ -12,7 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from market_data.cli import EXIT_FAILURE, EXIT_USAGE, exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    exit_with_error,
+    run_async,
+    settings_or_exit,
+)
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.models import Gap, SymbolError, canonical_symbol

@@ -1,19 +1,31 @@
 """`market-data run` (the daemon) and `market-data demo` (simulator + daemon + API, offline).
 
+This is where the daemon and its HTTP API are composed (`serve`): the daemon knows nothing of
+HTTP, the API reads the daemon through `api.view.DaemonView`. `python -m market_data.daemon`
+runs `main()` here.
+
 Exit codes: 0 stopped by SIGTERM/SIGINT, 1 a part failed (or the API port is taken), 2 bad
 settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from market_data.cli import exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import exit_with_error, run_async, settings_or_exit
+from market_data.config import Settings, load_settings
 from market_data.errors import ConfigError
+from market_data.logging_setup import configure_logging
+
+# The daemon's own logger: "Cannot listen" is the daemon refusing to start.
+log = logging.getLogger("market_data.daemon")
 
 DEMO_TIMEFRAMES = "1m,1h,4h"
 DEMO_SYMBOLS = "BTCUSD,ETHUSD,DOGEUSD"
@@ -24,11 +36,36 @@ def run() -> None:
 
     Stops cleanly on SIGTERM or Ctrl-C (every candle received is written first).
     """
+    settings = settings_or_exit()
+    code = run_async(serve(settings))
+    raise typer.Exit(code)
+
+
+async def serve(settings: Settings) -> int:
+    """The daemon and its HTTP API, until SIGTERM/SIGINT; the process exit code."""
+    from market_data.api.server import HttpApi, bind
     from market_data.daemon import Daemon
 
-    settings = settings_or_exit()
-    code = run_async(Daemon(settings).run())
-    raise typer.Exit(code)
+    daemon = Daemon(settings)
+    try:
+        sock = bind(settings.api_host, settings.api_port)
+    except OSError as exc:
+        log.error("Cannot listen on %s:%d: %s", settings.api_host, settings.api_port,
+                  exc.strerror or exc)
+        await daemon.close()
+        return 1
+    return await daemon.run(HttpApi(daemon, sock))
+
+
+def main() -> int:
+    """`python -m market_data.daemon`: `market-data run` without the command-line parser."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
+    return asyncio.run(serve(settings))
 
 
 def demo(
@@ -53,8 +90,6 @@ def demo(
 
 
 async def _demo(port: int, database: Path, days: float, symbols: str) -> int:
-    from market_data.config import load_settings
-    from market_data.daemon import Daemon
     from market_data.simulator import SimulatorConfig, run_simulator
 
     # The simulator's 30-requests-a-minute limit is lifted so the tour's backfill is quick.
@@ -97,7 +132,7 @@ async def _demo(port: int, database: Path, days: float, symbols: str) -> int:
             f"  metrics         {base}/metrics\n"
             "Ctrl-C to stop.\n"
         )
-        return await Daemon(settings).run()
+        return await serve(settings)
 
 
 def register(app: typer.Typer) -> None:

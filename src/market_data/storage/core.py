@@ -18,11 +18,11 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from market_data.dburl import describe_target, normalize_database_url, password_of
 from market_data.errors import ConfigError, MarketDataError, StorageError
 from market_data.models import EXCHANGE, SeriesKey
 from market_data.storage.dialect import dialect_for
 from market_data.storage.translate import DRIVER_ERRORS, translate
-from market_data.dburl import describe_target, normalize_database_url, password_of
 from market_data.timeframes import now_ms
 
 MIGRATIONS = Path(__file__).parent / "migrations"
