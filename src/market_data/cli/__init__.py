@@ -67,9 +67,9 @@ def _root(
 def _register_commands(app: typer.Typer) -> None:
     # One module per area; each `register(app)` adds its commands. `--help` lists them in this
     # order. A new command module adds itself to this import and this tuple.
-    from market_data.cli import backfill, cleanup, db, gaps, run, simulate, status
+    from market_data.cli import backfill, cleanup, db, demo, gaps, run, simulate, status
 
-    for module in (run, simulate, backfill, gaps, cleanup, status, db):
+    for module in (run, demo, simulate, backfill, gaps, cleanup, status, db):
         module.register(app)
 
 
