@@ -1,24 +1,31 @@
 """Where SQLite and PostgreSQL differ. Everything engine-specific lives behind this interface
-(`sqlite.py`, `postgres.py`); the store itself (`sql.py`) is written once for both. The one
-exception is how a time is stored, which the column type `tables.EpochMs` decides.
+(`sqlite.py`, `postgres.py`, picked for a URL by `registry.py`); the store itself (`sql.py`,
+`records.py`, `detection.py`) is written once for both. The one exception is how a time is
+stored, which the column type `tables.EpochMs` decides.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from market_data.models import SeriesKey
 from market_data.storage.batches import SeriesBatch
 
 # A locked, error-translating transaction on the raw driver connection (see SqlBase._raw_write).
 RawTransaction = Callable[[], AbstractAsyncContextManager[Any]]
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "final")
+
+# (series, first ts, last ts, period length): look for holes among stored ts in [first, last].
+HoleQuery = tuple[SeriesKey, int, int, int]
+# (series, start, end): a [start, end) window of one series.
+Window = tuple[SeriesKey, int, int]
 
 
 class Dialect(ABC):
@@ -89,13 +96,29 @@ class Dialect(ABC):
     async def checkpoint(self, engine: AsyncEngine) -> None:  # noqa: B027
         """Fold the write-ahead log into the database file, when the engine has one to fold."""
 
+    def prepare_location(self, target: str) -> None:  # noqa: B027
+        """Before the first migration: make the place the database lives (SQLite's directory)."""
 
-def dialect_for(url: str, exchange: str) -> Dialect:
-    """The dialect for an already normalized URL."""
-    if url.startswith("sqlite"):
-        from market_data.storage.sqlite import SqliteDialect
+    # -- the gap detector's many-series reads (one or a few statements per cycle) ----------------
 
-        return SqliteDialect(url, exchange)
-    from market_data.storage.postgres import PostgresDialect
+    @abstractmethod
+    async def find_holes(
+        self, conn: AsyncConnection, queries: Sequence[HoleQuery]
+    ) -> list[tuple[SeriesKey, int, int]]:
+        """(series, prev, ts) for every two neighbouring stored open times in a query's
+        [first, last] more than its period apart, as epoch ms."""
 
-    return PostgresDialect(url, exchange)
+    @abstractmethod
+    async def find_empty_ranges(
+        self, conn: AsyncConnection, windows: Sequence[Window], limit: int
+    ) -> list[tuple[SeriesKey, int, int]]:
+        """(series, start, end) of the recorded empty ranges overlapping each window, ordered by
+        series and start, at most `limit` in all."""
+
+    # -- the API's fast path -----------------------------------------------------------------------
+
+    def candles_json(self, rows: sa.Subquery) -> sa.Executable | None:
+        """One row (text, count): the `rows` subquery (ts, open, high, low, close, volume, final)
+        as JSON objects joined by commas, built by the database; None where reading the rows
+        and writing the JSON in Python is as fast (the default)."""
+        return None

@@ -159,13 +159,9 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         """The rows of `candles_in_range` as JSON objects joined by commas, ts as ISO 8601 UTC
         (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), and their count.
 
-        PostgreSQL builds the text itself (the API's 10,000-row answers then cost about what the
-        query does); None on SQLite, where reading the rows is already as fast.
+        The database builds the text where the dialect can (PostgreSQL); None elsewhere (SQLite,
+        where reading the rows is already as fast): the caller then writes the JSON itself.
         """
-        if self.dialect.name != "postgresql":
-            return None
-        from sqlalchemy.dialects.postgresql import aggregate_order_by
-
         rows = (
             sa.select(candles.c.ts, candles.c.open, candles.c.high, candles.c.low,
                       candles.c.close, candles.c.volume, candles.c.final)
@@ -174,20 +170,9 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
             .limit(max(0, min(limit, 10 * MAX_LIST)))
             .subquery("c")
         )
-        # float8::text is the shortest exact form (PostgreSQL 12+); times are whole minutes.
-        obj: sa.ColumnElement[str] = sa.literal_column(
-            """'{"ts":"' || replace((c.ts AT TIME ZONE 'UTC')::text, ' ', 'T')"""
-            """ || 'Z","open":' || c.open::text || ',"high":' || c.high::text"""
-            """ || ',"low":' || c.low::text || ',"close":' || c.close::text"""
-            """ || ',"volume":' || c.volume::text"""
-            """ || CASE WHEN c.final THEN ',"final":true}' ELSE ',"final":false}' END"""
-        )
-        stmt = sa.select(
-            sa.func.coalesce(
-                sa.func.string_agg(obj, aggregate_order_by(sa.literal(","), rows.c.ts)), ""
-            ),
-            sa.func.count(),
-        ).select_from(rows)
+        stmt = self.dialect.candles_json(rows)
+        if stmt is None:
+            return None
         async with self._read() as conn:
             text, count = (await conn.execute(stmt)).one()
         return str(text), int(count)
