@@ -32,7 +32,7 @@ import asyncpg
 from sqlalchemy import event
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex.rest import BitfinexRest
 from market_data.models import Candle
 from market_data.rate_limiter import RateLimiter
 from market_data.services.gap_repair import GapService

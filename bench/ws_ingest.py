@@ -31,11 +31,11 @@ import asyncpg
 import psutil
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex.rest import BitfinexRest
 from market_data.rate_limiter import RateLimiter
+from market_data.services.live.ingestion import WsIngestion
+from market_data.services.live.writer import LatencyHistogram
 from market_data.services.sink import CandleSink
-from market_data.services.ws_ingestion import WsIngestion
-from market_data.services.ws_writer import LatencyHistogram
 from market_data.simulator import SimulatorConfig, run_simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec

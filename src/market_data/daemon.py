@@ -35,16 +35,16 @@ from typing import Any, Protocol
 from market_data.config import Settings
 from market_data.daemon_state import RuntimeState
 from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError, PermanentError
-from market_data.exchanges.bitfinex_rest import BitfinexRest, RestStats
+from market_data.exchanges.bitfinex.rest import BitfinexRest, RestStats
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop, wait_for_stop
 from market_data.services.backfill import BackfillService, SeriesProgress
 from market_data.services.gap_repair import GapService, GapStats
+from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
 from market_data.services.sink import CandleSink, SinkStats
 from market_data.services.update import UpdateService
-from market_data.services.ws_ingestion import WsIngestion, WsIngestionState
 from market_data.storage.sql import open_store
 from market_data.timeframes import DAY_MS, now_ms
 from market_data.timing import TimedStore, UpsertTimings

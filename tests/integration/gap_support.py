@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.exchanges.bitfinex.rest import BitfinexRest, CandlePage
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.services.gap_repair import GapService, RetryPolicy

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex.rest import BitfinexRest
 from market_data.models import SeriesKey
 from market_data.rate_limiter import RateLimiter
 from market_data.services.backfill import BackfillService

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex.rest import BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import RateLimiter
+from market_data.services.live.ingestion import WsIngestion
 from market_data.services.sink import CandleSink
-from market_data.services.ws_ingestion import WsIngestion
 from market_data.simulator import Simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec

@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from market_data.exchanges.bitfinex import candle_key
-from market_data.exchanges.bitfinex_ws import CandleFrame, ShardPool, Subscription, WsOptions
-from market_data.exchanges.ws_pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.wire import candle_key
+from market_data.exchanges.bitfinex.ws import CandleFrame, ShardPool, Subscription, WsOptions
 from market_data.models import SeriesKey
 from market_data.simulator import Simulator
 from tests.plugins.sim import SimulatorFactory

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_ws import CandleFrame
+from market_data.exchanges.bitfinex.ws import CandleFrame
 from market_data.models import Candle, SeriesKey
+from market_data.services.live.writer import CandleWriter, QueueItem
 from market_data.services.sink import CandleSink
-from market_data.services.ws_writer import CandleWriter, QueueItem
 from market_data.storage.sql import SqlStore
 from tests.integration.test_ws_shards import wait_until
 

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from market_data.config import Settings
     from market_data.daemon_state import RuntimeState
-    from market_data.exchanges.bitfinex_rest import RestStats
+    from market_data.exchanges.bitfinex.rest import RestStats
     from market_data.models import SeriesKey
     from market_data.rate_limiter import LimiterStats
     from market_data.scheduler import LoopStatus
     from market_data.services.backfill import SeriesProgress
     from market_data.services.gap_repair import GapStats
+    from market_data.services.live.ingestion import WsIngestionState
     from market_data.services.retention import RetentionStats
     from market_data.services.sink import SinkStats
-    from market_data.services.ws_ingestion import WsIngestionState
     from market_data.storage.base import Store
     from market_data.timing import UpsertTimings
 

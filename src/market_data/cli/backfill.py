@@ -92,7 +92,7 @@ async def _backfill(
     settings: Settings, series: list[SeriesKey], start_ms: int | None, end_ms: int | None,
     console: Console,
 ) -> BackfillReport | None:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex.rest import BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.backfill import BackfillService
     from market_data.services.sink import CandleSink

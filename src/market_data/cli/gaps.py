@@ -37,7 +37,7 @@ gaps_app = typer.Typer(
 
 
 async def _with_service(settings: Settings, work: Callable[[GapService], Awaitable[T]]) -> T:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex.rest import BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.gap_repair import GapService
     from market_data.services.sink import CandleSink

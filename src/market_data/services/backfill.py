@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from market_data.config import Settings
 from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
-from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.exchanges.bitfinex.rest import BitfinexRest, CandlePage
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.sink import CandleSink

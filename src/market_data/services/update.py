@@ -27,7 +27,7 @@ from market_data.timeframes import now_ms
 
 if TYPE_CHECKING:
     from market_data.config import Settings
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex.rest import BitfinexRest
     from market_data.services.sink import CandleSink
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from market_data.errors import MarketDataError, PayloadError
-from market_data.exchanges.bitfinex import CLOCK_SKEW_MS, RejectedRow, parse_candle_row
-from market_data.exchanges.bitfinex_frames import (
+from market_data.exchanges.bitfinex.frames import (
     CandleSnapshot,
     CandleUpdate,
     ErrorEvent,
@@ -34,7 +33,8 @@ from market_data.exchanges.bitfinex_frames import (
     UnsubscribedEvent,
     parse_ws_message,
 )
-from market_data.exchanges.ws_pacing import Backoff, ConnectionPacer, until_stopped
+from market_data.exchanges.bitfinex.pacing import Backoff, ConnectionPacer, until_stopped
+from market_data.exchanges.bitfinex.wire import CLOCK_SKEW_MS, RejectedRow, parse_candle_row
 from market_data.models import Candle, SeriesKey
 from market_data.timeframes import now_ms
 

@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 
 from market_data.config import Settings
 from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
-from market_data.exchanges.bitfinex import candle_key
-from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.exchanges.bitfinex_ws import (
+from market_data.exchanges.bitfinex.pacing import Backoff, until_stopped
+from market_data.exchanges.bitfinex.rest import BitfinexRest
+from market_data.exchanges.bitfinex.wire import candle_key
+from market_data.exchanges.bitfinex.ws import (
     CandleFrame,
     ConnectionInfo,
     ShardPool,
     Subscription,
     WsOptions,
 )
-from market_data.exchanges.ws_pacing import Backoff, until_stopped
 from market_data.models import SeriesKey
+from market_data.services.live.catchup import CatchUp, CatchupStats
+from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.services.sink import CandleSink
-from market_data.services.ws_catchup import CatchUp, CatchupStats
-from market_data.services.ws_writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 

@@ -26,7 +26,7 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from market_data.exchanges.bitfinex import (
+from market_data.exchanges.bitfinex.wire import (
     CANDLES_PATH,
     MAX_BODY_BYTES,
     PAIR_LIST_PATH,

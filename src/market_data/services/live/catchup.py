@@ -30,12 +30,12 @@ from market_data.errors import (
     StorageUnavailable,
     UnknownSymbol,
 )
-from market_data.exchanges.bitfinex import REST_MAX_LIMIT
-from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.exchanges.ws_pacing import Backoff, until_stopped
+from market_data.exchanges.bitfinex.pacing import Backoff, until_stopped
+from market_data.exchanges.bitfinex.rest import BitfinexRest
+from market_data.exchanges.bitfinex.wire import REST_MAX_LIMIT
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.rate_limiter import Priority
-from market_data.services.ws_writer import CatchupBatch
+from market_data.services.live.writer import CatchupBatch
 from market_data.storage.base import QuarantineItem, Store
 from market_data.timeframes import DAY_MS, MINUTE_MS, align, next_open, nominal_ms
 

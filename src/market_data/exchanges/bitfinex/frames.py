@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from market_data.errors import PayloadError
-from market_data.exchanges.bitfinex import _as_int, _dumps, _loads
+from market_data.exchanges.bitfinex.wire import _as_int, _dumps, _loads
 
 
 @dataclass(frozen=True, slots=True)

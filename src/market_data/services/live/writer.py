@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from market_data.errors import MarketDataError, StorageError, StorageUnavailable
-from market_data.exchanges.bitfinex import RejectedRow
-from market_data.exchanges.bitfinex_ws import CandleFrame
-from market_data.exchanges.ws_pacing import Backoff
+from market_data.exchanges.bitfinex.pacing import Backoff
+from market_data.exchanges.bitfinex.wire import RejectedRow
+from market_data.exchanges.bitfinex.ws import CandleFrame
 from market_data.models import Candle, SeriesKey
 from market_data.services.sink import CandleSink
 from market_data.timeframes import next_open

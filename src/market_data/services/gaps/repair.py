@@ -18,11 +18,11 @@ from market_data import timeframes as tfm
 from market_data.errors import MarketDataError, PayloadError, StorageError, StorageUnavailable
 from market_data.models import Candle, Gap, SeriesKey
 from market_data.rate_limiter import Priority
-from market_data.services.gap_detection import Range, missing_runs
+from market_data.services.gaps.detect import Range, missing_runs
 from market_data.storage.base import Store
 
 if TYPE_CHECKING:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex.rest import BitfinexRest
     from market_data.services.sink import CandleSink
 
 log = logging.getLogger("market_data.services.gap_repair")
