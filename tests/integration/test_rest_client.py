@@ -62,7 +62,12 @@ async def test_pages_forward_match_the_truth(frozen: Simulator) -> None:
                 break
             assert page.max_ts == page.candles[-1].ts
             cursor = next_open(page.candles[-1].ts, "1m")
-    assert pages == len(truth) // 50 + 1
+            if cursor > end:  # a full last page that ends on the window's last minute
+                break
+    # One more (short or empty) page after the full ones, unless the last full page ended the
+    # window (the market is seeded from today's date, so both happen).
+    window_done = len(truth) % 50 == 0 and next_open(truth[-1].ts, "1m") > end
+    assert pages == len(truth) // 50 + (0 if window_done else 1)
     assert got == truth  # ascending, no duplicates, field order right, all final
     assert rest.stats.requests["ok"] == pages
     assert rest.stats.rows_received == len(truth)
