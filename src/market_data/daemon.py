@@ -45,9 +45,10 @@ from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
 from market_data.services.sink import CandleSink, SinkStats
 from market_data.services.update import UpdateService
+from market_data.storage.base import Store
 from market_data.storage.sql import open_store
 from market_data.timeframes import DAY_MS, now_ms
-from market_data.timing import TimedStore, UpsertTimings
+from market_data.timing import UpsertTimings
 
 log = logging.getLogger("market_data.daemon")
 
@@ -83,9 +84,8 @@ class Daemon:
         self.settings = settings
         self.stop = asyncio.Event()
         self.state = RuntimeState(started_at_ms=now_ms())
-        timed = TimedStore(open_store(settings.database_url))
-        self.timings = timed.timings
-        self.store = timed.as_store()
+        self.timings = UpsertTimings()
+        self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
         self.limiter = RateLimiter.from_settings(settings)
         self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
         self.sink = CandleSink(self.store, settings)
@@ -114,9 +114,9 @@ class Daemon:
         if s.rest_update_enabled:
             loops.append(PeriodicLoop("update", self.update.run_once, s.update_interval_seconds,
                                       initial_delay=s.update_interval_seconds))
-        checkpoint = getattr(self.store, "checkpoint", None)
-        if checkpoint is not None and s.is_sqlite:
-            loops.append(PeriodicLoop("wal_checkpoint", checkpoint, WAL_CHECKPOINT_INTERVAL_S,
+        if s.is_sqlite:
+            loops.append(PeriodicLoop("wal_checkpoint", self.store.checkpoint,
+                                      WAL_CHECKPOINT_INTERVAL_S,
                                       initial_delay=WAL_CHECKPOINT_INTERVAL_S))
         return {loop.name: loop for loop in loops}
 

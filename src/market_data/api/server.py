@@ -30,7 +30,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build_server(daemon: DaemonView) -> ApiServer:
     config = uvicorn.Config(
-        create_app(daemon), log_config=None, access_log=False, lifespan="off",
+        create_app(daemon),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
         timeout_graceful_shutdown=1,
     )
     return ApiServer(config)

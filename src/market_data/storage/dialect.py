@@ -68,10 +68,6 @@ class Dialect(ABC):
     def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
         """The larger of two non-null values."""
 
-    @abstractmethod
-    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
-        """A stored time column as epoch milliseconds, for arithmetic in SQL."""
-
     async def prepare_migration(self, conn: AsyncConnection) -> None:  # noqa: B027
         """Serialize migrations between processes (the default: the write lock suffices)."""
 

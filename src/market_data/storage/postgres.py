@@ -225,9 +225,6 @@ class PostgresDialect(Dialect):
     def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
         return sa.func.greatest(a, b)
 
-    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
-        return sa.cast(sa.extract("epoch", column) * 1000, sa.BigInteger)
-
     async def prepare_migration(self, conn: AsyncConnection) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
 

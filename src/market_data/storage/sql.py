@@ -7,6 +7,7 @@ write or delete, so /status never counts rows.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from market_data.storage.detection import DetectionMixin
 from market_data.storage.records import MAX_LIST, GapsMixin, JobsMixin
 from market_data.storage.tables import RAW_TEXT_LIMIT, candles, rejected_candles, series_stats
 from market_data.storage.translate import DRIVER_ERRORS
+from market_data.timing import UpsertTimings
 
 QUARANTINE_LIMIT = 100_000
 # Batches up to this many rows take the low-latency path (one statement, one transaction);
@@ -49,17 +51,30 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         *,
         bulk_threshold: int = BULK_THRESHOLD,
         quarantine_limit: int = QUARANTINE_LIMIT,
+        upsert_timings: UpsertTimings | None = None,
         **options: Any,
     ) -> None:
         super().__init__(database_url, **options)
         self._bulk_threshold = bulk_threshold
         self._quarantine_limit = quarantine_limit
+        # Every upsert's latency, for /metrics (the daemon passes its own to read them).
+        self.upsert_timings = UpsertTimings() if upsert_timings is None else upsert_timings
 
     # candles: writes ---------------------------------------------------------------------------
     async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
         """See Store.upsert_candles. Large batches commit chunk by chunk: after an error the
         chunks before it stay written, and retrying the batch is idempotent. Rejected rows
-        are also kept in `rejected_candles` (source "store")."""
+        are also kept in `rejected_candles` (source "store"). Timed into `upsert_timings`."""
+        started = time.perf_counter()
+        try:
+            result = await self._upsert(candles)
+        except Exception:
+            self.upsert_timings.errors += 1
+            raise
+        self.upsert_timings.record(time.perf_counter() - started, len(candles))
+        return result
+
+    async def _upsert(self, candles: Sequence[Candle]) -> UpsertResult:
         with collector_paused():  # one row tuple per candle, none cyclic (see gcpause)
             batches, rejected = prepare(candles, self.exchange)
         written = 0
@@ -186,23 +201,6 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
         async with self._read() as conn:
             return [int(ts) for ts in (await conn.execute(stmt)).scalars()]
 
-    async def find_missing_ranges(
-        self, series: SeriesKey, start_ms: int, end_ms: int, step_ms: int
-    ) -> list[tuple[int, int]]:
-        ms = self.dialect.epoch_ms(candles.c.ts)
-        window = (
-            sa.select(ms.label("ts"), sa.func.lag(ms).over(order_by=candles.c.ts).label("prev"))
-            .where(self._series(candles, series), candles.c.ts >= start_ms, candles.c.ts <= end_ms)
-            .subquery()
-        )
-        stmt = (
-            sa.select(window.c.prev, window.c.ts)
-            .where(window.c.prev.is_not(None), window.c.ts - window.c.prev > step_ms)
-            .order_by(window.c.ts)
-        )
-        async with self._read() as conn:
-            return [(int(prev) + step_ms, int(ts)) for prev, ts in await conn.execute(stmt)]
-
     async def series_stats(self) -> list[SeriesStats]:
         t = series_stats
         stmt = (
@@ -244,10 +242,6 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, SqlBase):
                 )
                 await conn.execute(t.delete().where(t.c.id < oldest_kept))
 
-    async def count_quarantined(self) -> int:
-        async with self._read() as conn:
-            stmt = sa.select(sa.func.count()).select_from(rejected_candles)
-            return int((await conn.execute(stmt)).scalar_one())
 
 
 def open_store(target: str | _HasDatabaseUrl, **options: Any) -> SqlStore:

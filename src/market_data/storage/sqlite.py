@@ -177,9 +177,6 @@ class SqliteDialect(Dialect):
     def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
         return sa.func.max(a, b)
 
-    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
-        return sa.type_coerce(column, sa.BigInteger)
-
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
         rows = [row for batch in batches for row in batch.rows]
         keys: list[Any] = []

@@ -6,7 +6,7 @@ per row (several times faster); `CandlesOut` documents the exact shape in OpenAP
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,7 +16,6 @@ from market_data.api.deps import RequiredSymbol, RequiredTimeframe, StoreDep
 from market_data.api.params import bad_parameter, parse_time
 from market_data.api.schemas import CandlesOut
 from market_data.models import Candle, SeriesKey
-from market_data.storage.base import Store
 from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms, now_ms
 
 router = APIRouter(tags=["candles"])
@@ -50,7 +49,7 @@ async def get_candles(
         raise bad_parameter("end", "must be after start", end)
     series = SeriesKey(symbol, timeframe)
     # The store may build the rows' JSON itself (PostgreSQL); otherwise it is written here.
-    built = await _store_json(store, series, start_ms, end_ms, limit)
+    built = await store.candles_json(series, start_ms, end_ms, limit)
     if built is None:
         candles = await store.candles_in_range(series, start_ms, end_ms, limit)
         built = candles_json(candles), len(candles)
@@ -60,15 +59,6 @@ async def get_candles(
         f'"end":"{format_ts(end_ms)}","count":{count},"candles":['
     )
     return Response(head + body + "]}", media_type="application/json")
-
-
-async def _store_json(
-    store: Store, series: SeriesKey, start_ms: int, end_ms: int, limit: int
-) -> tuple[str, int] | None:
-    fast: Callable[..., Awaitable[tuple[str, int] | None]] | None = getattr(
-        store, "candles_json", None
-    )
-    return None if fast is None else await fast(series, start_ms, end_ms, limit)
 
 
 def candles_json(candles: Sequence[Candle]) -> str:
