@@ -31,8 +31,9 @@ import pytest
 import sqlalchemy as sa
 
 from market_data.models import Gap, SeriesKey
+from market_data.storage.dialect_time import datetime_to_ms
 from market_data.storage.sql import SqlStore, open_store
-from market_data.storage.tables import candles, datetime_to_ms, ingestion_jobs
+from market_data.storage.tables import candles, ingestion_jobs
 
 T = TypeVar("T")
 

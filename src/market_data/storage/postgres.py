@@ -30,7 +30,7 @@ from market_data.gcpause import collector_paused
 from market_data.models import SeriesKey
 from market_data.storage.batches import SeriesBatch
 from market_data.storage.dialect import Dialect, HoleQuery, RawTransaction, Window
-from market_data.storage.tables import ms_to_datetime
+from market_data.storage.dialect_time import ms_to_datetime
 from market_data.storage.translate import is_unavailable
 
 _fromtimestamp = datetime.fromtimestamp
