@@ -2,7 +2,10 @@
 
 Imports flow one way:
 
-    cli, api (the faces)  ->  daemon  ->  services  ->  exchanges, storage  ->  core
+    cli, api (the faces)  ->  daemon  ->  services  ->  exchanges, storage  ->  toolkit  ->  core
+
+(the simulator sits beside exchanges and storage: it imports only the core, and only the
+commands that run it import it).
 
 Every import counts: absolute and relative, at module level, inside functions, and under
 `TYPE_CHECKING`, since each one is a dependency someone has to understand. A package's
@@ -39,12 +42,19 @@ CORE = frozenset(
         "timeframes",
         "errors",
         "config",
+        "config_sources",
+        "config_errors",
         "dburl",
         "daemon_state",
         "gcpause",
         "logging_setup",
+        "timing",
+        "ranges",
     )
 )
+# What every loop uses (retries, clocks, pacing): above the core, below everything else.
+TOOLKIT = frozenset(f"{ROOT}.{name}" for name in ("lifecycle", "rate_limiter", "scheduler"))
+DAEMON = frozenset({f"{ROOT}.daemon", f"{ROOT}.daemon_startup"})
 # The commands that run the simulator (it is their whole point); nothing else in production
 # imports it.
 SIMULATOR_USERS = frozenset({f"{ROOT}.cli.simulate", f"{ROOT}.cli.demo"})
@@ -132,6 +142,24 @@ def _in(name: str, *packages: str) -> bool:
     return any(name == f"{ROOT}.{p}" or name.startswith(f"{ROOT}.{p}.") for p in packages)
 
 
+def _rank(name: str) -> int:
+    """The module's layer, from the core (0) up to the faces (5)."""
+    module = name.removesuffix(":__main__")
+    if name.endswith(":__main__") or _in(module, "api", "cli", "__main__"):
+        return 5
+    if module in DAEMON:
+        return 4
+    if _in(module, "services"):
+        return 3
+    if _in(module, "exchanges", "storage", "simulator"):
+        return 2
+    if module in TOOLKIT:
+        return 1
+    if module in CORE:
+        return 0
+    raise AssertionError(f"{module} belongs to no layer: add it to one in this test")
+
+
 def _edges(include_main: bool = False) -> Iterator[tuple[str, str]]:
     for module in MODULES.values():
         for target in sorted(module.imports):
@@ -180,6 +208,10 @@ def test_every_layer_has_modules() -> None:
 # -- the rules ---------------------------------------------------------------------------------
 
 
+def test_imports_flow_one_way() -> None:
+    assert _broken((s, t) for s, t in _edges(True) if _rank(t) > _rank(s)) == []
+
+
 @pytest.mark.parametrize(
     ("layer", "forbidden"), [("storage", "exchanges"), ("exchanges", "storage")]
 )
@@ -192,13 +224,11 @@ def test_the_core_imports_nothing_above_it() -> None:
 
 
 def test_the_daemon_knows_no_face() -> None:
-    daemon = f"{ROOT}.daemon"
-    assert _broken((s, t) for s, t in _edges() if s == daemon and _in(t, "api", "cli")) == []
+    assert _broken((s, t) for s, t in _edges() if s in DAEMON and _in(t, "api", "cli")) == []
 
 
 def test_the_api_reads_the_daemon_through_its_view() -> None:
-    daemon = f"{ROOT}.daemon"
-    assert _broken((s, t) for s, t in _edges(True) if _in(s, "api") and t == daemon) == []
+    assert _broken((s, t) for s, t in _edges(True) if _in(s, "api") and t in DAEMON) == []
 
 
 def test_services_know_neither_faces_nor_daemon_nor_a_concrete_exchange() -> None:
@@ -284,3 +314,36 @@ def test_no_module_over_400_lines() -> None:
         if (n := len(m.path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+# Modules allowed to ask which database engine they run on: the dialects, and Alembic's
+# environment (batch mode is how SQLite alters tables).
+ENGINE_AWARE = (
+    "storage.dialect",
+    "storage.dialect_time",
+    "storage.sqlite",
+    "storage.postgres",
+    "storage.migrations.env",
+)
+
+
+def _engine_branches(tree: ast.AST) -> Iterator[int]:
+    """Lines comparing something's `.name` (or `.backend`) with an engine name."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute):
+            names = [c.value for c in node.comparators if isinstance(c, ast.Constant)]
+            if node.left.attr in ("name", "backend") and {"sqlite", "postgresql"} & set(names):
+                yield node.lineno
+
+
+def test_engine_differences_live_in_the_dialects() -> None:
+    allowed = {f"{ROOT}.{name}" for name in ENGINE_AWARE}
+    found = {
+        f"{m.path.relative_to(SRC)}:{line}"
+        for m in MODULES.values()
+        if m.name not in allowed
+        for line in _engine_branches(ast.parse(m.path.read_text()))
+    }
+    assert found == set()
+    probe = ast.parse('if self.dialect.name == "postgresql":\n    pass\n')
+    assert list(_engine_branches(probe)) == [1]
