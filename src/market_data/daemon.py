@@ -1,11 +1,11 @@
 """The daemon: builds every part from the settings and runs them in one asyncio TaskGroup.
 
 Named tasks: `api` (the face it runs beside, the HTTP server that `market-data run` composes
-with it; up first so /health answers while the rest starts), `startup`
-(database migrations with retry, then everything below), `ws_ingestion`, `startup_backfill` (in
-the background: the live stream never waits for history), and one task per periodic loop
-(`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked for over the
-API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
+with it; up first so /health answers while the rest starts), `startup` (database migrations with
+retry, then everything below), `ws_ingestion`, `startup_backfill` (in the background: the live
+stream never waits for history; both startup steps are in daemon_startup.py), and one task per
+periodic loop (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked
+for over the API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
 
 Shutdown (SIGTERM/SIGINT only set the stop event) has two phases: every task sees the stop event
 and winds down (no new cycles, WebSocket ingestion flushes every buffered candle, backfill stops at
@@ -33,12 +33,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from market_data.config import Settings
+from market_data.daemon_startup import (
+    describe,
+    prepare_database,
+    retry_until_stopped,
+    startup_backfill,
+)
 from market_data.daemon_state import RuntimeState
-from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError, PermanentError
+from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
 from market_data.exchanges.bitfinex.rest import BitfinexRest, RestStats
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
-from market_data.scheduler import LoopStatus, PeriodicLoop, wait_for_stop
+from market_data.scheduler import LoopStatus, PeriodicLoop
 from market_data.services.backfill import BackfillService, SeriesProgress
 from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
@@ -58,7 +64,6 @@ WORK_GRACE_S = 6.0  # phase one: tasks wind down by themselves (WS flush include
 CANCEL_GRACE_S = 1.0  # phase two: cancelled tasks clean up
 FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connections
 WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write latency)
-RETRY_MAX_S = 30.0
 
 
 class Companion(Protocol):
@@ -73,10 +78,6 @@ class Companion(Protocol):
 
     def stop(self, *, force: bool = False) -> None:
         """Finish: gracefully, or at once with `force`."""
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Daemon:
@@ -210,96 +211,29 @@ class Daemon:
             self._crash(name, exc)
 
     def _crash(self, name: str, exc: BaseException) -> None:
-        log.critical("Task %s died: %s; stopping the daemon", name, _describe(exc),
+        log.critical("Task %s died: %s; stopping the daemon", name, describe(exc),
                      exc_info=exc)
-        self.state.crashed = f"{name}: {_describe(exc)}"
+        self.state.crashed = f"{name}: {describe(exc)}"
         self.stop.set()
 
     async def _startup(self) -> None:
-        if not await self._retry("Database", self._prepare_database):
+        prepared = await retry_until_stopped(
+            "Database", lambda: prepare_database(self.store, self.state), self.stop
+        )
+        if not prepared:
             return
         self.state.phase = "running"
         if self.ws is not None:
             self._spawn("ws_ingestion", self.ws.run(self.stop))
         if self.settings.backfill_on_startup:
-            self._spawn("startup_backfill", self._startup_backfill())
+            # Fresh history: look for holes right after it rather than an interval from now.
+            backfilled = self.loops["gap_detection"].trigger
+            self._spawn("startup_backfill",
+                        startup_backfill(self.backfill, self.state, self.stop, backfilled))
         else:
             self.state.backfill = "disabled"
         for loop in self.loops.values():
             self._spawn(loop.name, loop.run(self.stop))
-
-    async def _prepare_database(self) -> None:
-        try:
-            await self.store.upgrade()
-        except BaseException as exc:
-            self.state.database_ready = False
-            self.state.database_error = _describe(exc)
-            raise
-        self.state.database_ready = True
-        self.state.database_error = None
-        left = await self.store.fail_running_jobs("interrupted: the daemon stopped first")
-        if left:
-            log.warning("Marked %d job(s) left running by a previous process as failed", left)
-
-    async def _retry(self, what: str, step: Any) -> bool:
-        """Run `step()` until it succeeds or stop is set, backing off; True on success."""
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                await step()
-                return True
-            except Exception as exc:
-                level = logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
-                log.log(level, "%s unavailable (%s); retrying in %.0f s", what, _describe(exc),
-                        delay)
-            if await wait_for_stop(self.stop, delay):
-                break
-            delay = min(delay * 2, RETRY_MAX_S)
-        return False
-
-    async def _startup_backfill(self) -> None:
-        """Backfill every configured series; series that failed (exchange down) are retried
-        with backoff until they succeed or the daemon stops. Unknown symbols are not retried."""
-        self.state.backfill = "running"
-        todo: list[SeriesKey] | None = None
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                report = await self.backfill.run(series=todo, stop=self.stop)
-            except MarketDataError as exc:
-                # The database went away mid-run (a job could not even be recorded): the same
-                # series are tried again once it is back, the daemon does not die of it.
-                self.state.backfill_error = f"retrying: {_describe(exc)}"
-                log.warning("Startup backfill interrupted (%s); retrying in %.0f s",
-                            _describe(exc), delay)
-                if await wait_for_stop(self.stop, delay):
-                    break
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            self.state.unknown_symbols = sorted(
-                set(self.state.unknown_symbols) | set(report.unknown_symbols)
-            )
-            if report.cancelled or self.stop.is_set():
-                self.state.backfill = "stopped"
-                return
-            failed = report.failed
-            if not failed:
-                self.state.exchange_error = self.state.backfill_error = None
-                self.state.backfill = "done"
-                # Fresh history: look for holes now rather than an interval from now.
-                self.loops["gap_detection"].trigger()
-                return
-            error = failed[0].error or "failed"
-            self.state.backfill_error = f"retrying {len(failed)} series: {error}"
-            if failed[0].exchange_outage:
-                self.state.exchange_error = error
-            todo = [SeriesKey(r.symbol, r.timeframe) for r in failed]
-            log.warning("Startup backfill: %d series failed (%s); retrying in %.0f s",
-                        len(failed), failed[0].error, delay)
-            if await wait_for_stop(self.stop, delay):
-                break
-            delay = min(delay * 2, RETRY_MAX_S)
-        self.state.backfill = "stopped"
 
     async def _detect_gaps(self) -> object:
         report = await self.gaps.detect()
@@ -352,7 +286,7 @@ class Daemon:
                 if n:
                     log.info("Marked %d running job(s) cancelled", n)
             except Exception as exc:
-                log.warning("Could not mark running jobs cancelled: %s", _describe(exc))
+                log.warning("Could not mark running jobs cancelled: %s", describe(exc))
         api.stop()
         done, _ = await asyncio.wait({serving}, timeout=left(FINAL_STEP_S))
         if not done:
@@ -369,7 +303,7 @@ class Daemon:
             try:
                 await asyncio.wait_for(close(), seconds)
             except Exception as exc:
-                log.warning("Closing: %s", _describe(exc))
+                log.warning("Closing: %s", describe(exc))
 
     def _log_start(self, api: str) -> None:
         s = self.settings
@@ -390,7 +324,7 @@ async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
     try:
         await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
-        log.error("%s asked for over the API failed: %s", what, _describe(exc))
+        log.error("%s asked for over the API failed: %s", what, describe(exc))
 
 
 @contextlib.contextmanager
