@@ -41,7 +41,7 @@ from market_data.daemon_startup import (
 )
 from market_data.daemon_state import RuntimeState
 from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
-from market_data.exchanges.bitfinex.rest import BitfinexRest, RestStats
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
@@ -89,15 +89,17 @@ class Daemon:
         self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
         self.limiter = RateLimiter.from_settings(settings)
         self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
+        # The services see the exchange interface only; this is where Bitfinex is chosen.
+        self.exchange = BitfinexExchange(self.rest, settings.bitfinex_ws_url)
         self.sink = CandleSink(self.store, settings)
-        self.backfill = BackfillService(settings, self.store, self.rest, self.sink)
+        self.backfill = BackfillService(settings, self.store, self.exchange, self.sink)
         self.ws = (
-            WsIngestion(settings, self.store, self.rest, self.sink)
+            WsIngestion(settings, self.store, self.exchange, self.sink)
             if settings.ws_ingestion_enabled else None
         )
-        self.gaps = GapService(settings, self.store, self.rest, self.sink)
+        self.gaps = GapService(settings, self.store, self.exchange, self.sink)
         self.retention = RetentionService(settings, self.store)
-        self.update = UpdateService(settings, self.store, self.rest, self.sink)
+        self.update = UpdateService(settings, self.store, self.exchange, self.sink)
         self.loops: dict[str, PeriodicLoop] = self._build_loops()
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}

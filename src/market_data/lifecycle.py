@@ -141,7 +141,7 @@ class VirtualClock:
         return sum(1 for *_, f in self._sleepers if not f.done())
 
 
-async def _settle(rounds: int = 5) -> None:
+async def _settle(rounds: int = 20) -> None:
     # Let woken tasks run up to their next await; I/O they start finishes on its own time.
     for _ in range(rounds):
         await asyncio.sleep(0)
@@ -282,11 +282,11 @@ class JobRecord:
     candles: int = 0
     error: str | None = None
 
-    def fail(self, error: str) -> None:
-        self.status, self.error = JobStatus.FAILED, error[:MAX_ERROR_CHARS]
+    def fail(self, error: str | None) -> None:
+        self.status, self.error = JobStatus.FAILED, error and error[:MAX_ERROR_CHARS]
 
-    def cancel(self, error: str) -> None:
-        self.status, self.error = JobStatus.CANCELLED, error[:MAX_ERROR_CHARS]
+    def cancel(self, error: str | None = None) -> None:
+        self.status, self.error = JobStatus.CANCELLED, error and error[:MAX_ERROR_CHARS]
 
 
 def describe(exc: BaseException) -> str:

@@ -185,6 +185,8 @@ async def test_waits_end_on_stop_or_on_the_clock() -> None:
     clock = VirtualClock(start_ms=1_000)
     stop = asyncio.Event()
     waiting = asyncio.create_task(wait_for_stop(stop, 30, clock))
+    while not clock.sleepers:  # the wait has started (its 30 s count from now)
+        await asyncio.sleep(0)
     await clock.advance(29.9)
     assert not waiting.done()
     await clock.advance(0.1)

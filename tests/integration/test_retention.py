@@ -62,7 +62,7 @@ async def test_retention_deletes_exactly_the_old_candles_and_nobody_refetches_th
     assert await retention.run_once() == 0  # nothing left to do
 
     # BACKFILL_DAYS (5) reaches further back than retention (2): the purged range stays purged.
-    backfill = BackfillService(settings, store, r.rest, r.sink, clock=lambda: now)
+    backfill = BackfillService(settings, store, r.exchange, r.sink, clock=lambda: now)
     await backfill.run([BTC1H])
     assert r.rest.calls, "the backfill asked for the recent candles"
     assert all(call.start_ms >= cut_1h for call in r.rest.calls)

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex.rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import RateLimiter
 from market_data.services.live.ingestion import WsIngestion
@@ -65,8 +65,9 @@ async def ingesting(
     options.setdefault("reconcile_seconds", 2.0)
     limiter = RateLimiter.from_settings(settings)
     async with BitfinexRest(sim.rest_url, limiter, clock_ms=sim.market.now_ms) as rest:
+        exchange = BitfinexExchange(rest, sim.ws_url)
         ingestion = WsIngestion(
-            settings, store, rest, CandleSink(store, settings), clock_ms=sim.market.now_ms,
+            settings, store, exchange, CandleSink(store, settings), clock_ms=sim.market.now_ms,
             **options,
         )
         stop = asyncio.Event()

@@ -8,9 +8,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from market_data.exchanges.base import CandleFrame
 from market_data.exchanges.bitfinex.pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.pool import ShardPool
 from market_data.exchanges.bitfinex.wire import candle_key
-from market_data.exchanges.bitfinex.ws import CandleFrame, ShardPool, Subscription, WsOptions
+from market_data.exchanges.bitfinex.ws import Subscription, WsOptions
 from market_data.models import SeriesKey
 from market_data.simulator import Simulator
 from tests.plugins.sim import SimulatorFactory

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from market_data.config import Settings
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import Store, UpsertResult
-from market_data.timeframes import align, is_fixed, next_open, nominal_ms, source_of
+from market_data.timeframes import align, ceil_open, is_fixed, next_open, nominal_ms, source_of
 
 # Rows read from the store per round trip while recomputing; bounds memory on long ranges.
 READ_PAGE = 10_000
@@ -142,9 +142,7 @@ class DerivedAggregator:
         floor = await self._source_floor(series_source, now)
         for derived_tf in wanted:
             _check_source(series_source.timeframe, derived_tf)
-            start = align(max(start_ms, floor), derived_tf)
-            if start < floor:
-                start = next_open(start, derived_tf)
+            start = max(align(start_ms, derived_tf), ceil_open(floor, derived_tf))
             if start >= end_ms:
                 continue
             result = await self._recompute_one(

@@ -1,53 +1,10 @@
-"""Pacing and retry helpers for the WebSocket shards (and the services around them)."""
+"""Connection pacing for the WebSocket shards (Bitfinex counts new connections per IP)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any
-
-
-async def until_stopped(stop: asyncio.Event, awaitable: Coroutine[Any, Any, Any]) -> bool:
-    """Run `awaitable` unless `stop` is set first; True when it completed."""
-    if stop.is_set():
-        awaitable.close()
-        return False
-    work = asyncio.ensure_future(awaitable)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((work, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (work, stopper):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(work, stopper, return_exceptions=True)
-    if work.cancelled():
-        return False
-    error = work.exception()
-    if error is not None:
-        raise error
-    return True
-
-
-class Backoff:
-    """Exponential delays with jitter between `initial` and `maximum`."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = max(0.0, initial)
-        self.maximum = max(self.initial, maximum)
-        self.attempt = 0
-
-    def next(self) -> float:
-        base = min(self.maximum, self.initial * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        # Jitter so shards dropped together do not reconnect in lock-step.
-        return float(max(self.initial, base * random.uniform(0.5, 1.0)))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class ConnectionPacer:

@@ -26,44 +26,29 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
+from market_data.exchanges.base import CandlePage
 from market_data.exchanges.bitfinex.wire import (
     CANDLES_PATH,
     MAX_BODY_BYTES,
     PAIR_LIST_PATH,
     REST_MAX_LIMIT,
-    RejectedRow,
     candle_key,
     classify_http_error,
     pair_for_symbol,
     parse_pair_list,
     parse_rest_candles,
 )
-from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
+from market_data.models import SymbolError, canonical_symbol, exchange_pair_map
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.timeframes import TimeframeError, now_ms, parse_timeframe
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had before the adapter became a package: JSON log lines carry it.
+log = logging.getLogger("market_data.exchanges.bitfinex_rest")
 
 T = TypeVar("T")
 
 OUTCOMES = ("ok", "rate_limited", "server_error", "client_error", "timeout", "connection_error",
             "bad_payload")
-
-
-@dataclass(frozen=True, slots=True)
-class CandlePage:
-    """One answer: valid candles (canonical symbol and timeframe), rows received, rows refused.
-
-    `min_ts`/`max_ts` span every row with a usable MTS, refused ones included, so a pager can
-    move on past a page whose rows were all refused.
-    """
-
-    candles: list[Candle]
-    raw_count: int
-    rejected: list[RejectedRow] = field(default_factory=list)
-    rejected_count: int = 0
-    min_ts: int | None = None
-    max_ts: int | None = None
 
 
 @dataclass(slots=True)
@@ -165,9 +150,7 @@ class BitfinexRest:
         async def attempt() -> CandlePage:
             body = await self._get(path, params)
             now = now_ms if now_ms is not None else self._clock_ms()
-            parsed = parse_rest_candles(body, symbol, tf, now)
-            return CandlePage(parsed.candles, parsed.raw_count, parsed.rejected,
-                              parsed.rejected_count, parsed.min_ts, parsed.max_ts)
+            return parse_rest_candles(body, symbol, tf, now)
 
         page = await self._with_retries(attempt, priority, f"{symbol}/{tf}")
         self.stats.rows_received += page.raw_count

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from market_data.errors import MarketDataError
+from market_data.lifecycle import MAX_ERROR_CHARS, JobRecord, recorded_job
 from market_data.models import Gap, JobType, SeriesKey, SeriesStats
 from market_data.services.gaps.detect import GapDetector, ScanRequest
 from market_data.services.gaps.repair import GapRepairer, RepairReport, RetryPolicy, span
@@ -31,16 +31,16 @@ from market_data.timeframes import now_ms, source_of
 
 if TYPE_CHECKING:
     from market_data.config import Settings
-    from market_data.exchanges.bitfinex.rest import BitfinexRest
+    from market_data.exchanges.base import Exchange
     from market_data.services.sink import CandleSink
 
 __all__ = ["DetectionReport", "GapService", "GapStats", "RepairReport", "RetryPolicy"]
 
-log = logging.getLogger(__name__)
+# The seed's gap maintenance lines come from this logger (JSON log lines carry its name).
+log = logging.getLogger("market_data.services.gap_repair")
 
 _DUE_BATCH = 500  # open gaps read per round while repairing "all"
 _LOG_EACH = 50  # "Gap detected" INFO lines per run; the rest go to DEBUG
-_MAX_ERROR_CHARS = 500
 
 
 
@@ -84,7 +84,7 @@ class GapService:
         self,
         settings: Settings,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         clock: Callable[[], int] = now_ms,
@@ -96,7 +96,7 @@ class GapService:
         self._derived = {SeriesKey(s.symbol, s.timeframe) for s in settings.derived_series()}
         self.detector = GapDetector(store, settings.retention_ms, clock)
         self.repairer = GapRepairer(
-            store, rest, sink, self._derived, clock, policy or RetryPolicy()
+            store, exchange, sink, self._derived, clock, policy or RetryPolicy()
         )
         self.stats = GapStats()
         self._lock = asyncio.Lock()
@@ -113,17 +113,13 @@ class GapService:
         async with self._lock:
             log.info("Running gap detection and repair...")
             started = time.perf_counter()
-            job_id = await self._store.create_job(JobType.GAP_DETECTION)
-            try:
-                report = await self._detect(job_id, full)
-            except BaseException as exc:
-                await self._finish_failed(job_id, exc)
-                raise
+            async with recorded_job(self._store, JobType.GAP_DETECTION, logger=log) as job:
+                report = await self._detect(job, full)
             report.seconds = time.perf_counter() - started
             self.stats.last_detection_seconds = report.seconds
             return report
 
-    async def _detect(self, job_id: int, full: bool) -> DetectionReport:
+    async def _detect(self, job: JobRecord, full: bool) -> DetectionReport:
         report = DetectionReport()
         limit = self._settings.gap_detection_max_open_gaps
         if limit > 0:
@@ -136,7 +132,7 @@ class GapService:
             )
             log.warning("Gap detection skipped: %s", report.skipped_reason)
             self.stats.detection_skipped += 1
-            await self._store.finish_job(job_id, "cancelled", 0, report.skipped_reason)
+            job.cancel(report.skipped_reason)
             return report
         stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
         series_list = self._series()
@@ -159,7 +155,6 @@ class GapService:
         st.open_gaps = report.open_gaps
         st.last_detection_ms = self._clock()
         self._new_since_summary += len(report.new_gaps)
-        await self._store.finish_job(job_id, "success", 0)
         return report
 
     def _series(self) -> list[SeriesKey]:
@@ -194,26 +189,29 @@ class GapService:
         async with self._lock:
             started = time.perf_counter()
             report = RepairReport()
-            job_id = await self._store.create_job(JobType.GAP_REPAIR)
-            try:
+            async with recorded_job(self._store, JobType.GAP_REPAIR, logger=log) as job:
                 await self._repair(limit, report)
                 report.open_gaps = await self._store.count_open_gaps()
-            except BaseException as exc:
-                await self._finish_failed(job_id, exc)
-                raise
-            report.seconds = time.perf_counter() - started
-            self._count(report)
-            log.info(
-                "Gap maintenance complete: %d new gaps, %d repaired, %d failures, open_gaps=%d",
-                self._new_since_summary, report.repaired + report.empty, report.failures,
-                report.open_gaps,
-            )
-            self._new_since_summary = 0
-            closed = report.repaired + report.empty
-            status = "failed" if report.failures and not closed else "success"
-            error = "; ".join(report.errors)[:_MAX_ERROR_CHARS] or None
-            await self._store.finish_job(job_id, status, report.candles, error)
+                self._finish_repair(job, report, started)
             return report
+
+    def _finish_repair(self, job: JobRecord, report: RepairReport, started: float) -> None:
+        """Count the run, write the seed's summary line, and set the job's outcome."""
+        report.seconds = time.perf_counter() - started
+        self._count(report)
+        log.info(
+            "Gap maintenance complete: %d new gaps, %d repaired, %d failures, open_gaps=%d",
+            self._new_since_summary, report.repaired + report.empty, report.failures,
+            report.open_gaps,
+        )
+        self._new_since_summary = 0
+        closed = report.repaired + report.empty
+        job.candles = report.candles
+        error = "; ".join(report.errors)[:MAX_ERROR_CHARS] or None
+        if report.failures and not closed:
+            job.fail(error)
+        else:
+            job.error = error
 
     async def _repair(self, limit: int, report: RepairReport) -> None:
         if limit > 0:
@@ -246,11 +244,3 @@ class GapService:
         st.open_gaps = report.open_gaps
         st.last_repair_ms = self._clock()
         st.last_repair_seconds = report.seconds
-
-    async def _finish_failed(self, job_id: int, exc: BaseException) -> None:
-        status = "failed" if isinstance(exc, Exception) else "cancelled"
-        message = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
-        try:
-            await self._store.finish_job(job_id, status, 0, message)
-        except MarketDataError:
-            log.warning("Could not record the end of job %d", job_id)

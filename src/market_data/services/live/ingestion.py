@@ -21,16 +21,14 @@ from dataclasses import dataclass, field
 
 from market_data.config import Settings
 from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
-from market_data.exchanges.bitfinex.pacing import Backoff, until_stopped
-from market_data.exchanges.bitfinex.rest import BitfinexRest
-from market_data.exchanges.bitfinex.wire import candle_key
-from market_data.exchanges.bitfinex.ws import (
+from market_data.exchanges.base import (
     CandleFrame,
     ConnectionInfo,
-    ShardPool,
-    Subscription,
-    WsOptions,
+    Exchange,
+    LiveStream,
+    StreamOptions,
 )
+from market_data.lifecycle import Backoff, Stopped, SystemClock, retry
 from market_data.models import SeriesKey
 from market_data.services.live.catchup import CatchUp, CatchupStats
 from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
@@ -38,7 +36,8 @@ from market_data.services.sink import CandleSink
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 
-log = logging.getLogger(__name__)
+# Loggers keep the names they had before services/live/: JSON log lines carry them.
+log = logging.getLogger("market_data.services.ws_ingestion")
 
 DEFAULT_GRACE_SECONDS = 3.0
 
@@ -62,7 +61,7 @@ class WsIngestionState:
     writer: WriterStats = field(default_factory=WriterStats)
     catchup: CatchupStats = field(default_factory=CatchupStats)
     _queue: asyncio.Queue[QueueItem] | None = field(default=None, repr=False, compare=False)
-    _pool: ShardPool | None = field(default=None, repr=False, compare=False)
+    _pool: LiveStream | None = field(default=None, repr=False, compare=False)
 
     @property
     def connections(self) -> list[ConnectionInfo]:
@@ -101,12 +100,12 @@ class WsIngestion:
         self,
         settings: Settings,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         queue_size: int | None = None,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
-        connections_per_minute: int = 18,
+        connections_per_minute: int | None = None,
         maintenance_timeout: float = 180.0,
         shutdown_timeout: float = 5.0,
         reconcile_seconds: float = 300.0,
@@ -114,7 +113,7 @@ class WsIngestion:
     ) -> None:
         self.settings = settings
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         # Frames, not rows. Small on purpose: a frame waiting here counts against the flush
         # deadline, and a full queue pushes back on the sockets (the kernel buffers the rest).
@@ -122,8 +121,7 @@ class WsIngestion:
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
         self._clock_ms = clock_ms or now_ms
-        self._options = WsOptions(
-            url=settings.bitfinex_ws_url,
+        self._options = StreamOptions(
             clock_ms=self._clock_ms,
             max_per_connection=settings.ws_max_subscriptions_per_connection,
             heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
@@ -131,7 +129,9 @@ class WsIngestion:
             backoff_max=settings.ws_reconnect_max_backoff,
             maintenance_timeout=max(maintenance_timeout, settings.ws_heartbeat_timeout_seconds),
             healthy_after=max(10.0, 2 * settings.ws_reconnect_max_backoff),
-            connections_per_minute=connections_per_minute,
+            connections_per_minute=(
+                connections_per_minute or exchange.limits.connections_per_minute
+            ),
         )
         self._shutdown_timeout = shutdown_timeout
         self.state = WsIngestionState(queue_bound=bound)
@@ -152,7 +152,7 @@ class WsIngestion:
             batch_size=s.ws_save_batch_size,
             flush_seconds=s.ws_save_flush_seconds,
             grace_ms=int(self._grace_seconds * 1000),
-            clock_ms=self._clock_ms,
+            clock=SystemClock(self._clock_ms),
             backoff_initial=max(0.1, s.ws_reconnect_initial_backoff),
             backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
             shutdown_timeout=self._shutdown_timeout,
@@ -162,7 +162,8 @@ class WsIngestion:
             await queue.put(batch)
 
         catchup = CatchUp(
-            self._store, self._rest, pairs, enqueue,
+            self._store, self._exchange, pairs, enqueue,
+            sink=self._sink,
             lookback_minutes=s.ws_catchup_lookback_minutes,
             grace_ms=int(self._grace_seconds * 1000),
             # The reconcile pass may use about a quarter of the REST budget at most, so the
@@ -175,8 +176,6 @@ class WsIngestion:
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
-        subs = [Subscription(key, candle_key(pair, key.timeframe)) for key, pair in pairs.items()]
-
         async def deliver(frame: CandleFrame) -> None:
             await queue.put(frame)
             depth = queue.qsize()
@@ -184,13 +183,13 @@ class WsIngestion:
                 state.queue_max_depth = depth
 
         state = self.state
-        pool = ShardPool(self._options, subs, deliver, catchup.request)
+        pool = self._exchange.live_stream(pairs, deliver, catchup.request, self._options)
         state._queue, state._pool = queue, pool
         state.writer, state.catchup = writer.stats, catchup.stats
-        state.subscribed_series = len(subs)
+        state.subscribed_series = len(pairs)
         log.info(
             "WebSocket ingestion: %d channels on %d connections",
-            len(subs), len(pool.shards),
+            len(pairs), len(pool.connections),
         )
         catchup_done = asyncio.Event()
 
@@ -215,18 +214,22 @@ class WsIngestion:
     async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
         """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
         pairs: dict[SeriesKey, str] = {}
-        backoff = Backoff(1.0, 60.0)
+
+        def retrying(exc: BaseException, _failures: int, delay: float) -> None:
+            log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
+
         for series in self.settings.native_series():
-            while not stop.is_set():
-                try:
-                    pairs[series] = await self._rest.pair_for(series.symbol)
-                    break
-                except UnknownSymbol as exc:
-                    self.state.unknown_symbols[series.symbol] = str(exc)
-                    log.error("Not subscribing %s: %s", series, exc)
-                    break
-                except (ExchangeUnavailable, RateLimited) as exc:
-                    delay = backoff.next()
-                    log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
-                    await until_stopped(stop, asyncio.sleep(delay))
+            try:
+                pairs[series] = await retry(
+                    lambda s=series: self._exchange.pair_for(s.symbol),  # type: ignore[misc]
+                    backoff=Backoff(1.0, 60.0),
+                    stop=stop,
+                    retry_on=(ExchangeUnavailable, RateLimited),
+                    on_retry=retrying,
+                )
+            except UnknownSymbol as exc:
+                self.state.unknown_symbols[series.symbol] = str(exc)
+                log.error("Not subscribing %s: %s", series, exc)
+            except Stopped:
+                break
         return pairs
