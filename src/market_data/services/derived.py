@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from market_data.config import Settings
@@ -95,8 +95,12 @@ class DerivedStats:
     rejected: int = 0
 
 
+DerivedWrite = Callable[[Sequence[Candle]], Awaitable[UpsertResult]]
+
+
 class DerivedAggregator:
-    """Reads stored source candles and upserts the derived periods they cover.
+    """Reads stored source candles and writes the derived periods they cover through `write`
+    (the sink's derived path: the sink is the one place candles are written).
 
     It never deletes: a derived row whose source rows vanished (retention) is left to retention.
     """
@@ -106,9 +110,11 @@ class DerivedAggregator:
         store: Store,
         settings: Settings,
         *,
+        write: DerivedWrite,
         on_write: Callable[[UpsertResult], None] | None = None,
     ) -> None:
         self._store = store
+        self._write = write
         self._settings = settings
         self._on_write = on_write
         self._derived: tuple[SeriesKey, ...] = tuple(settings.derived_series())
@@ -189,7 +195,7 @@ class DerivedAggregator:
                     raise DerivationError(f"{derived_tf} period at {cut} exceeds {READ_PAGE} rows")
             else:
                 next_cursor = stop
-            result = await self._store.upsert_candles(aggregate(rows, derived_tf, now_ms=now_ms))
+            result = await self._write(aggregate(rows, derived_tf, now_ms=now_ms))
             total.written += result.written
             total.rejected.extend(result.rejected)
             cursor = next_cursor
