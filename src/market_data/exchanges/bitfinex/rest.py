@@ -38,6 +38,7 @@ from market_data.exchanges.bitfinex.wire import (
     parse_pair_list,
     parse_rest_candles,
 )
+from market_data.lifecycle import Backoff, retry
 from market_data.models import SymbolError, canonical_symbol, exchange_pair_map
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.timeframes import TimeframeError, now_ms, parse_timeframe
@@ -205,20 +206,23 @@ class BitfinexRest:
     async def _with_retries(
         self, attempt: Callable[[], Awaitable[T]], priority: Priority, what: str
     ) -> T:
-        for number in range(1, self.unavailable_attempts + 1):
-            try:
-                return await self.limiter.call(self._counted(attempt), priority)
-            except (ExchangeUnavailable, PayloadError) as exc:
-                if number >= self.unavailable_attempts:
-                    if isinstance(exc, PayloadError):
-                        raise ExchangeUnavailable(f"unreadable answer for {what}: {exc}") from None
-                    raise
-                delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (number - 1))
-                self.stats.retries += 1
-                log.warning("Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
-                            what, exc, number, self.unavailable_attempts - 1, delay)
-                await self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def retrying(exc: BaseException, failures: int, delay: float) -> None:
+            self.stats.retries += 1
+            log.warning("Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
+                        what, exc, failures, self.unavailable_attempts - 1, delay)
+
+        try:
+            return await retry(
+                lambda: self.limiter.call(self._counted(attempt), priority),
+                # Plain doubling: the limiter already spaces every request of the process.
+                backoff=Backoff(self.retry_backoff, self.max_retry_backoff, jitter=False),
+                retry_on=(ExchangeUnavailable, PayloadError),
+                attempts=self.unavailable_attempts,
+                on_retry=retrying,
+                sleep=self._sleep,
+            )
+        except PayloadError as exc:
+            raise ExchangeUnavailable(f"unreadable answer for {what}: {exc}") from None
 
     def _counted(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         async def run() -> T:
