@@ -230,7 +230,7 @@ class BackfillService:
         self, key: SeriesKey, start: int, end: int, now: int, stop: asyncio.Event
     ) -> SeriesResult:
         prog = self.progress[key]
-        prog.state, prog.started = "running", time.monotonic()
+        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
         prog.exchange_outage = False
         self._limited_seen = self._exchange.limiter.stats.rate_limited
         try:
@@ -372,7 +372,7 @@ class BackfillService:
 
     async def _run_derived(self, key: SeriesKey, start: int, end: int, now: int) -> SeriesResult:
         prog = self.progress[key]
-        prog.state, prog.started = "running", time.monotonic()
+        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
         source = SeriesKey(key.symbol, source_of(key.timeframe))
         async with recorded_job(
             self._store, JobType.BACKFILL, key.symbol, key.timeframe, logger=log

@@ -14,7 +14,6 @@ recomputes the period and the store replaces the final derived row because its v
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from market_data.config import Settings
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import Store, UpsertResult
 from market_data.timeframes import align, ceil_open, is_fixed, next_open, nominal_ms, source_of
+from market_data.timeframes import now_ms as wall_now_ms
 
 # Rows read from the store per round trip while recomputing; bounds memory on long ranges.
 READ_PAGE = 10_000
@@ -46,7 +46,7 @@ def aggregate(
     Duplicate source rows for one open time: the last one wins (as in a store batch).
     `now_ms` decides which periods have ended (wall clock when omitted).
     """
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = wall_now_ms() if now_ms is None else now_ms
     latest: dict[tuple[str, int], Candle] = {}
     for candle in source_candles:
         _check_source(candle.timeframe, derived_tf)
@@ -144,7 +144,7 @@ class DerivedAggregator:
         wanted = list(timeframes) if timeframes is not None else self.targets(series_source)
         if end_ms <= start_ms or not wanted:
             return total
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = wall_now_ms() if now_ms is None else now_ms
         floor = await self._source_floor(series_source, now)
         for derived_tf in wanted:
             _check_source(series_source.timeframe, derived_tf)

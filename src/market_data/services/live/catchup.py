@@ -16,8 +16,8 @@ stays whole, and the job is finished once the writer has committed them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,14 @@ from market_data.errors import (
     UnknownSymbol,
 )
 from market_data.exchanges.base import Exchange
-from market_data.lifecycle import Backoff, JobRecord, recorded_job, until_stopped
+from market_data.lifecycle import (
+    SYSTEM_CLOCK,
+    Backoff,
+    Clock,
+    JobRecord,
+    recorded_job,
+    until_stopped,
+)
 from market_data.models import JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.live.writer import CatchupBatch
@@ -65,6 +72,7 @@ class CatchUp:
         grace_ms: int,
         reconcile_seconds: float,
         clock_ms: Callable[[], int],
+        clock: Clock = SYSTEM_CLOCK,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
     ) -> None:
@@ -80,6 +88,7 @@ class CatchUp:
         self._grace_ms = grace_ms
         self._reconcile_s = reconcile_seconds
         self._clock_ms = clock_ms
+        self._clock = clock  # monotonic deadlines (retries, reconcile) and waits
         self._wanted: dict[SeriesKey, tuple[float, Priority]] = {}  # -> (not before, priority)
         self._backoff: dict[SeriesKey, Backoff] = {}
         self._verified: dict[SeriesKey, int] = {}  # candles ending at or before are checked
@@ -95,9 +104,9 @@ class CatchUp:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        next_reconcile = time.monotonic() + self._reconcile_s
+        next_reconcile = self._clock.monotonic() + self._reconcile_s
         while not stop.is_set():
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if self._reconcile_s > 0 and now >= next_reconcile:
                 self._schedule_reconcile()
                 next_reconcile = now + self._reconcile_s
@@ -110,7 +119,7 @@ class CatchUp:
                 wake_at = min((at for at, _ in self._wanted.values()), default=now + 3600.0)
                 if self._reconcile_s > 0:
                     wake_at = min(wake_at, next_reconcile)
-                await until_stopped(stop, _wait_event(self._wake, wake_at - now))
+                await until_stopped(stop, self._wait_wake(wake_at - now))
                 continue
             for key in due:
                 if stop.is_set():
@@ -143,7 +152,7 @@ class CatchUp:
         self._backoff.pop(series, None)
         self.stats.runs += 1
         self.stats.candles += fetched
-        self.stats.last_run_ms = time.time_ns() // 1_000_000
+        self.stats.last_run_ms = self._clock.now_ms()
         self.stats.queued = len(self._wanted)
         log.debug("Catch-up for %s: %d candles from %d", series, fetched, start_ms)
 
@@ -238,21 +247,17 @@ class CatchUp:
                 break
         return fetched
 
+    async def _wait_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self._clock.wait(self._wake.wait(), seconds)
+
     def _retry(self, series: SeriesKey, priority: Priority, exc: Exception) -> None:
         backoff = self._backoff.setdefault(series, Backoff(self._retry_initial, self._retry_max))
         delay = backoff.next()
         self.stats.failures += 1
-        self._wanted[series] = (time.monotonic() + delay, priority)
+        self._wanted[series] = (self._clock.monotonic() + delay, priority)
         self.stats.queued = len(self._wanted)
         log.warning("Catch-up for %s failed (%s); retrying in %.0f s", series, exc, delay)
-
-
-async def _wait_event(event: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(max(0.0, seconds)):
-            await event.wait()
-    except TimeoutError:
-        pass
 
 
 async def _wait_future(future: asyncio.Future[None]) -> None:

@@ -147,12 +147,13 @@ class WsIngestion:
             return
         queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=self.state.queue_bound)
         s = self.settings
+        clock = SystemClock(self._clock_ms)
         writer = CandleWriter(
             self._sink, queue,
             batch_size=s.ws_save_batch_size,
             flush_seconds=s.ws_save_flush_seconds,
             grace_ms=int(self._grace_seconds * 1000),
-            clock=SystemClock(self._clock_ms),
+            clock=clock,
             backoff_initial=max(0.1, s.ws_reconnect_initial_backoff),
             backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
             shutdown_timeout=self._shutdown_timeout,
@@ -173,6 +174,7 @@ class WsIngestion:
                 if self._reconcile_seconds > 0 else 0.0
             ),
             clock_ms=self._clock_ms,
+            clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
