@@ -102,9 +102,10 @@ class UpdateService:
         now = self._clock()
         tf = series.timeframe
         pair = await self._exchange.pair_for(series.symbol)
-        start = now - UPDATE_CANDLES * tfm.nominal_ms(tf)
+        count = min(UPDATE_CANDLES, self._exchange.limits.page_size)
+        start = now - count * tfm.nominal_ms(tf)
         page = await self._exchange.fetch_candles(
-            pair, tf, start, now, limit=UPDATE_CANDLES, sort=-1, priority=Priority.NORMAL,
+            pair, tf, start, now, limit=count, sort=-1, priority=Priority.NORMAL,
             now_ms=now,
         )
         self.stats.requests += 1
