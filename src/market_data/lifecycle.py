@@ -97,10 +97,6 @@ class VirtualClock:
     def now_ms(self) -> int:
         return self._start_ms + round((self._now - self._start) * 1000)
 
-    def __call__(self) -> int:
-        """So the clock can stand where a `clock_ms` callable is expected."""
-        return self.now_ms()
-
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)

@@ -1,7 +1,7 @@
 """Bitfinex v2 wire knowledge: URLs, keys, payload parsers and error classification. Pure: no I/O.
 
 Parsers here cover candle keys, candle rows (from REST or WS) and REST bodies (pages, pair lists).
-WebSocket frames are parsed in bitfinex_frames.py, which shares this module's decoding helpers
+WebSocket frames are parsed in frames.py, which shares this module's decoding helpers
 (`_loads`, `_dumps`, `_as_int`); nothing here imports it back.
 
 Wire facts (see docs/bitfinex-api.md in the shared spec): candle rows are

@@ -1,7 +1,7 @@
 """Gap detection and repair: the seed's gap maintenance.
 
-`detect()` records holes in `data_gaps` (`gap_detection` explains how it stays incremental);
-`repair()` fetches the most recent open gaps from the exchange and closes them (`gap_repairer`).
+`detect()` records holes in `data_gaps` (`gaps/detect.py` explains how it stays incremental);
+`repair()` fetches the most recent open gaps from the exchange and closes them (`gaps/repair.py`).
 A repair that fails backs off (exponentially, then at a slow cadence once it is marked `failed`);
 it is never dropped.
 

@@ -8,6 +8,7 @@ Every part runs as a named task in one TaskGroup. Stopping is two-phase: when `s
 shards close their sockets and the catch-up worker ends; once all of them are done an
 end-of-input marker is queued, and the writer flushes everything before returning.
 
+The shards are the exchange's (`Exchange.live_stream`); this module sees only the interface.
 Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
 sink recomputes the derived candles their writes touch.
 """
@@ -15,6 +16,7 @@ sink recomputes the derived candles their writes touch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -216,6 +218,7 @@ class WsIngestion:
     async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
         """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
         pairs: dict[SeriesKey, str] = {}
+        backoff = Backoff(1.0, 60.0)
 
         def retrying(exc: BaseException, _failures: int, delay: float) -> None:
             log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
@@ -223,8 +226,8 @@ class WsIngestion:
         for series in self.settings.native_series():
             try:
                 pairs[series] = await retry(
-                    lambda s=series: self._exchange.pair_for(s.symbol),  # type: ignore[misc]
-                    backoff=Backoff(1.0, 60.0),
+                    functools.partial(self._exchange.pair_for, series.symbol),
+                    backoff=backoff,
                     stop=stop,
                     retry_on=(ExchangeUnavailable, RateLimited),
                     on_retry=retrying,
