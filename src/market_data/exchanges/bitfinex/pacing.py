@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
+
+from market_data.lifecycle import SYSTEM_CLOCK, Clock
 
 
 class ConnectionPacer:
     """At most `per_minute` connection attempts in any sliding minute, shared by every shard."""
 
-    def __init__(self, per_minute: int, penalty: float, window: float = 61.0) -> None:
+    def __init__(
+        self, per_minute: int, penalty: float, window: float = 61.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._clock = clock
         self._per_minute = max(1, per_minute)
         self._window = window
         self._penalty = penalty
@@ -21,14 +25,14 @@ class ConnectionPacer:
     async def acquire(self) -> None:
         async with self._lock:
             while True:
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 wait = self._blocked_until - now
                 if len(self._starts) == self._per_minute:
                     wait = max(wait, self._starts[0] + self._window - now)
                 if wait <= 0:
                     self._starts.append(now)
                     return
-                await asyncio.sleep(wait)
+                await self._clock.sleep(wait)
 
     def penalize(self) -> None:
-        self._blocked_until = time.monotonic() + self._penalty
+        self._blocked_until = self._clock.monotonic() + self._penalty
