@@ -298,13 +298,15 @@ async def recorded_job(
     timeframe: str | None = None,
     *,
     logger: logging.Logger | None = None,
+    label: str = "job",
 ) -> AsyncIterator[JobRecord]:
     """Create a job row, run the body, finish the row (see the module docstring).
 
     On an exception the row is finished `failed` (`cancelled` for a cancellation or other
     BaseException) with the error text and the candles counted so far, and the exception
     propagates. If that write fails too, it is logged on `logger` and not raised over the
-    original error. A failing write on the success path propagates: the run did not complete.
+    original error (`label` names the job in that line). A failing write on the success path
+    propagates: the run did not complete.
     """
     job = JobRecord(await store.create_job(job_type, symbol, timeframe))
     try:
@@ -317,7 +319,7 @@ async def recorded_job(
             await asyncio.shield(store.finish_job(job.id, status, job.candles, error))
         except (MarketDataError, asyncio.CancelledError) as finish_exc:
             (logger or log).warning(
-                "Could not record the end of job %d: %s", job.id, describe(finish_exc)
+                "Could not record the end of %s %d: %s", label, job.id, describe(finish_exc)
             )
         raise
     await store.finish_job(job.id, job.status, job.candles, job.error)

@@ -139,7 +139,8 @@ class CatchUp:
         try:
             start_ms = await self._window_start(series, now_ms)
             async with recorded_job(
-                self._store, JobType.WS_CATCHUP, series.symbol, series.timeframe, logger=log
+                self._store, JobType.WS_CATCHUP, series.symbol, series.timeframe,
+                logger=log, label="catch-up job",
             ) as job:
                 fetched = await self._run(job, series, start_ms, now_ms, priority, stop)
         except StorageUnavailable as exc:
