@@ -120,8 +120,8 @@ async def prepare(name: str, rows: int, series: int) -> tuple[str, int]:
     store = open_store(url)
     try:  # a few open gaps, as a live database has
         for i in range(0, series, 10):
-            await store.create_gaps(SeriesKey(symbol(i), "1m"),
-                                    [(first_ms - 10 * MINUTE_MS, first_ms - 5 * MINUTE_MS)])
+            hole = (first_ms - 10 * MINUTE_MS, first_ms - 5 * MINUTE_MS)
+            await store.create_gaps_many({SeriesKey(symbol(i), "1m"): [hole]})
     finally:
         await store.close()
     return url, first_ms

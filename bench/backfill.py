@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle
 from market_data.rate_limiter import RateLimiter
 from market_data.services.backfill import BackfillReport, BackfillService
@@ -123,7 +123,8 @@ def settings_for(url: str, rest_url: str, symbols: str, timeframes: str, days: f
 async def backfill(settings: Settings, store: SqlStore) -> tuple[BackfillReport, float]:
     limiter = RateLimiter.from_settings(settings)
     async with BitfinexRest(settings.bitfinex_rest_url, limiter) as rest:
-        service = BackfillService(settings, store, rest, CandleSink(store, settings))
+        exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+        service = BackfillService(settings, store, exchange, CandleSink(store, settings))
         started = time.perf_counter()
         report = await service.run()
         return report, time.perf_counter() - started

@@ -9,9 +9,9 @@ gap detector has checked all but the last hour. Generated in SQL, in a database 
 (PostgreSQL: `md_bench_coverage`, dropped afterwards; SQLite: a temporary file).
 
 Requests go through the ASGI app in-process (httpx.ASGITransport). The baselines run in the same
-process, alternately with the requests: the row scan (`find_missing_ranges` over the whole year:
-what drawing coverage from the candles would cost) and the four record reads /coverage is built
-from. Target: /coverage p50 <= 50 ms.
+process, alternately with the requests: the row scan (`find_missing_ranges_many` over the whole
+year: what drawing coverage from the candles would cost) and the four record reads /coverage is
+built from. Target: /coverage p50 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def fill(store: SqlStore, first: int) -> None:
         )
         for k in range(HOLES)
     ]
-    gaps = await store.create_gaps(SERIES, holes)
+    gaps = await store.create_gaps_many({SERIES: holes})
     for k, gap in enumerate(gaps):
         status = STATUSES[k % len(STATUSES)]
         if status == "failed":
@@ -171,7 +171,8 @@ async def bench(backend: str, url: str, n: int) -> bool:
                 runs.append(len(response.json()["runs"]))
 
             async def row_scan() -> None:
-                holes = await store.find_missing_ranges(SERIES, first, last, MINUTE_MS)
+                found = await store.find_missing_ranges_many([(SERIES, first, last, MINUTE_MS)])
+                holes = found.get(SERIES, [])
                 assert len(holes) == 2 * HOLES
 
             async def records() -> None:
@@ -180,7 +181,7 @@ async def bench(backend: str, url: str, n: int) -> bool:
             samples = await paired(
                 {
                     "/coverage": coverage,
-                    "row scan (find_missing_ranges)": row_scan,
+                    "row scan (find_missing_ranges_many)": row_scan,
                     "record reads (coverage_records)": records,
                 },
                 n,
@@ -197,7 +198,7 @@ async def bench(backend: str, url: str, n: int) -> bool:
             f"{statistics.fmean(values):8.2f}  {len(values)}"
         )
     p50 = pct(samples["/coverage"], 0.5)
-    scan = pct(samples["row scan (find_missing_ranges)"], 0.5)
+    scan = pct(samples["row scan (find_missing_ranges_many)"], 0.5)
     reads = pct(samples["record reads (coverage_records)"], 0.5)
     ok = p50 <= TARGET_MS
     print(

@@ -92,8 +92,8 @@ async def prepare(url: str, pairs: int) -> None:
     await store.set_scan_states(states)
     minute = align(now, "1m")
     for i in range(0, pairs, 25):
-        await store.create_gaps(
-            SeriesKey(symbol(i), "1m"), [(minute - 300 * MINUTE_MS, minute - 290 * MINUTE_MS)]
+        await store.create_gaps_many(
+            {SeriesKey(symbol(i), "1m"): [(minute - 300 * MINUTE_MS, minute - 290 * MINUTE_MS)]}
         )
     # A day of candles for the series the page shows first (the table sorts by symbol).
     day = [

@@ -32,7 +32,7 @@ import asyncpg
 from sqlalchemy import event
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle
 from market_data.rate_limiter import RateLimiter
 from market_data.services.gap_repair import GapService
@@ -233,7 +233,10 @@ def settings_for(url: str, names: list[str], retention_days: float = 0) -> Setti
 
 def service(settings: Settings, store: SqlStore, clock: list[int]) -> GapService:
     rest = BitfinexRest("http://127.0.0.1:9", RateLimiter.from_settings(settings))  # never asked
-    return GapService(settings, store, rest, CandleSink(store, settings), clock=lambda: clock[0])
+    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+    return GapService(
+        settings, store, exchange, CandleSink(store, settings), clock=lambda: clock[0]
+    )
 
 
 async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[str, float]:

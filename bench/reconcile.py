@@ -22,25 +22,30 @@ import argparse
 import asyncio
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from market_data.models import SeriesKey
 from market_data.rate_limiter import Priority, RateLimiter
-from market_data.services.range_check import RangeCheckResult
-from market_data.services.ws_final_check import FinalCheck, UncheckedFinals
-from market_data.services.ws_ingestion import (
+from market_data.services.live.final_check import FinalCheck, UncheckedFinals
+from market_data.services.live.ingestion import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_RECONCILE_SECONDS,
     RECONCILE_BUDGET_SHARE,
 )
+from market_data.services.range_check import RangeCheckResult
 
 MINUTE_S = 60.0
 T0_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a minute boundary
 
 
+T = TypeVar("T")
+
+
 class VirtualClock:
-    """Seconds since the epoch that move only when someone sleeps."""
+    """Seconds since the epoch that move only when someone sleeps (a `lifecycle.Clock` for the
+    check; `now`/`sleep` for the limiter)."""
 
     def __init__(self, start_s: float, on_advance: Callable[[float, float], None]) -> None:
         self.t = start_s
@@ -48,6 +53,12 @@ class VirtualClock:
 
     def now(self) -> float:
         return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def wait(self, awaitable: Awaitable[T], seconds: float) -> T:
+        return await awaitable  # the check never waits with a timeout
 
     def now_ms(self) -> int:
         return int(self.t * 1000)
@@ -119,8 +130,7 @@ async def run_check(n_series: int, delay: float, hours: float, batch_s: float) -
         spacing_s=delay / RECONCILE_BUDGET_SHARE,
         grace_ms=int(DEFAULT_GRACE_SECONDS * 1000),
         clock_ms=clock.now_ms,
-        monotonic=clock.now,
-        sleep=clock.sleep,
+        clock=clock,
     )
     state["check"] = check
     stop = asyncio.Event()

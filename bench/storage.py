@@ -31,8 +31,8 @@ from pathlib import Path
 import asyncpg
 
 from market_data.models import Candle
+from market_data.storage.dialect_time import ms_to_datetime
 from market_data.storage.sql import SqlStore, open_store
-from market_data.storage.tables import ms_to_datetime
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 M = 60_000

@@ -31,11 +31,11 @@ import asyncpg
 import psutil
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.rate_limiter import RateLimiter
+from market_data.services.live.ingestion import WsIngestion
+from market_data.services.live.writer import LatencyHistogram
 from market_data.services.sink import CandleSink
-from market_data.services.ws_ingestion import WsIngestion
-from market_data.services.ws_writer import LatencyHistogram
 from market_data.simulator import SimulatorConfig, run_simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec
@@ -144,7 +144,8 @@ async def _run_one(backend: str, url: str, ws_url: str, rest_url: str, args: arg
     proc = psutil.Process()
     limiter = RateLimiter.from_settings(settings)
     async with BitfinexRest(rest_url, limiter) as rest:
-        ingestion = WsIngestion(settings, store, rest, CandleSink(store, settings))
+        exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+        ingestion = WsIngestion(settings, store, exchange, CandleSink(store, settings))
         stop = asyncio.Event()
         task = asyncio.create_task(ingestion.run(stop), name="ws-ingestion")
         state = ingestion.state

@@ -1,4 +1,5 @@
-"""The code stays clean: ruff over everything, mypy (strict on src/) as configured in pyproject."""
+"""The code stays clean: ruff lint and ruff format over everything, mypy (strict on src/) as
+configured in pyproject."""
 
 from __future__ import annotations
 
@@ -23,10 +24,18 @@ def _run(tool: str, *args: str) -> None:
     assert result.returncode == 0, f"{command} failed:\n{result.stdout}{result.stderr}"
 
 
-def test_ruff() -> None:
+def _paths() -> list[str]:
     # bench/ may not exist in every checkout stage; ruff refuses a missing path.
-    paths = [p for p in ("src", "tests", "bench") if (ROOT / p).exists()]
-    _run("ruff", "check", *paths)
+    return [p for p in ("src", "tests", "bench") if (ROOT / p).exists()]
+
+
+def test_ruff() -> None:
+    _run("ruff", "check", *_paths())
+
+
+def test_ruff_format() -> None:
+    # One layout for everyone: `ruff format` (configured in pyproject) leaves every file as is.
+    _run("ruff", "format", "--check", *_paths())
 
 
 def test_mypy() -> None:

@@ -8,6 +8,9 @@ secret (the `DATABASE_URL` password, `API_TOKEN`).
 Retention is read from every `RETENTION_<TF>` variable. The suffix is a timeframe, any case:
 `RETENTION_5M` is five minutes and `RETENTION_1M` one minute (as in the seed); a month is written
 `RETENTION_1MONTH`. A value of 0 keeps that timeframe forever, as does having no setting at all.
+
+Where the raw values come from is `config_sources.py`; how a bad one becomes a one-line
+`ConfigError`, `config_errors.py`; DATABASE_URL parsing and masking, `dburl.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -28,38 +30,25 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from market_data import dburl as urls
 from market_data.allowed_hosts import allowed_host, default_allowed_hosts
-from market_data.errors import ConfigError
+from market_data.config_errors import config_error, problem
+from market_data.config_sources import (
+    RETENTION_PREFIX,
+    EnvironmentSource,
+    is_retention_name,
+    retention_timeframe,
+)
+from market_data.dburl import normalize_database_url
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
-from market_data.storage import urls
-from market_data.storage.urls import normalize_database_url
 from market_data.timeframes import DAY_MS, TimeframeError, is_native, parse_timeframe, source_of
 
-RETENTION_PREFIX = "retention_"
 DEFAULT_RETENTION_DAYS: dict[str, float] = {"1m": 30.0, "1h": 365.0, "4h": 730.0, "1d": 1825.0}
 MAX_SYMBOLS = 1000
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_SECRET_FIELDS = frozenset({"database_url", "api_token"})
 
 Seconds = Annotated[float, Field(gt=0)]
 Minutes = Annotated[float, Field(gt=0)]
-
-
-def _problem(variable: str, problem: str) -> PydanticCustomError:
-    """A validation error that carries the variable it is about (for model-level checks)."""
-    return PydanticCustomError("config", "{problem}", {"variable": variable, "problem": problem})
-
-
-def retention_timeframe(suffix: str) -> str:
-    """`5m` -> `5m`, `1M` -> `1m` (the seed's minute), `1MONTH` -> `1M` (a month)."""
-    lowered = suffix.strip().lower()
-    if lowered.endswith("month") and lowered[:-5].isdigit():
-        return parse_timeframe(lowered[:-5] + "M")
-    return parse_timeframe(lowered)
-
-
-def _is_retention_name(key: str) -> bool:
-    return key.lower().startswith(RETENTION_PREFIX)
 
 
 def _split_list(value: Any) -> list[str]:
@@ -74,37 +63,6 @@ def _split_list(value: Any) -> list[str]:
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-class _EnvironmentSource(PydanticBaseSettingsSource):
-    """Raw strings from `.env` and the process environment (the environment wins).
-
-    Values stay strings and are parsed by the fields' validators, so lists are plain
-    comma-separated text (no JSON) and every `RETENTION_<TF>` is gathered into `retention_days`.
-    """
-
-    def __init__(
-        self, settings_cls: type[BaseSettings], env: EnvSettingsSource, dotenv: DotEnvSettingsSource
-    ) -> None:
-        super().__init__(settings_cls)
-        self._merged: dict[str, str | None] = {**dotenv.env_vars, **env.env_vars}
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._merged.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        retention: dict[str, str] = {}
-        for name in self.settings_cls.model_fields:
-            raw = self._merged.get(name)
-            if raw is not None and name != "retention_days":
-                values[name] = raw
-        for name, raw in self._merged.items():
-            if name.startswith(RETENTION_PREFIX) and raw is not None and name != "retention_days":
-                retention[name.upper()] = raw
-        if retention:
-            values["retention_days"] = retention
-        return values
 
 
 class Settings(BaseSettings):
@@ -176,7 +134,7 @@ class Settings(BaseSettings):
             dotenv_settings, DotEnvSettingsSource
         ):
             raise TypeError("unexpected settings sources")
-        return init_settings, _EnvironmentSource(settings_cls, env_settings, dotenv_settings)
+        return init_settings, EnvironmentSource(settings_cls, env_settings, dotenv_settings)
 
     # -- validation --------------------------------------------------------------------------
 
@@ -241,10 +199,10 @@ class Settings(BaseSettings):
             raise ValueError("must map timeframes to days")
         days = dict(DEFAULT_RETENTION_DAYS)
         # Environment names (RETENTION_1H) first, then explicit timeframe keys (`1h`) over them.
-        from_env = [(str(k), v) for k, v in value.items() if _is_retention_name(str(k))]
-        explicit = [(str(k), v) for k, v in value.items() if not _is_retention_name(str(k))]
+        from_env = [(str(k), v) for k, v in value.items() if is_retention_name(str(k))]
+        explicit = [(str(k), v) for k, v in value.items() if not is_retention_name(str(k))]
         for key, raw in from_env + explicit:
-            is_env = _is_retention_name(key)
+            is_env = is_retention_name(key)
             variable = key.upper() if is_env else f"RETENTION_{key.upper()}"
             try:
                 tf = (
@@ -253,11 +211,11 @@ class Settings(BaseSettings):
                     else parse_timeframe(key)
                 )
             except TimeframeError:
-                raise _problem(variable, "names no known timeframe (RETENTION_5M, RETENTION_1H, "
+                raise problem(variable, "names no known timeframe (RETENTION_5M, RETENTION_1H, "
                                "RETENTION_1D, RETENTION_1MONTH...)") from None
             number = _to_number(raw)
             if number is None or number < 0:
-                raise _problem(variable, f"must be a number of days >= 0 (0 keeps forever), "
+                raise problem(variable, f"must be a number of days >= 0 (0 keeps forever), "
                                f"got {str(raw)[:40]!r}")
             if number == 0:
                 days.pop(tf, None)
@@ -302,13 +260,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
         if self.ws_reconnect_max_backoff < self.ws_reconnect_initial_backoff:
-            raise _problem(
+            raise problem(
                 "WS_RECONNECT_MAX_BACKOFF",
                 f"{self.ws_reconnect_max_backoff:g} is below WS_RECONNECT_INITIAL_BACKOFF "
                 f"({self.ws_reconnect_initial_backoff:g})",
             )
         if self.rate_limit_max_backoff < self.rate_limit_initial_backoff:
-            raise _problem(
+            raise problem(
                 "RATE_LIMIT_MAX_BACKOFF",
                 f"{self.rate_limit_max_backoff:g} is below RATE_LIMIT_INITIAL_BACKOFF "
                 f"({self.rate_limit_initial_backoff:g})",
@@ -424,47 +382,4 @@ def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
     try:
         return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
-        raise _config_error(exc) from None
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    error = exc.errors(include_url=False)[0]
-    ctx = error.get("ctx") or {}
-    loc = error.get("loc") or ()
-    field = str(loc[0]) if loc else ""
-    variable = str(ctx.get("variable") or field.upper() or "settings")
-    if error["type"] == "config":
-        return ConfigError(variable, str(ctx["problem"]))
-    raw = error.get("input")
-    shown = ""
-    # value_error messages quote the value themselves when it is safe to show.
-    if field not in _SECRET_FIELDS and error["type"] != "value_error":
-        shown = f", got {str(raw)[:40]!r}" if isinstance(raw, (str, int, float)) else ""
-    return ConfigError(variable, _describe(error["type"], ctx, str(error["msg"])) + shown)
-
-
-def _describe(kind: str, ctx: Mapping[str, Any], msg: str) -> str:
-    bounds = {
-        "greater_than": "must be greater than {gt}",
-        "greater_than_equal": "must be at least {ge}",
-        "less_than": "must be less than {lt}",
-        "less_than_equal": "must be at most {le}",
-    }
-    if kind in bounds:
-        return bounds[kind].format(**{k: f"{v:g}" for k, v in ctx.items()})
-    fixed = {
-        "bool_parsing": "must be true or false",
-        "bool_type": "must be true or false",
-        "int_parsing": "must be a whole number",
-        "int_from_float": "must be a whole number",
-        "int_type": "must be a whole number",
-        "float_parsing": "must be a number",
-        "float_type": "must be a number",
-        "finite_number": "must be a finite number",
-        "literal_error": "must be one of " + str(ctx.get("expected", "")).replace("'", ""),
-        "string_type": "must be text",
-    }
-    if kind in fixed:
-        return fixed[kind]
-    text = msg.removeprefix("Value error, ")
-    return " ".join(text.split())
+        raise config_error(exc) from None

@@ -1,10 +1,11 @@
 """The daemon: builds every part from the settings and runs them in one asyncio TaskGroup.
 
-Named tasks: `api` (uvicorn, up first so /health answers while the rest starts), `startup`
-(database migrations with retry, then everything below), `ws_ingestion`, `startup_backfill` (in
-the background: the live stream never waits for history), and one task per periodic loop
-(`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked for over the
-API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
+Named tasks: `api` (the face it runs beside, the HTTP server that `market-data run` composes
+with it; up first so /health answers while the rest starts), `startup` (database migrations with
+retry, then everything below), `ws_ingestion`, `startup_backfill` (in the background: the live
+stream never waits for history; both startup steps are in daemon_startup.py), and one task per
+periodic loop (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked
+for over the API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
 
 Shutdown (SIGTERM/SIGINT only set the stop event) has two phases: every task sees the stop event
 and winds down (no new cycles, WebSocket ingestion flushes every buffered candle, backfill stops at
@@ -12,7 +13,11 @@ a page boundary); after a grace period what is left is cancelled. Jobs still `ru
 marked cancelled, connections closed, and the API stops last. A task that dies unexpectedly stops
 the daemon the same way, with exit code 1 (systemd restarts it).
 
-    python -m market_data.daemon        (or: market-data run)
+The daemon knows nothing of HTTP or the command line: what it runs beside its work is a
+`Companion` (serve, stop), and what the API reads of it is `api.view.DaemonView`, which it
+implements.
+
+    python -m market_data.daemon        (or: market-data run; both compose in cli/run.py)
 """
 
 from __future__ import annotations
@@ -21,38 +26,36 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
-from market_data.config import Settings, load_settings
+from market_data.config import Settings
 from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
-from market_data.errors import ConfigError, MarketDataError, PermanentError
-from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.models import SeriesKey
-from market_data.rate_limiter import RateLimiter
-from market_data.runtime import (
-    RETRY_MAX_S,
-    RuntimeState,
+from market_data.daemon_startup import (
     backfill_until_done,
     describe,
+    prepare_database,
+    retry_until_stopped,
 )
-from market_data.scheduler import PeriodicLoop, wait_for_stop
-from market_data.services.backfill import BackfillService
-from market_data.services.gap_repair import GapService
-from market_data.services.retention import RetentionService
-from market_data.services.sink import CandleSink
+from market_data.daemon_state import RuntimeState
+from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
+from market_data.models import SeriesKey
+from market_data.rate_limiter import LimiterStats, RateLimiter
+from market_data.scheduler import LoopStatus, PeriodicLoop
+from market_data.services.backfill import BackfillService, SeriesProgress
+from market_data.services.gap_repair import GapService, GapStats
+from market_data.services.live.ingestion import WsIngestion, WsIngestionState
+from market_data.services.retention import RetentionService, RetentionStats
+from market_data.services.sink import CandleSink, SinkStats
 from market_data.services.update import UpdateService
-from market_data.services.ws_ingestion import WsIngestion
+from market_data.storage.base import Store
 from market_data.storage.sql import open_store
 from market_data.timeframes import DAY_MS, now_ms
-from market_data.timing import TimedStore
-
-if TYPE_CHECKING:
-    from market_data.api.server import ApiServer
+from market_data.timing import UpsertTimings
 
 log = logging.getLogger("market_data.daemon")
 
@@ -64,12 +67,18 @@ FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connecti
 WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write latency)
 
 
-class DaemonBusy(MarketDataError):
-    """That work is already running."""
+class Companion(Protocol):
+    """What the daemon runs beside its work (the HTTP API): served first, stopped last."""
 
+    @property
+    def address(self) -> str:
+        """Where it answers, for the start line (`http://127.0.0.1:8100`)."""
 
-class DaemonNotRunning(MarketDataError):
-    """The daemon is not running (or is stopping): no new work is accepted."""
+    async def serve(self) -> None:
+        """Run until `stop()`; returning earlier (or raising) stops the daemon."""
+
+    def stop(self, *, force: bool = False) -> None:
+        """Finish: gracefully, or at once with `force`."""
 
 
 class Daemon:
@@ -77,22 +86,22 @@ class Daemon:
         self.settings = settings
         self.stop = asyncio.Event()
         self.state = RuntimeState(started_at_ms=now_ms())
-        timed = TimedStore(open_store(settings.database_url))
-        self.timings = timed.timings
-        self.store = timed.as_store()
+        self.timings = UpsertTimings()
+        self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
         self.limiter = RateLimiter.from_settings(settings)
         self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
+        # The services see the exchange interface only; this is where Bitfinex is chosen.
+        self.exchange = BitfinexExchange(self.rest, settings.bitfinex_ws_url)
         self.sink = CandleSink(self.store, settings)
-        self.backfill = BackfillService(settings, self.store, self.rest, self.sink)
+        self.backfill = BackfillService(settings, self.store, self.exchange, self.sink)
         self.ws = (
-            WsIngestion(settings, self.store, self.rest, self.sink)
+            WsIngestion(settings, self.store, self.exchange, self.sink)
             if settings.ws_ingestion_enabled else None
         )
-        self.gaps = GapService(settings, self.store, self.rest, self.sink)
+        self.gaps = GapService(settings, self.store, self.exchange, self.sink)
         self.retention = RetentionService(settings, self.store)
-        self.update = UpdateService(settings, self.store, self.rest, self.sink)
+        self.update = UpdateService(settings, self.store, self.exchange, self.sink)
         self.loops: dict[str, PeriodicLoop] = self._build_loops()
-        self.api_port: int | None = None
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
         self._lock: DaemonLock | None = None
@@ -110,52 +119,80 @@ class Daemon:
         if s.rest_update_enabled:
             loops.append(PeriodicLoop("update", self.update.run_once, s.update_interval_seconds,
                                       initial_delay=s.update_interval_seconds))
-        checkpoint = getattr(self.store, "checkpoint", None)
-        if checkpoint is not None and s.is_sqlite:
-            loops.append(PeriodicLoop("wal_checkpoint", checkpoint, WAL_CHECKPOINT_INTERVAL_S,
+        if s.is_sqlite:
+            loops.append(PeriodicLoop("wal_checkpoint", self.store.checkpoint,
+                                      WAL_CHECKPOINT_INTERVAL_S,
                                       initial_delay=WAL_CHECKPOINT_INTERVAL_S))
         return {loop.name: loop for loop in loops}
 
+    # -- what the API reads (api.view.DaemonView) ------------------------------------------------
+
+    @property
+    def loop_statuses(self) -> list[LoopStatus]:
+        return [loop.status for loop in self.loops.values()]
+
+    @property
+    def ws_state(self) -> WsIngestionState | None:
+        return None if self.ws is None else self.ws.state
+
+    @property
+    def backfill_progress(self) -> Mapping[SeriesKey, SeriesProgress]:
+        return self.backfill.progress
+
+    @property
+    def sink_stats(self) -> SinkStats:
+        return self.sink.stats
+
+    @property
+    def upsert_timings(self) -> UpsertTimings:
+        return self.timings
+
+    @property
+    def rest_stats(self) -> RestStats:
+        return self.rest.stats
+
+    @property
+    def limiter_stats(self) -> LimiterStats:
+        return self.limiter.stats
+
+    def rate_limit_penalty_seconds(self) -> float:
+        return self.limiter.penalty_remaining()
+
+    @property
+    def gap_stats(self) -> GapStats:
+        return self.gaps.stats
+
+    @property
+    def retention_stats(self) -> RetentionStats:
+        return self.retention.stats
+
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
-        from market_data.api.server import bind, build_server
+    def claim(self) -> None:
+        """Take what only one daemon may hold: on SQLite, the database file's lock (held for
+        the daemon's life). Called before the API's port is bound, so a second daemon says why
+        it cannot run rather than "port taken". Raises PermanentError naming the holder."""
+        self._lock = acquire_daemon_lock(self.settings)
 
-        s = self.settings
-        try:
-            # Before the port: a second daemon must say why it cannot run, not "port taken".
-            self._lock = acquire_daemon_lock(s)
-        except PermanentError as exc:
-            log.error("Cannot start: %s", exc)
-            await self._close()
-            return 1
-        try:
-            sock = bind(s.api_host, s.api_port)
-        except OSError as exc:
-            log.error("Cannot listen on %s:%d: %s", s.api_host, s.api_port, exc.strerror or exc)
-            await self._close()
-            return 1
-        self.api_port = sock.getsockname()[1]
-        server = build_server(self)
-        self._log_start()
+    async def run(self, api: Companion) -> int:
+        """Run beside `api` until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
+        self._log_start(api.address)
         with _signals_set(self.stop):
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
-                    api = group.create_task(self._serve(server, sock), name="api")
+                    serving = group.create_task(self._serve(api), name="api")
                     self._spawn("startup", self._startup())
                     await self.stop.wait()
-                    await self._shutdown(server, api)
+                    await self._shutdown(api, serving)
             finally:
                 self._group = None
-                sock.close()
         self.state.phase = "stopped"
         return 1 if self.state.crashed else 0
 
-    async def _serve(self, server: ApiServer, sock: socket.socket) -> None:
+    async def _serve(self, api: Companion) -> None:
         try:
-            await server.serve(sockets=[sock])
+            await api.serve()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # uvicorn calls sys.exit() when its startup fails
@@ -190,7 +227,10 @@ class Daemon:
         self.stop.set()
 
     async def _startup(self) -> None:
-        if not await self._retry("Database", self._prepare_database):
+        prepared = await retry_until_stopped(
+            "Database", lambda: prepare_database(self.store, self.state), self.stop
+        )
+        if not prepared:
             return
         if self.stop.is_set():  # stopped while the database was being prepared: start nothing
             return
@@ -204,39 +244,11 @@ class Daemon:
         for loop in self.loops.values():
             self._spawn(loop.name, loop.run(self.stop))
 
-    async def _prepare_database(self) -> None:
-        try:
-            await self.store.upgrade()
-        except BaseException as exc:
-            self.state.database_ready = False
-            self.state.database_error = describe(exc)
-            raise
-        self.state.database_ready = True
-        self.state.database_error = None
-        left = await self.store.fail_running_jobs("interrupted: the daemon stopped first")
-        if left:
-            log.warning("Marked %d job(s) left running by a previous process as failed", left)
-
-    async def _retry(self, what: str, step: Any) -> bool:
-        """Run `step()` until it succeeds or stop is set, backing off; True on success."""
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                await step()
-                return True
-            except Exception as exc:
-                level = logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
-                log.log(level, "%s unavailable (%s); retrying in %.0f s", what, describe(exc),
-                        delay)
-            if await wait_for_stop(self.stop, delay):
-                break
-            delay = min(delay * 2, RETRY_MAX_S)
-        return False
-
     async def _startup_backfill(self) -> None:
-        if await backfill_until_done(self.backfill, self.state, self.stop,
-                                     what="Startup backfill"):
-            # Fresh history: look for holes now rather than an interval from now.
+        if await backfill_until_done(
+            self.backfill, self.state, self.stop, what="Startup backfill"
+        ):
+            # Fresh history: look for holes right after it rather than an interval from now.
             self.loops["gap_detection"].trigger()
 
     async def _detect_gaps(self) -> object:
@@ -266,7 +278,7 @@ class Daemon:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    async def _shutdown(self, server: ApiServer, api: asyncio.Task[None]) -> None:
+    async def _shutdown(self, api: Companion, serving: asyncio.Task[None]) -> None:
         began = time.monotonic()
         deadline = began + STOP_BUDGET_S
 
@@ -293,17 +305,18 @@ class Daemon:
                     log.info("Marked %d running job(s) cancelled", n)
             except Exception as exc:
                 log.warning("Could not mark running jobs cancelled: %s", describe(exc))
-        server.should_exit = True
-        done, _ = await asyncio.wait({api}, timeout=left(FINAL_STEP_S))
+        api.stop()
+        done, _ = await asyncio.wait({serving}, timeout=left(FINAL_STEP_S))
         if not done:
-            server.force_exit = True
-            api.cancel()
-        await self._close(left(FINAL_STEP_S))
+            api.stop(force=True)
+            serving.cancel()
+        await self.close(left(FINAL_STEP_S))
         written = dict(sorted(self.sink.stats.written_by_source.items()))
         log.info("Stopped in %.1f s; candles written by source: %s", time.monotonic() - began,
                  written)
 
-    async def _close(self, seconds: float = FINAL_STEP_S) -> None:
+    async def close(self, seconds: float = FINAL_STEP_S) -> None:
+        """Close the connections (exchange, database); `run` does it on its way out."""
         for close in (self.rest.aclose, self.store.close):
             try:
                 await asyncio.wait_for(close(), seconds)
@@ -311,16 +324,17 @@ class Daemon:
                 log.warning("Closing: %s", describe(exc))
         if self._lock is not None:  # only once the database is closed
             self._lock.release()
+            self._lock = None
 
-    def _log_start(self) -> None:
+    def _log_start(self, api: str) -> None:
         s = self.settings
         log.info(
             "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
-            "(%g days) update=%s api=http://%s:%d",
+            "(%g days) update=%s api=%s",
             s.safe_database_url, ",".join(s.bitfinex_symbols), ",".join(s.bitfinex_timeframes),
             "on" if s.ws_ingestion_enabled else "off",
             "on" if s.backfill_on_startup else "off", s.backfill_days,
-            "on" if s.rest_update_enabled else "off", s.api_host, self.api_port,
+            "on" if s.rest_update_enabled else "off", api,
         )
         log.debug("Settings (secrets masked): %s", s.masked_dict())
 
@@ -350,21 +364,10 @@ def _signals_set(stop: asyncio.Event) -> Any:
             loop.remove_signal_handler(sig)
 
 
-def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from market_data.logging_setup import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
-    return asyncio.run(Daemon(settings).run())
-
-
 if __name__ == "__main__":
-    # Run the package's copy of this module, not `__main__`: the API imports
-    # `market_data.daemon`, and its exception classes must be the ones raised here.
-    from market_data.daemon import main as package_main
+    # `python -m market_data.daemon` (CONTRACT section 1) is the script entry point, like
+    # __main__.py: it composes the daemon with its HTTP API where `market-data run` does. The
+    # module itself imports neither the API nor the command line.
+    from market_data.cli.run import main
 
-    sys.exit(package_main())
+    sys.exit(main())

@@ -3,18 +3,24 @@
     MarketDataError                    root: every error the project raises on purpose
     ├── ConfigError                    a setting is wrong; the process stops with exit code 2
     ├── InvalidCandleError             a candle breaks an invariant; it is rejected, never stored
-    ├── PayloadError                   an exchange payload could not be parsed
+    ├── PayloadError                   an exchange payload could not be parsed            (E)
     ├── TemporaryError                 retry later, with backoff
     │   ├── StorageUnavailable         the database cannot be reached or is busy
     │   │   ├── StorageReadOnly        it answers reads but refuses writes (read-only file,
     │   │   │                          mount or server); a fresh connection is needed
     │   │   └── StorageFull            the disk, or the database's size limit, is full
-    │   ├── ExchangeUnavailable        5xx, timeouts, connection errors, maintenance
-    │   └── RateLimited                HTTP 429 or error 11010; everyone waits
-    └── PermanentError                 retrying the same thing cannot help
-        ├── StorageError               the database refused the statement
-        ├── ExchangeRequestError       the exchange refused the parameters (10020)
-        └── UnknownSymbol              the exchange does not list this pair
+    │   ├── ExchangeUnavailable        5xx, timeouts, connection errors, maintenance      (E)
+    │   └── RateLimited                HTTP 429 or error 11010; everyone waits            (E)
+    ├── PermanentError                 retrying the same thing cannot help
+    │   ├── StorageError               the database refused the statement
+    │   ├── ExchangeRequestError       the exchange refused the parameters (10020)        (E)
+    │   └── UnknownSymbol              the exchange does not list this pair               (E)
+    └── DaemonError                    work asked of the daemon was refused
+        ├── DaemonBusy                 that work is already running
+        └── DaemonNotRunning           starting or stopping: no new work is accepted
+
+(E): also an `ExchangeError`, the errors that come from the exchange. A temporary one means the
+exchange cannot be reached or is holding us off (`is_exchange_outage`), which /health shows.
 
 Driver errors (SQLAlchemy, asyncpg, sqlite3, httpx, websockets) are translated into this tree
 once, at the edge that calls the driver; nothing above the edges sees a driver exception.
@@ -43,7 +49,11 @@ class InvalidCandleError(MarketDataError):
     """A candle breaks an invariant (finite numbers, high >= low, aligned time, volume >= 0)."""
 
 
-class PayloadError(MarketDataError):
+class ExchangeError(MarketDataError):
+    """The exchange failed a request."""
+
+
+class PayloadError(ExchangeError):
     """An exchange payload could not be parsed."""
 
 
@@ -63,11 +73,11 @@ class StorageFull(StorageUnavailable):
     """The database cannot grow: its disk (or its size limit) is full."""
 
 
-class ExchangeUnavailable(TemporaryError):
+class ExchangeUnavailable(TemporaryError, ExchangeError):
     """The exchange cannot be reached or answered with a server error."""
 
 
-class RateLimited(TemporaryError):
+class RateLimited(TemporaryError, ExchangeError):
     """The exchange rate-limited us (HTTP 429 or error 11010)."""
 
 
@@ -79,9 +89,27 @@ class StorageError(PermanentError):
     """The database refused the statement."""
 
 
-class ExchangeRequestError(PermanentError):
+class ExchangeRequestError(PermanentError, ExchangeError):
     """The exchange refused the request's parameters."""
 
 
-class UnknownSymbol(PermanentError):
+class UnknownSymbol(PermanentError, ExchangeError):
     """The exchange does not list this pair."""
+
+
+class DaemonError(MarketDataError):
+    """The daemon refused that work."""
+
+
+class DaemonBusy(DaemonError):
+    """That work is already running."""
+
+
+class DaemonNotRunning(DaemonError):
+    """The daemon is not running (or is stopping): no new work is accepted."""
+
+
+def is_exchange_outage(exc: BaseException) -> bool:
+    """The exchange cannot be reached or is rate-limiting us (as opposed to refusing a request):
+    a temporary error from the exchange."""
+    return isinstance(exc, ExchangeError) and isinstance(exc, TemporaryError)

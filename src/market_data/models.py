@@ -100,6 +100,16 @@ class Candle:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row refused on the way in, before it became a candle (an exchange payload row the
+    parser could not accept): its text (shortened), why, and its open time when it had one."""
+
+    raw: str
+    reason: str
+    ts: int | None = None
+
+
 class JobType(StrEnum):
     BACKFILL = "backfill"
     GAP_DETECTION = "gap_detection"

@@ -56,18 +56,6 @@ class LoopStatus:
         return self.consecutive_failures >= FAILING_THRESHOLD
 
 
-async def wait_for_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds` for `stop`; True when it is set. Use instead of sleep."""
-    if stop.is_set():
-        return True
-    if seconds <= 0:
-        return False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    return stop.is_set()
-
-
 def _summarize(result: object) -> str | None:
     if result is None:
         return None

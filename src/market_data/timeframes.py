@@ -138,6 +138,12 @@ def align(ts_ms: int, tf: str) -> int:
     return ts_ms - ((ts_ms - anchor) % length)
 
 
+def ceil_open(ts_ms: int, tf: str) -> int:
+    """The first period open time at or after `ts_ms` (rounds up to a period start)."""
+    start = align(ts_ms, tf)
+    return start if start == ts_ms else next_open(start, tf)
+
+
 def is_aligned(ts_ms: int, tf: str) -> bool:
     return align(ts_ms, tf) == ts_ms
 

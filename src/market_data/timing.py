@@ -1,19 +1,10 @@
-"""Upsert latency, measured around the store: a plain histogram the metrics collector reads.
-
-`TimedStore` wraps any store and times `upsert_candles`; every other attribute is the wrapped
-store's own, so it can stand wherever the store does.
-"""
+"""Latency histograms as plain values: the store times its upserts into `UpsertTimings`, the
+WebSocket writer its commits into a `Histogram`, and the metrics collector reads both."""
 
 from __future__ import annotations
 
 import bisect
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-from market_data.models import Candle
-from market_data.storage.base import Store, UpsertResult
 
 # Seconds; from a sub-millisecond SQLite flush to a 10,000-row PostgreSQL page.
 UPSERT_BUCKETS: tuple[float, ...] = (
@@ -49,29 +40,9 @@ class Histogram:
 class UpsertTimings:
     seconds: Histogram = field(default_factory=Histogram)
     rows: int = 0
-    errors: int = 0
+    errors: int = 0  # upserts that raised
 
-
-class TimedStore:
-    """Delegates to `inner`, timing `upsert_candles` into `timings`."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.timings = UpsertTimings()
-
-    async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
-        started = time.perf_counter()
-        try:
-            result = await self.inner.upsert_candles(candles)
-        except Exception:
-            self.timings.errors += 1
-            raise
-        self.timings.seconds.observe(time.perf_counter() - started)
-        self.timings.rows += len(candles)
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def as_store(self) -> Store:
-        return cast(Store, self)
+    def record(self, seconds: float, rows: int) -> None:
+        """One upsert that succeeded."""
+        self.seconds.observe(seconds)
+        self.rows += rows

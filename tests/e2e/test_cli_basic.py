@@ -127,7 +127,8 @@ async def test_status_shows_each_series_with_its_open_gaps(tmp_path: Path) -> No
             for i in (0, 1, 5)
         ]
         await store.upsert_candles(candles)
-        await store.create_gaps(SeriesKey("BTCUSD", "1h"), [(start + 2 * hour, start + 5 * hour)])
+        btc = SeriesKey("BTCUSD", "1h")
+        await store.create_gaps_many({btc: [(start + 2 * hour, start + 5 * hour)]})
     finally:
         await store.close()
 

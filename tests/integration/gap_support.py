@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.exchanges.base import CandlePage
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.services.gap_repair import GapService, RetryPolicy
@@ -67,6 +68,7 @@ class Rig:
     settings: Settings
     store: SqlStore
     rest: RecordingRest
+    exchange: BitfinexExchange  # the adapter over `rest`, as the services see it
     sink: CandleSink
     gaps: GapService
 
@@ -89,8 +91,9 @@ def rig(
     extra: dict[str, Any] = {}
     if clock is not None:
         extra["clock"] = clock
-    gaps = GapService(settings, store, rest, sink, policy=policy, **extra)
-    return Rig(settings, store, rest, sink, gaps)
+    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+    gaps = GapService(settings, store, exchange, sink, policy=policy, **extra)
+    return Rig(settings, store, rest, exchange, sink, gaps)
 
 
 async def fill(sink: CandleSink, sim: Simulator, symbol: str, tf: str, start: int,

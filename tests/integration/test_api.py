@@ -18,6 +18,7 @@ from market_data.config import load_settings
 from market_data.daemon import Daemon
 from market_data.models import Candle, SeriesKey
 from market_data.timeframes import HOUR_MS, MINUTE_MS, align
+from tests.plugins.db import record_gaps
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 TOKEN = "tok-3f9a1c7e5b2d"
@@ -53,9 +54,9 @@ async def daemon(database_url: str) -> AsyncIterator[Daemon]:
     await store.upsert_candles([_candle(SeriesKey("DOGEUSD", "1h"), T0 + i * HOUR_MS, 0.1 + i)
                                 for i in range(5)])
     await store.upsert_candles([_candle(SeriesKey("BTCUSD", "1d"), T0)])
-    gaps = await store.create_gaps(BTC_1M, [(T0 + 400 * MINUTE_MS, T0 + 403 * MINUTE_MS),
+    gaps = await record_gaps(store, BTC_1M, [(T0 + 400 * MINUTE_MS, T0 + 403 * MINUTE_MS),
                                             (T0 + 500 * MINUTE_MS, T0 + 501 * MINUTE_MS)])
-    await store.create_gaps(SeriesKey("DOGEUSD", "1h"), [(T0 + 10 * HOUR_MS, T0 + 12 * HOUR_MS)])
+    await record_gaps(store, SeriesKey("DOGEUSD", "1h"), [(T0 + 10 * HOUR_MS, T0 + 12 * HOUR_MS)])
     await store.close_gap(gaps[0].id, "repaired", 3, T0 + 1000 * MINUTE_MS)
     for job_type, status, symbol in [("backfill", "success", "BTCUSD"),
                                      ("gap_repair", "failed", None),

@@ -14,6 +14,7 @@ from market_data.config import load_settings
 from market_data.daemon import Daemon
 from market_data.models import Candle, SeriesKey
 from market_data.timeframes import HOUR_MS, align, format_ts
+from tests.plugins.db import record_gaps
 
 T0 = align(1_767_225_600_000, "1d")  # 2026-01-01T00:00:00Z
 BTC_1H = SeriesKey("BTCUSD", "1h")
@@ -52,8 +53,8 @@ async def daemon(database_url: str) -> AsyncIterator[Daemon]:
     # 190..191 a hole after the detector's watermark (hour 180) that nothing recorded yet.
     missing = {*range(20, 23), 40, *range(80, 84), *range(100, 105), 190, 191}
     await store.upsert_candles([_candle(BTC_1H, _h(i)) for i in range(HOURS) if i not in missing])
-    gaps = await store.create_gaps(
-        BTC_1H, [(_h(20), _h(23)), (_h(40), _h(41)), (_h(60), _h(62)), (_h(80), _h(84))]
+    gaps = await record_gaps(
+        store, BTC_1H, [(_h(20), _h(23)), (_h(40), _h(41)), (_h(60), _h(62)), (_h(80), _h(84))]
     )
     by_start = {g.gap_start: g for g in gaps}
     await store.record_gap_failure(by_start[_h(40)].id, "boom", _h(300), failed=True)
@@ -149,9 +150,8 @@ async def test_coverage_is_bounded_when_gap_rows_are_too_many(
     minute = 60_000
     await daemon.store.upsert_candles([_candle(series, T0), _candle(series, T0 + 30_000 * minute)])
     count = COVERAGE_LIST + 5
-    await daemon.store.create_gaps(
-        series, [(T0 + (2 * i + 1) * minute, T0 + (2 * i + 2) * minute) for i in range(count)]
-    )
+    holes = [(T0 + (2 * i + 1) * minute, T0 + (2 * i + 2) * minute) for i in range(count)]
+    await record_gaps(daemon.store, series, holes)
     response = await client.get("/coverage", params={"symbol": "DOGEUSD", "timeframe": "1m"})
     body = response.json()
     assert body["truncated"] is True

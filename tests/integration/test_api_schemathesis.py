@@ -31,7 +31,7 @@ from market_data.daemon import Daemon
 from market_data.models import Candle, SeriesKey
 from market_data.storage.sql import open_store
 from market_data.timeframes import HOUR_MS, MINUTE_MS, align
-from tests.plugins.db import BACKENDS, ClonePool, _url_for, run_sync
+from tests.plugins.db import BACKENDS, ClonePool, _url_for, record_gaps, run_sync
 
 TOKEN = "schema-token-0c4f2a"
 # The API answers only its own Host names (API_ALLOWED_HOSTS), not schemathesis's "testserver".
@@ -54,7 +54,7 @@ async def _populate(url: str) -> None:
         await store.upsert_candles([
             Candle("DOGEUSD", "1h", T0 + i * HOUR_MS, 0.1, 0.2, 0.05, 0.15, 1e6, True)
             for i in range(10)])
-        await store.create_gaps(btc, [(T0 + 300 * MINUTE_MS, T0 + 303 * MINUTE_MS)])
+        await record_gaps(store, btc, [(T0 + 300 * MINUTE_MS, T0 + 303 * MINUTE_MS)])
         job = await store.create_job("backfill", "BTCUSD", "1m")
         await store.finish_job(job, "success", 200)
         await store.create_job("update")

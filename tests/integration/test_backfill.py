@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from market_data.config import Settings, load_settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import SeriesKey
 from market_data.rate_limiter import RateLimiter
 from market_data.services.backfill import BackfillService
@@ -49,7 +49,8 @@ async def backfill_service(
 ) -> AsyncIterator[BackfillService]:
     limiter = RateLimiter.from_settings(settings)
     async with BitfinexRest(settings.bitfinex_rest_url, limiter, retry_backoff=0.05) as rest:
-        yield BackfillService(settings, store, rest, sink or CandleSink(store, settings))
+        exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+        yield BackfillService(settings, store, exchange, sink or CandleSink(store, settings))
 
 
 def hist_requests(sim: Simulator) -> int:

@@ -6,7 +6,8 @@ import pytest
 
 from market_data.config import load_settings
 from market_data.models import Candle, SeriesKey
-from market_data.services.backfill import BackfillService, order_series, subtract
+from market_data.ranges import subtract
+from market_data.services.backfill import BackfillService, order_series
 from market_data.storage.base import Store
 from market_data.timeframes import DAY_MS, HOUR_MS
 

@@ -104,7 +104,7 @@ async def test_429_storm_slows_the_backfill_and_loses_nothing(
     async with backfill_service(settings, store, sink) as service:
         report = await service.run()
         waits = sum(p.rate_limit_waits for p in service.progress.values())
-        limited = service._rest.limiter.stats.rate_limited
+        limited = service._exchange.limiter.stats.rate_limited
     elapsed = time.monotonic() - started[0]
     assert report.ok
     assert limited >= 1

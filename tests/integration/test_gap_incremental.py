@@ -30,7 +30,7 @@ async def test_cycles_look_only_at_what_changed(store: SqlStore, database_url: s
     # The candle of hour 49 is still open at "now": it bounds nothing yet.
     await store.upsert_candles(hours(0, 49, skip=(10, 11)) + hours(49, 50, final=False))
     assert ranges((await r.gaps.detect()).new_gaps) == [(10, 12)]
-    assert await store.get_watermark(S) == T0 + 48 * HOUR_MS
+    assert (await store.scan_states())[S][1] == T0 + 48 * HOUR_MS  # the watermark
 
     # New candles at the tail, one missing: only the new hole is found.
     clock[0] = T0 + 60 * HOUR_MS
@@ -48,7 +48,7 @@ async def test_cycles_look_only_at_what_changed(store: SqlStore, database_url: s
     restarted = rig(settings, store, clock=lambda: clock[0])
     assert (await restarted.gaps.detect()).new_gaps == []
     assert ranges((await restarted.gaps.detect(full=True)).new_gaps) == [(30, 31)]
-    assert await store.get_detect_low(S) == T0 - 20 * HOUR_MS
+    assert (await store.scan_states())[S][0] == T0 - 20 * HOUR_MS  # detect_low
     await r.close()
     await restarted.close()
 

@@ -213,3 +213,31 @@ async def test_broken_websocket_rows_are_quarantined_and_counted(
                 truth = sim.market.candle_at(symbol, tf, mine.ts)
                 assert truth is not None, mine
                 assert not mine.final or mine.same_values(truth), (mine, truth)
+
+
+async def test_broken_catch_up_rows_are_quarantined_through_the_sink_and_counted(
+    daemon: Daemon, sim: Simulator
+) -> None:
+    # Regression: the REST catch-up behind the stream wrote its refused rows straight to the
+    # store, so market_data_candles_quarantined_total{source="ws_catchup"} never counted them.
+    assert daemon.ws is not None
+    sim.set_faults(rest_corrupt_rate=1.0)  # the catch-up's REST answers are all broken
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.ws.run(stop))
+
+    async def kept() -> int:
+        return sum(1 for row in await _quarantine(daemon) if row.source == "ws_catchup")
+
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await kept():
+            assert asyncio.get_running_loop().time() < deadline, "no catch-up row quarantined"
+            assert not task.done(), task
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    metrics = await _metrics(daemon)
+    counted = metrics.get('market_data_candles_quarantined_total{source="ws_catchup"}', 0)
+    assert counted >= await kept() > 0, metrics
+    assert daemon.sink.stats.rejected_by_source["ws_catchup"] == counted

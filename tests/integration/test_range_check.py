@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import RateLimiter
 from market_data.services.range_check import RangeChecker
@@ -71,7 +71,7 @@ async def test_one_page_corrects_every_difference_in_the_range(
     sink = CandleSink(store, settings)
     await sink.write(stored, "ws")
     async with BitfinexRest(sim.rest_url, RateLimiter.from_settings(settings)) as rest:
-        checker = RangeChecker(store, rest, sink, source=SOURCE)
+        checker = RangeChecker(store, BitfinexExchange(rest, sim.ws_url), sink, source=SOURCE)
         before = _hist_requests(sim)
         result = await checker.check(KEY, "BTCUSD", start, end, closed_before_ms=now)
         assert _hist_requests(sim) == before + 1  # one request for the whole range
@@ -102,7 +102,7 @@ async def test_refused_rows_prove_nothing_for_their_periods(
     await sink.write([wrong if c.ts == wrong.ts else c for c in truth], "ws")
     sim.faults.update(rest_corrupt_rate=1.0)  # every row of the answer is broken
     async with BitfinexRest(sim.rest_url, RateLimiter.from_settings(settings)) as rest:
-        checker = RangeChecker(store, rest, sink, source=SOURCE)
+        checker = RangeChecker(store, BitfinexExchange(rest, sim.ws_url), sink, source=SOURCE)
         result = await checker.check(KEY, "BTCUSD", start, end, closed_before_ms=now)
         assert result.corrected == 0
         assert result.unproven is not None
@@ -133,7 +133,8 @@ async def test_a_full_page_proves_only_its_newest_ten_thousand_candles(
     sink = CandleSink(store, settings)
     await sink.write([oldest, *truth[1:-1], newest], "ws")
     async with BitfinexRest(sim.rest_url, RateLimiter.from_settings(settings)) as rest:
-        result = await RangeChecker(store, rest, sink, source=SOURCE).check(
+        checker = RangeChecker(store, BitfinexExchange(rest, sim.ws_url), sink, source=SOURCE)
+        result = await checker.check(
             KEY, "BTCUSD", start, end, closed_before_ms=now
         )
     assert result.compared == 10_000

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from market_data.errors import ExchangeRequestError, ExchangeUnavailable, RateLimited, UnknownSymbol
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex.rest import BitfinexRest
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.simulator import Faults, Simulator
 from market_data.timeframes import HOUR_MS, MINUTE_MS, align, next_open

@@ -23,6 +23,7 @@ from tests.integration.gap_support import (
     rows_before,
     values,
 )
+from tests.plugins.db import record_gaps
 
 BTC1H, BTC4H = SeriesKey("BTCUSD", "1h"), SeriesKey("BTCUSD", "4h")
 
@@ -42,7 +43,7 @@ async def test_retention_deletes_exactly_the_old_candles_and_nobody_refetches_th
     four = await store.candles_in_range(BTC4H, start, end)
     cut_1h, cut_4h = cutoff_ms(now, 2 * DAY_MS, "1h"), cutoff_ms(now, round(3.5 * DAY_MS), "4h")
     assert start < cut_4h < cut_1h
-    await store.create_gaps(BTC1H, [(start + HOUR_MS, start + 2 * HOUR_MS),
+    await record_gaps(store, BTC1H, [(start + HOUR_MS, start + 2 * HOUR_MS),
                                     (cut_1h + HOUR_MS, cut_1h + 2 * HOUR_MS)])
 
     retention = RetentionService(settings, store, clock=lambda: now, batch_size=7)
@@ -61,7 +62,7 @@ async def test_retention_deletes_exactly_the_old_candles_and_nobody_refetches_th
     assert await retention.run_once() == 0  # nothing left to do
 
     # BACKFILL_DAYS (5) reaches further back than retention (2): the purged range stays purged.
-    backfill = BackfillService(settings, store, r.rest, r.sink, clock=lambda: now)
+    backfill = BackfillService(settings, store, r.exchange, r.sink, clock=lambda: now)
     await backfill.run([BTC1H])
     assert r.rest.calls, "the backfill asked for the recent candles"
     assert all(call.start_ms >= cut_1h for call in r.rest.calls)

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from market_data.errors import ExchangeRequestError, RateLimited
-from market_data.exchanges.bitfinex import parse_pair_list, parse_rest_candles
-from market_data.exchanges.bitfinex_frames import (
+from market_data.exchanges.bitfinex.frames import (
     CandleSnapshot,
     CandleUpdate,
     ConfAck,
@@ -21,6 +20,7 @@ from market_data.exchanges.bitfinex_frames import (
     SubscribedEvent,
     parse_ws_message,
 )
+from market_data.exchanges.bitfinex.wire import parse_pair_list, parse_rest_candles
 from market_data.simulator import Simulator
 from tests.integration.test_simulator_ws import BUSY, frames_for, open_ws, recv
 from tests.plugins.sim import SimulatorFactory

@@ -8,6 +8,7 @@ import pytest
 
 from market_data.models import GapStatus, SeriesKey
 from market_data.storage.sql import SqlStore, open_store
+from tests.plugins.db import delete_finished_jobs_before, record_gaps
 
 H = 3_600_000
 T0 = 1_699_999_200_000
@@ -83,7 +84,7 @@ async def test_fail_running_jobs_and_delete_old_ones(clocked: tuple[SqlStore, Cl
     assert await store.fail_running_jobs("stopping", status="cancelled") == 1
     assert (await store.list_jobs(job_type="ws_catchup"))[0].status == "cancelled"
 
-    assert await store.delete_jobs_before(cutoff) == 4
+    assert await delete_finished_jobs_before(store, cutoff) == 4  # none left running
     assert {j.id for j in await store.list_jobs()} == {newer, left}
     assert running[0] not in {j.id for j in await store.list_jobs()}
 
@@ -100,7 +101,7 @@ async def test_job_arguments_are_checked(store: SqlStore) -> None:
 
 async def test_create_gaps_skips_recorded_ranges(clocked: tuple[SqlStore, Clock]) -> None:
     store, _ = clocked
-    created = await store.create_gaps(BTC, [(T0 + 5 * H, T0 + 8 * H), (T0, T0 + 2 * H)])
+    created = await record_gaps(store, BTC, [(T0 + 5 * H, T0 + 8 * H), (T0, T0 + 2 * H)])
     assert [(g.gap_start, g.gap_end) for g in created] == [
         (T0, T0 + 2 * H), (T0 + 5 * H, T0 + 8 * H),
     ]
@@ -110,20 +111,22 @@ async def test_create_gaps_skips_recorded_ranges(clocked: tuple[SqlStore, Clock]
     assert gap.series == BTC
     # open or closed, a recorded start is never recorded twice; other series are separate
     await store.close_gap(created[1].id, "repaired", 3, T0 + 100 * H)
-    again = await store.create_gaps(
+    again = await record_gaps(store,
         BTC, [(T0, T0 + 2 * H), (T0 + 5 * H, T0 + 9 * H), (T0 + 20 * H, T0 + 21 * H)]
     )
     assert [(g.gap_start, g.gap_end) for g in again] == [(T0 + 20 * H, T0 + 21 * H)]
-    assert len(await store.create_gaps(ETH, [(T0, T0 + 2 * H)])) == 1
-    assert await store.create_gaps(ETH, []) == []
-    assert await store.create_gaps(ETH, [(T0 + 9 * H, T0 + 9 * H)]) == []  # empty range
+    assert len(await record_gaps(store, ETH, [(T0, T0 + 2 * H)])) == 1
+    assert await record_gaps(store, ETH, []) == []
+    assert await record_gaps(store, ETH, [(T0 + 9 * H, T0 + 9 * H)]) == []  # empty range
     assert await store.count_open_gaps() == 3
 
 
 async def test_list_gaps_filters_and_order(clocked: tuple[SqlStore, Clock]) -> None:
     store, _ = clocked
-    btc = await store.create_gaps(BTC, [(T0 + i * 10 * H, T0 + (i * 10 + 2) * H) for i in range(4)])
-    eth = await store.create_gaps(ETH, [(T0 + 15 * H, T0 + 16 * H)])
+    btc = await record_gaps(
+        store, BTC, [(T0 + i * 10 * H, T0 + (i * 10 + 2) * H) for i in range(4)]
+    )
+    eth = await record_gaps(store, ETH, [(T0 + 15 * H, T0 + 16 * H)])
     await store.close_gap(btc[0].id, "repaired", 2, T0 + 99 * H)
     await store.close_gap(btc[1].id, "empty", 0, T0 + 99 * H)
     await store.record_gap_failure(btc[2].id, "boom", T0 + 50 * H, failed=True)
@@ -151,7 +154,7 @@ async def test_list_gaps_filters_and_order(clocked: tuple[SqlStore, Clock]) -> N
 
 
 async def test_gap_failures_and_counts(store: SqlStore) -> None:
-    [gap] = await store.create_gaps(BTC, [(T0, T0 + 3 * H)])
+    [gap] = await record_gaps(store, BTC, [(T0, T0 + 3 * H)])
     await store.record_gap_failure(gap.id, "timeout", T0 + H, failed=False)
     [g] = await store.list_gaps()
     assert (g.attempts, g.status, g.last_error, g.next_attempt_at) == (1, "open", "timeout", T0 + H)
@@ -170,10 +173,10 @@ async def test_gap_failures_and_counts(store: SqlStore) -> None:
 
 
 async def test_delete_gaps_and_empty_ranges_before(store: SqlStore) -> None:
-    await store.create_gaps(
+    await record_gaps(store,
         BTC, [(T0, T0 + H), (T0 + 5 * H, T0 + 7 * H), (T0 + 9 * H, T0 + 10 * H)]
     )
-    await store.create_gaps(ETH, [(T0, T0 + H)])
+    await record_gaps(store, ETH, [(T0, T0 + H)])
     await store.add_empty_ranges(BTC, [(T0, T0 + H), (T0 + 6 * H, T0 + 8 * H)])
     assert await store.delete_gaps_before(BTC, T0 + 7 * H) == 2
     assert [(g.gap_start, g.symbol) for g in await store.list_gaps()] == [
@@ -198,14 +201,14 @@ async def test_empty_ranges(store: SqlStore) -> None:
     assert await store.empty_ranges(ETH, T0, T0 + 10 * H) == [(T0, T0 + H)]
 
 
-async def test_watermark_and_retention_horizon(store: SqlStore) -> None:
-    assert await store.get_watermark(BTC) is None
+async def test_scan_states_and_retention_horizon(store: SqlStore) -> None:
+    assert await store.scan_states() == {}
     assert await store.get_retention_horizon(BTC) is None
-    await store.set_watermark(BTC, T0)
+    await store.set_scan_states({BTC: (T0 - 10 * H, T0)})
     await store.set_retention_horizon(BTC, T0 - 100 * H)
-    await store.set_watermark(BTC, T0 + 5 * H)
-    assert await store.get_watermark(BTC) == T0 + 5 * H
+    await store.set_scan_states({BTC: (T0 - 10 * H, T0 + 5 * H)})
+    assert (await store.scan_states())[BTC] == (T0 - 10 * H, T0 + 5 * H, T0 - 100 * H)
     assert await store.get_retention_horizon(BTC) == T0 - 100 * H
     await store.set_retention_horizon(ETH, T0)
-    assert await store.get_watermark(ETH) is None
+    assert (await store.scan_states())[ETH] == (None, None, T0)
     assert await store.get_retention_horizon(ETH) == T0

@@ -16,7 +16,7 @@ async def test_update_writes_the_latest_candles_and_records_a_job(
     settings = make_settings(database_url, simulator.rest_url, bitfinex_symbols="BTCUSD,ETHUSD",
                              bitfinex_timeframes="1h,4h", rest_update_enabled=True)
     r = rig(settings, store)
-    update = UpdateService(settings, store, r.rest, r.sink)
+    update = UpdateService(settings, store, r.exchange, r.sink)
     before = candles_requests(simulator)
     written = await update.run_once()
     now = simulator.market.now_ms()
@@ -50,7 +50,7 @@ async def test_an_unlisted_symbol_is_skipped_and_the_rest_updated(
 ) -> None:
     settings = make_settings(database_url, simulator.rest_url, bitfinex_symbols="NOPEUSD,BTCUSD")
     r = rig(settings, store)
-    update = UpdateService(settings, store, r.rest, r.sink)
+    update = UpdateService(settings, store, r.exchange, r.sink)
     assert await update.run_once() >= 9
     assert await store.series_stats()
     assert not await store.candles_in_range(

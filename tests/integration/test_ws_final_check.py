@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,17 +22,17 @@ import pytest
 from market_data.api.app import create_app
 from market_data.config import Settings
 from market_data.daemon import Daemon
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import RateLimiter
-from market_data.services.range_check import RangeChecker
-from market_data.services.sink import CandleSink
-from market_data.services.ws_final_check import FinalCheck, UncheckedFinals
-from market_data.services.ws_ingestion import (
+from market_data.services.live.final_check import FinalCheck, UncheckedFinals
+from market_data.services.live.ingestion import (
     DEFAULT_RECONCILE_SECONDS,
     RECONCILE_BUDGET_SHARE,
     WsIngestion,
 )
+from market_data.services.range_check import RangeChecker
+from market_data.services.sink import CandleSink
 from market_data.simulator import Simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec
@@ -48,6 +49,7 @@ NAMES = (
     "ADAUSD", "DOTUSD", "ZRXUSD", "EOSUSD", "XLMUSD",
 )  # fmt: skip
 AGE_GAUGE = "market_data_ws_unchecked_final_oldest_age_seconds"
+T = TypeVar("T")
 
 
 def busy_pairs() -> tuple[PairSpec, ...]:
@@ -141,7 +143,7 @@ async def test_oldest_unchecked_age_is_in_metrics_and_moves(
     daemon = Daemon(settings)
     daemon.state.database_ready = True
     ws = WsIngestion(
-        settings, daemon.store, daemon.rest, daemon.sink, clock_ms=sim.market.now_ms,
+        settings, daemon.store, daemon.exchange, daemon.sink, clock_ms=sim.market.now_ms,
         grace_seconds=0.5 * sim.config.speed,
     )  # fmt: skip
     daemon.ws = ws
@@ -174,7 +176,8 @@ async def test_oldest_unchecked_age_is_in_metrics_and_moves(
 
 
 class VirtualClock:
-    """Seconds that pass only when the check or the limiter sleeps."""
+    """Seconds that pass only when the check or the limiter sleeps (a `lifecycle.Clock` for
+    the check's spacing and retries; `now`/`sleep` for the limiter)."""
 
     def __init__(self) -> None:
         self.t = 0.0
@@ -182,9 +185,18 @@ class VirtualClock:
     def now(self) -> float:
         return self.t
 
+    def monotonic(self) -> float:
+        return self.t
+
+    def now_ms(self) -> int:
+        return round(self.t * 1000)
+
     async def sleep(self, seconds: float) -> None:
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
+
+    async def wait(self, awaitable: Awaitable[T], seconds: float) -> T:
+        return await awaitable  # the check never waits with a timeout
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -212,15 +224,16 @@ async def test_most_overdue_first_and_no_more_than_its_share_of_the_budget(
         unchecked.note(key, oldest + 9 * MINUTE_MS)  # ten candles, none stored yet
     async with BitfinexRest(sim.rest_url, limiter) as rest:
         check = FinalCheck(
-            RangeChecker(store, rest, sink, source="ws_reconcile", write=write),
+            RangeChecker(
+                store, BitfinexExchange(rest, sim.ws_url), sink, source="ws_reconcile", write=write
+            ),
             {key: key.symbol for key in series},
             unchecked,
             batch_age_ms=0,
             spacing_s=delay / RECONCILE_BUDGET_SHARE,
             grace_ms=0,
             clock_ms=sim.market.now_ms,
-            monotonic=clock.now,
-            sleep=clock.sleep,
+            clock=clock,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(check.run(stop))

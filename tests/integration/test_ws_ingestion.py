@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from market_data.config import Settings
-from market_data.exchanges.bitfinex_rest import BitfinexRest
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import RateLimiter
+from market_data.services.live.ingestion import WsIngestion
 from market_data.services.sink import CandleSink
-from market_data.services.ws_ingestion import WsIngestion
 from market_data.simulator import Simulator
 from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec
@@ -65,8 +65,9 @@ async def ingesting(
     options.setdefault("reconcile_seconds", 2.0)
     limiter = RateLimiter.from_settings(settings)
     async with BitfinexRest(sim.rest_url, limiter, clock_ms=sim.market.now_ms) as rest:
+        exchange = BitfinexExchange(rest, sim.ws_url)
         ingestion = WsIngestion(
-            settings, store, rest, CandleSink(store, settings), clock_ms=sim.market.now_ms,
+            settings, store, exchange, CandleSink(store, settings), clock_ms=sim.market.now_ms,
             **options,
         )
         stop = asyncio.Event()

@@ -8,9 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from market_data.exchanges.bitfinex import candle_key
-from market_data.exchanges.bitfinex_ws import CandleFrame, ShardPool, Subscription, WsOptions
-from market_data.exchanges.ws_pacing import ConnectionPacer
+import pytest
+
+from market_data.exchanges.base import CandleFrame
+from market_data.exchanges.bitfinex.pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.pool import ShardPool
+from market_data.exchanges.bitfinex.wire import candle_key
+from market_data.exchanges.bitfinex.ws import Subscription, WsOptions
+from market_data.lifecycle import VirtualClock
 from market_data.models import SeriesKey
 from market_data.simulator import Simulator
 from tests.plugins.sim import SimulatorFactory
@@ -107,19 +112,32 @@ async def test_channel_limit_moves_channels_to_other_connections(
 
 
 async def test_pacer_spaces_connections_over_the_window() -> None:
-    pacer = ConnectionPacer(per_minute=3, penalty=0.0, window=0.6)
-    started = time.monotonic()
-    times = []
-    for _ in range(5):
-        await pacer.acquire()
-        times.append(time.monotonic() - started)
-    assert max(times[:3]) < 0.2
-    assert times[3] >= 0.55  # the fourth waits for the first to leave the window
-    assert times[4] >= 0.55
+    clock = VirtualClock()
+    pacer = ConnectionPacer(per_minute=3, penalty=0.0, clock=clock)  # the real 61 s window
+    started = clock.monotonic()
+    for _ in range(3):
+        await pacer.acquire()  # under the limit: no wait at all
+    assert clock.monotonic() == started
+    times: list[float] = []
 
-    pacer.penalize()  # a refused handshake: nobody connects during the penalty
-    penalised = ConnectionPacer(per_minute=10, penalty=0.3, window=60)
+    async def connect() -> None:
+        await pacer.acquire()
+        times.append(clock.monotonic() - started)
+
+    waiting = [asyncio.create_task(connect()) for _ in range(2)]
+    await wait_until(lambda: clock.sleepers > 0, "the fourth connection to wait")
+    await clock.advance(60.9)
+    assert times == []
+    await clock.advance(0.1)  # the first connections leave the window
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert times == [pytest.approx(61.0), pytest.approx(61.0)]
+
+    # A refused handshake: nobody connects during the penalty.
+    penalised = ConnectionPacer(per_minute=10, penalty=60.0, clock=clock)
     penalised.penalize()
-    before = time.monotonic()
-    await penalised.acquire()
-    assert time.monotonic() - before >= 0.25
+    blocked = asyncio.create_task(penalised.acquire())
+    await wait_until(lambda: clock.sleepers > 0, "the connection to wait out the penalty")
+    await clock.advance(59.9)
+    assert not blocked.done()
+    await clock.advance(0.1)
+    await asyncio.wait_for(blocked, 5)

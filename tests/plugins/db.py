@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +30,10 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from market_data.models import Gap, SeriesKey
+from market_data.storage.dialect_time import datetime_to_ms
 from market_data.storage.sql import SqlStore, open_store
-from market_data.storage.tables import candles, datetime_to_ms
+from market_data.storage.tables import candles, ingestion_jobs
 
 T = TypeVar("T")
 
@@ -283,3 +285,26 @@ async def reported_stats(store: SqlStore) -> Stats:
         for s in await store.series_stats()
         if s.candle_count
     }
+
+
+# Plain SQL for what only tests ask of a database (the store offers only what the program uses).
+
+
+async def count_rows(store: SqlStore, table: sa.Table) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
+
+
+async def delete_finished_jobs_before(store: SqlStore, cutoff_ms: int) -> int:
+    """Drop jobs no longer running that started before the cut-off; how many."""
+    t = ingestion_jobs
+    async with store.engine.begin() as conn:
+        stmt = t.delete().where(t.c.started_at < cutoff_ms, t.c.status != "running")
+        return int((await conn.execute(stmt)).rowcount)
+
+
+async def record_gaps(
+    store: SqlStore, series: SeriesKey, ranges: Sequence[tuple[int, int]]
+) -> list[Gap]:
+    """Record gaps of one series through the store's many-series path (the one detection uses)."""
+    return await store.create_gaps_many({series: ranges})

@@ -15,18 +15,8 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from market_data.exchanges import bitfinex as bfx
-from market_data.exchanges.bitfinex import (
-    candle_key,
-    classify_http_error,
-    pair_for_symbol,
-    parse_candle_key,
-    parse_candle_row,
-    parse_candle_rows,
-    parse_pair_list,
-    parse_rest_candles,
-)
-from market_data.exchanges.bitfinex_frames import (
+from market_data.exchanges.bitfinex import wire as bfx
+from market_data.exchanges.bitfinex.frames import (
     CandleSnapshot,
     CandleUpdate,
     ConfAck,
@@ -38,6 +28,16 @@ from market_data.exchanges.bitfinex_frames import (
     UnknownFrame,
     UnsubscribedEvent,
     parse_ws_message,
+)
+from market_data.exchanges.bitfinex.wire import (
+    candle_key,
+    classify_http_error,
+    pair_for_symbol,
+    parse_candle_key,
+    parse_candle_row,
+    parse_candle_rows,
+    parse_pair_list,
+    parse_rest_candles,
 )
 from market_data.timeframes import is_aligned
 

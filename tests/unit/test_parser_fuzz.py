@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from market_data.errors import MarketDataError, PayloadError
-from market_data.exchanges.bitfinex import (
+from market_data.exchanges.bitfinex.frames import parse_ws_message
+from market_data.exchanges.bitfinex.wire import (
     CLOCK_SKEW_MS,
     classify_http_error,
     is_error_body,
@@ -22,7 +23,6 @@ from market_data.exchanges.bitfinex import (
     parse_pair_list,
     parse_rest_candles,
 )
-from market_data.exchanges.bitfinex_frames import parse_ws_message
 from market_data.timeframes import align, next_open
 
 NOW = 1_800_000_000_000

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from market_data.errors import PayloadError
-from market_data.exchanges.bitfinex_frames import (
+from market_data.exchanges.bitfinex.frames import (
     CandleSnapshot,
     CandleUpdate,
     ConfAck,

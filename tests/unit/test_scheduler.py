@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from market_data.scheduler import FAILING_THRESHOLD, PeriodicLoop, wait_for_stop
+from market_data.lifecycle import wait_for_stop
+from market_data.scheduler import FAILING_THRESHOLD, PeriodicLoop
 
 
 async def _until(predicate, timeout: float = 5.0) -> None:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from market_data.dburl import describe_target, normalize_database_url, safe_database_url
 from market_data.models import Candle
 from market_data.storage.batches import prepare
-from market_data.storage.urls import describe_target, normalize_database_url, safe_database_url
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_fast_epoch_ms_to_datetime_is_exact() -> None:
     import random
     from datetime import UTC, datetime
 
-    from market_data.storage.tables import datetime_to_ms, ms_to_datetime
+    from market_data.storage.dialect_time import datetime_to_ms, ms_to_datetime
 
     rng = random.Random(5)
     for ms in [0, 1, 999, 1_700_000_000_123, 4_102_444_800_000 - 1] + [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from market_data.models import SeriesKey
-from market_data.services.ws_final_check import UncheckedFinals
+from market_data.services.live.final_check import UncheckedFinals
 from market_data.timeframes import HOUR_MS, MINUTE_MS
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -1,4 +1,5 @@
-"""The HTTP API: `create_app(daemon)` builds a FastAPI app that reads the daemon's parts.
+"""The HTTP API: `create_app(daemon)` builds a FastAPI app that reads the daemon through its
+view (`view.DaemonView`).
 
 Errors: a bad parameter is a 422 naming it (FastAPI's shape); a database that cannot be reached,
 or more concurrent reads than the API serves at once (see read_gate), is a 503 with Retry-After;
@@ -21,7 +22,7 @@ from market_data.api.read_gate import ReadGate, read_permit
 from market_data.errors import MarketDataError, StorageUnavailable
 
 if TYPE_CHECKING:
-    from market_data.daemon import Daemon
+    from market_data.api.view import DaemonView
 
 log = logging.getLogger("market_data.api")
 
@@ -37,7 +38,7 @@ A bad parameter gets a 422 whose `detail[].loc` names it. `POST` endpoints need
 """
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: DaemonView) -> FastAPI:
     from market_data.api.metrics import build_registry
     from market_data.api.routes import (
         actions,

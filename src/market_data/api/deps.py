@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Query, Request
 
 from market_data.api.params import parse_symbol, parse_tf
-from market_data.daemon import Daemon
+from market_data.api.view import DaemonView
 from market_data.storage.base import Store
 
 
-def get_daemon(request: Request) -> Daemon:
-    daemon: Daemon = request.app.state.daemon
+def get_daemon(request: Request) -> DaemonView:
+    daemon: DaemonView = request.app.state.daemon
     return daemon
 
 
@@ -23,7 +23,7 @@ def get_store(request: Request) -> Store:
     return store
 
 
-DaemonDep = Annotated[Daemon, Depends(get_daemon)]
+DaemonDep = Annotated[DaemonView, Depends(get_daemon)]
 StoreDep = Annotated[Store, Depends(get_store)]
 
 

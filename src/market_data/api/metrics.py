@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from market_data.api.read_gate import ReadGate
-from market_data.daemon import Daemon
+from market_data.api.view import DaemonView
 from market_data.models import SeriesStats
 from market_data.storage.health import FULL, READ_ONLY, UNAVAILABLE
 from market_data.timeframes import next_open
@@ -51,7 +51,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class DaemonCollector(Collector):
-    def __init__(self, daemon: Daemon, read_gate: ReadGate | None = None) -> None:
+    def __init__(self, daemon: DaemonView, read_gate: ReadGate | None = None) -> None:
         self.daemon = daemon
         self.read_gate = read_gate
         self.snapshot = SeriesSnapshot()
@@ -66,7 +66,7 @@ class DaemonCollector(Collector):
         yield from self._process()
 
     def _writes(self) -> Iterator[Metric]:
-        sink = self.daemon.sink.stats
+        sink = self.daemon.sink_stats
         written = CounterMetricFamily(P + "candles_written", "Candles inserted or changed, by "
                                       "the service that wrote them", labels=["source"])
         for source, n in sorted(sink.written_by_source.items()):
@@ -79,21 +79,21 @@ class DaemonCollector(Collector):
         yield rejected
         yield _counter("derived_candles_written", "Derived candles (4h from 1h) written",
                        sink.derived_written)
-        timings = self.daemon.timings
+        timings = self.daemon.upsert_timings
         hist = HistogramMetricFamily(P + "upsert_seconds", "Time to upsert one batch of candles")
         hist.add_metric([], timings.seconds.cumulative(), timings.seconds.sum)
         yield hist
         yield _counter("upsert_errors", "Upserts that raised", timings.errors)
 
     def _rest(self) -> Iterator[Metric]:
-        rest = self.daemon.rest.stats
+        rest = self.daemon.rest_stats
         requests = CounterMetricFamily(P + "rest_requests", "Bitfinex REST requests by outcome",
                                        labels=["outcome"])
         for outcome, n in sorted(rest.requests.items()):
             requests.add_metric([outcome], n)
         yield requests
         yield _counter("rest_rows_rejected", "REST rows refused by the parser", rest.rows_rejected)
-        lim = self.daemon.limiter.stats
+        lim = self.daemon.limiter_stats
         yield _counter("rate_limited", "Requests answered with 429 / error 11010",
                        lim.rate_limited)
         yield _counter("rate_limit_gave_up", "Requests that ran out of 429 retries", lim.gave_up)
@@ -101,11 +101,11 @@ class DaemonCollector(Collector):
                        "rate limiter (summed over callers)", lim.waited_seconds)
         yield _gauge("rate_limiter_backoff_seconds", "Current 429 backoff", lim.current_backoff)
         yield _gauge("rate_limiter_penalty_seconds", "Seconds until requests may start again",
-                     self.daemon.limiter.penalty_remaining())
+                     self.daemon.rate_limit_penalty_seconds())
 
     def _websocket(self) -> Iterator[Metric]:
-        ws = self.daemon.ws
-        conns = ws.state.connections if ws is not None else []
+        st = self.daemon.ws_state
+        conns = st.connections if st is not None else []
         states = GaugeMetricFamily(P + "ws_connections", "WebSocket connections by state",
                                    labels=["state"])
         for name in ("connecting", "subscribed", "paused", "backoff", "closed"):
@@ -113,9 +113,8 @@ class DaemonCollector(Collector):
         yield states
         yield _counter("ws_reconnects", "WebSocket reconnections", sum(c.reconnects for c in conns))
         yield _counter("ws_messages", "WebSocket messages received", sum(c.messages for c in conns))
-        if ws is None:
+        if st is None:
             return
-        st = ws.state
         yield _gauge("ws_queue_depth", "Frames waiting in the WebSocket queue", st.queue_depth)
         yield _gauge("ws_queue_bound", "Capacity of the WebSocket queue", st.queue_bound)
         yield _gauge("ws_pending_rows", "Candles buffered by the writer, not yet committed",
@@ -135,10 +134,9 @@ class DaemonCollector(Collector):
         yield hist
 
     def _final_check(self) -> Iterator[Metric]:
-        ws = self.daemon.ws
-        if ws is None:
+        st = self.daemon.ws_state
+        if st is None:
             return
-        st = ws.state
         check = st.final_check
         yield _gauge("ws_unchecked_final_oldest_age_seconds", "How long the oldest candle "
                      "finalized from the stream and not yet checked against REST has been "
@@ -156,7 +154,7 @@ class DaemonCollector(Collector):
                        check.failures)
 
     def _gaps(self) -> Iterator[Metric]:
-        g = self.daemon.gaps.stats
+        g = self.daemon.gap_stats
         if g.open_gaps is not None:
             yield _gauge("gaps_open", "Gaps still open (as of the last detection or repair)",
                          g.open_gaps)
@@ -166,7 +164,7 @@ class DaemonCollector(Collector):
         yield _counter("gap_repair_failures", "Gap repair attempts that failed",
                        g.repair_failures)
         yield _counter("candles_deleted", "Candles deleted by retention",
-                       self.daemon.retention.stats.deleted_total)
+                       self.daemon.retention_stats.deleted_total)
 
     def _loops(self) -> Iterator[Metric]:
         runs = CounterMetricFamily(P + "loop_runs", "Cycles run per loop", labels=["loop"])
@@ -175,8 +173,7 @@ class DaemonCollector(Collector):
                                    labels=["loop"])
         success = GaugeMetricFamily(P + "loop_last_success_timestamp_seconds",
                                     "Unix time of the last successful cycle", labels=["loop"])
-        for loop in self.daemon.loops.values():
-            s = loop.status
+        for s in self.daemon.loop_statuses:
             runs.add_metric([s.name], s.runs)
             fails.add_metric([s.name], s.failures)
             streak.add_metric([s.name], s.consecutive_failures)
@@ -201,7 +198,7 @@ class DaemonCollector(Collector):
         yield from (lag, count)
         progress = GaugeMetricFamily(P + "backfill_progress_ratio", "Backfill progress, 0 to 1",
                                      labels=["symbol", "timeframe"])
-        for p in list(self.daemon.backfill.progress.values()):
+        for p in list(self.daemon.backfill_progress.values()):
             progress.add_metric([p.symbol, p.timeframe], p.fraction)
         yield progress
 
@@ -226,7 +223,7 @@ class DaemonCollector(Collector):
 
 
 def build_registry(
-    daemon: Daemon, read_gate: ReadGate | None = None
+    daemon: DaemonView, read_gate: ReadGate | None = None
 ) -> tuple[CollectorRegistry, DaemonCollector]:
     registry = CollectorRegistry(auto_describe=False)
     collector = DaemonCollector(daemon, read_gate)

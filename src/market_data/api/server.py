@@ -1,17 +1,17 @@
-"""Serving the API inside the daemon: uvicorn on a socket the daemon bound, without uvicorn's own
-signal handlers (SIGTERM and SIGINT belong to the daemon, which stops the server last)."""
+"""Serving the API beside the daemon: uvicorn on a socket bound before anything starts, without
+uvicorn's own signal handlers (SIGTERM and SIGINT belong to the daemon, which stops the server
+last). `HttpApi` is what the daemon runs as its `Companion`."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import uvicorn
 
-if TYPE_CHECKING:
-    from market_data.daemon import Daemon
+from market_data.api.app import create_app
+from market_data.api.view import DaemonView
 
 
 class ApiServer(uvicorn.Server):
@@ -29,11 +29,33 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_server(daemon: Daemon) -> ApiServer:
-    from market_data.api.app import create_app
-
+def build_server(daemon: DaemonView) -> ApiServer:
     config = uvicorn.Config(
-        create_app(daemon), log_config=None, access_log=False, lifespan="off",
+        create_app(daemon),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
         timeout_graceful_shutdown=1,
     )
     return ApiServer(config)
+
+
+class HttpApi:
+    """The HTTP API on an already bound socket (which it closes once served)."""
+
+    def __init__(self, daemon: DaemonView, sock: socket.socket) -> None:
+        self._sock = sock
+        self._server = build_server(daemon)
+        port = sock.getsockname()[1]
+        self.address = f"http://{daemon.settings.api_host}:{port}"
+
+    async def serve(self) -> None:
+        try:
+            await self._server.serve(sockets=[self._sock])
+        finally:
+            self._sock.close()
+
+    def stop(self, *, force: bool = False) -> None:
+        self._server.should_exit = True
+        if force:
+            self._server.force_exit = True

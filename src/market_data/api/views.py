@@ -21,9 +21,8 @@ from market_data.api.schemas import (
     WebSocketOut,
     iso,
 )
-from market_data.daemon import Daemon
+from market_data.api.view import DaemonView
 from market_data.models import SeriesKey, SeriesStats
-from market_data.runtime import is_exchange_error
 from market_data.scheduler import LoopStatus
 from market_data.storage.base import Store
 from market_data.timeframes import count_periods, next_open, nominal_ms
@@ -45,13 +44,16 @@ def check(ok: bool, detail: str) -> CheckOut:
 
 # -- series -----------------------------------------------------------------------------------
 
-async def open_gaps_by_series(daemon: Daemon) -> Counter[SeriesKey]:
+async def open_gaps_by_series(daemon: DaemonView) -> Counter[SeriesKey]:
     gaps = await daemon.store.list_gaps(repaired=False, limit=OPEN_GAPS_SCAN)
     return Counter(g.series for g in gaps)
 
 
 def series_rows(
-    daemon: Daemon, stats: list[SeriesStats], open_gaps: Counter[SeriesKey], now: int,
+    daemon: DaemonView,
+    stats: list[SeriesStats],
+    open_gaps: Counter[SeriesKey],
+    now: int,
     empty_ms: Mapping[SeriesKey, int] | None = None,
 ) -> list[SeriesOut]:
     settings = daemon.settings
@@ -106,22 +108,21 @@ def _completeness(st: SeriesStats | None, empty_ms: int) -> dict[str, Any]:
             "completeness": None if ratio is None else round(ratio, 6)}
 
 
-def rate_limiter(daemon: Daemon) -> RateLimiterOut:
-    limiter = daemon.limiter
-    st = limiter.stats
+def rate_limiter(daemon: DaemonView) -> RateLimiterOut:
+    st = daemon.limiter_stats
     return RateLimiterOut(
-        delay_seconds=limiter.delay, requests=st.requests, rate_limited=st.rate_limited,
-        gave_up=st.gave_up, waited_seconds=round(st.waited_seconds, 3),
-        current_backoff_seconds=st.current_backoff,
-        penalty_seconds_left=round(limiter.penalty_remaining(), 3),
-        waiting=dict(st.waiting), rest_outcomes=dict(daemon.rest.stats.requests),
+        delay_seconds=daemon.settings.rate_limit_delay, requests=st.requests,
+        rate_limited=st.rate_limited, gave_up=st.gave_up,
+        waited_seconds=round(st.waited_seconds, 3), current_backoff_seconds=st.current_backoff,
+        penalty_seconds_left=round(daemon.rate_limit_penalty_seconds(), 3),
+        waiting=dict(st.waiting), rest_outcomes=dict(daemon.rest_stats.requests),
     )
 
 
 # -- loops, WebSocket, backfill ---------------------------------------------------------------
 
-def loop_rows(daemon: Daemon) -> list[LoopOut]:
-    return [_loop(loop.status) for loop in daemon.loops.values()]
+def loop_rows(daemon: DaemonView) -> list[LoopOut]:
+    return [_loop(status) for status in daemon.loop_statuses]
 
 
 def _loop(s: LoopStatus) -> LoopOut:
@@ -141,11 +142,10 @@ class WsHealth:
     detail: str
 
 
-def websocket(daemon: Daemon) -> WebSocketOut:
-    ws = daemon.ws
-    if ws is None:
+def websocket(daemon: DaemonView) -> WebSocketOut:
+    st = daemon.ws_state
+    if st is None:
         return WebSocketOut(enabled=False, connections=0, subscriptions=0, queue_depth=None)
-    st = ws.state
     conns = st.connections
     return WebSocketOut(
         enabled=True,
@@ -176,11 +176,10 @@ def websocket(daemon: Daemon) -> WebSocketOut:
     )
 
 
-def websocket_health(daemon: Daemon, now: int) -> WsHealth:
-    ws = daemon.ws
-    if ws is None:
+def websocket_health(daemon: DaemonView, now: int) -> WsHealth:
+    st = daemon.ws_state
+    if st is None:
         return WsHealth(True, "disabled")
-    st = ws.state
     if st.db_outage:
         return WsHealth(False, f"database outage: {st.pending} candles held in memory")
     limit_ms = (daemon.settings.ws_reconnect_max_backoff + WS_DOWN_GRACE_S) * 1000
@@ -200,10 +199,10 @@ def websocket_health(daemon: Daemon, now: int) -> WsHealth:
     return WsHealth(True, f"{live}/{len(conns)} connections subscribed")
 
 
-def backfill(daemon: Daemon) -> BackfillOut:
+def backfill(daemon: DaemonView) -> BackfillOut:
     now = time.monotonic()
     series: list[dict[str, object]] = []
-    for p in list(daemon.backfill.progress.values()):
+    for p in list(daemon.backfill_progress.values()):
         eta = p.eta_seconds(now) if p.state == "running" else None
         series.append({
             "symbol": p.symbol, "timeframe": p.timeframe, "state": p.state,
@@ -214,24 +213,25 @@ def backfill(daemon: Daemon) -> BackfillOut:
     return BackfillOut(state=daemon.state.backfill, series=series)
 
 
-def unknown_symbols(daemon: Daemon) -> list[str]:
+def unknown_symbols(daemon: DaemonView) -> list[str]:
     found = set(daemon.state.unknown_symbols)
-    if daemon.ws is not None:
-        found.update(daemon.ws.state.unknown_symbols)
+    ws = daemon.ws_state
+    if ws is not None:
+        found.update(ws.unknown_symbols)
     return sorted(found)
 
 
-def exchange_error(daemon: Daemon) -> str | None:
+def exchange_error(daemon: DaemonView) -> str | None:
     """Why the exchange looks unreachable: the startup backfill's retry reason, REST requests
     failing with none ever answered, or a series the running backfill just failed on for an
     exchange error; None when nothing says so."""
     if daemon.state.exchange_error is not None:
         return daemon.state.exchange_error
-    requests = daemon.rest.stats.requests
+    requests = daemon.rest_stats.requests
     failed = sum(n for outcome, n in requests.items() if outcome in _UNREACHABLE)
     if failed and not requests.get("ok"):
         return f"no request has succeeded yet ({failed} failed)"
-    for p in list(daemon.backfill.progress.values()):
-        if p.state == "failed" and p.error and is_exchange_error(p.error):
+    for p in list(daemon.backfill_progress.values()):
+        if p.state == "failed" and p.error and p.exchange_outage:
             return p.error
     return None

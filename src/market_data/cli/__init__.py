@@ -1,34 +1,21 @@
 """The `market-data` command line.
 
 Each area keeps its commands in its own module here, exposing `register(app)`; this module owns
-the app, the shared helpers, and the list of registrations in `_register_commands()`.
-
-Helpers for command modules:
-- `settings_or_exit()`: load the settings once per command and set up logging; a bad setting
-  prints `error: VARIABLE: problem` on one line to stderr and exits 2.
-- `exit_with_error(message, code=1)`: one line on stderr, secrets masked, then exit.
-- `run_async(coro)`: run a coroutine to completion (one event loop per command).
+the app and the list of registrations in `_register_commands()`. The helpers the command modules
+share are in `cli/common.py` (so no command module imports this one back).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
-from contextvars import ContextVar
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated
 
 import typer
 
 from market_data import __version__
-from market_data.config import Settings, load_settings
+from market_data.cli.common import ENV_FILE, EXIT_FAILURE, EXIT_USAGE
 from market_data.errors import ConfigError, MarketDataError
-from market_data.logging_setup import configure_logging, mask_secrets, register_secret
-
-T = TypeVar("T")
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from market_data.logging_setup import mask_secrets
 
 HELP = """\
 Keep a complete, correct history of Bitfinex OHLCV candles in SQLite or PostgreSQL.
@@ -40,9 +27,6 @@ show the state of the database, or run a local Bitfinex simulator.
 Settings come from environment variables and from ./.env (the environment wins); see
 .env.example. One-shot commands exit 0 on success, 1 on failure, 2 on bad usage or settings.
 """
-
-# Set by the root callback from `--env-file`; read by settings_or_exit() in the command.
-_ENV_FILE: ContextVar[str | None] = ContextVar("market_data_env_file", default=".env")
 
 app = typer.Typer(
     name="market-data",
@@ -77,51 +61,15 @@ def _root(
     ] = False,
 ) -> None:
     """Parameters common to every command."""
-    _ENV_FILE.set(env_file or None)
-
-
-def _env_file() -> str | None:
-    return _ENV_FILE.get()
-
-
-def exit_with_error(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    """Print `error: <message>` as one line on stderr (secrets masked) and exit with `code`."""
-    line = " ".join(mask_secrets(message).split())
-    typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(code)
-
-
-def settings_or_exit(*, configure_logs: bool = True, **overrides: Any) -> Settings:
-    """Load the settings for this command, or stop with exit code 2 naming the bad variable.
-
-    `overrides` are field names (as for `load_settings`), e.g. from command-line options.
-    """
-    try:
-        settings = load_settings(env_file=_env_file(), **overrides)
-    except ConfigError as exc:
-        exit_with_error(str(exc), code=EXIT_USAGE)
-    for secret in settings.secret_values():
-        register_secret(secret)
-    if configure_logs:
-        configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine; Ctrl-C ends it with exit code 130 and no traceback."""
-    try:
-        return asyncio.run(coro)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+    ENV_FILE.set(env_file or None)
 
 
 def _register_commands(app: typer.Typer) -> None:
     # One module per area; each `register(app)` adds its commands. `--help` lists them in this
     # order. A new command module adds itself to this import and this tuple.
-    from market_data.cli import backfill, cleanup, db, export, gaps, run, simulate, status
+    from market_data.cli import backfill, cleanup, db, demo, export, gaps, run, simulate, status
 
-    for module in (run, simulate, backfill, gaps, cleanup, status, export, db):
+    for module in (run, demo, simulate, backfill, gaps, cleanup, status, export, db):
         module.register(app)
 
 

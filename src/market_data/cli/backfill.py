@@ -17,7 +17,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from market_data.cli import EXIT_FAILURE, EXIT_USAGE, exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    exit_with_error,
+    run_async,
+    settings_or_exit,
+)
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
@@ -86,7 +92,7 @@ async def _backfill(
     settings: Settings, series: list[SeriesKey], start_ms: int | None, end_ms: int | None,
     console: Console,
 ) -> BackfillReport | None:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.backfill import BackfillService
     from market_data.services.sink import CandleSink
@@ -94,12 +100,14 @@ async def _backfill(
 
     store = open_store(settings)
     limiter = RateLimiter.from_settings(settings)
-    rest = BitfinexRest(settings.bitfinex_rest_url, limiter)
+    exchange = BitfinexExchange(
+        BitfinexRest(settings.bitfinex_rest_url, limiter), settings.bitfinex_ws_url
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
         await store.upgrade()
-        service = BackfillService(settings, store, rest, CandleSink(store, settings))
+        service = BackfillService(settings, store, exchange, CandleSink(store, settings))
         work = asyncio.create_task(service.run(series, start_ms, end_ms, stop))
 
         def interrupt() -> None:
@@ -134,7 +142,7 @@ async def _backfill(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await rest.aclose()
+        await exchange.aclose()
         await store.close()
 
 

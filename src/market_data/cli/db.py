@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from market_data.cli import exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import exit_with_error, run_async, settings_or_exit
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 

@@ -24,8 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from market_data.cli import EXIT_USAGE, exit_with_error, run_async, settings_or_exit
 from market_data.cli.backfill import parse_when
+from market_data.cli.common import EXIT_USAGE, exit_with_error, run_async, settings_or_exit
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.export.files import STDOUT, OutputError, Target, check_writable, plan_targets

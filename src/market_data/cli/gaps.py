@@ -12,7 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from market_data.cli import EXIT_FAILURE, EXIT_USAGE, exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    exit_with_error,
+    run_async,
+    settings_or_exit,
+)
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.models import Gap, SymbolError, canonical_symbol
@@ -31,7 +37,7 @@ gaps_app = typer.Typer(
 
 
 async def _with_service(settings: Settings, work: Callable[[GapService], Awaitable[T]]) -> T:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.gap_repair import GapService
     from market_data.services.sink import CandleSink
@@ -39,12 +45,13 @@ async def _with_service(settings: Settings, work: Callable[[GapService], Awaitab
 
     store = open_store(settings)
     rest = BitfinexRest(settings.bitfinex_rest_url, RateLimiter.from_settings(settings))
+    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
     try:
         await store.upgrade()
-        service = GapService(settings, store, rest, CandleSink(store, settings))
+        service = GapService(settings, store, exchange, CandleSink(store, settings))
         return await work(service)
     finally:
-        await rest.aclose()
+        await exchange.aclose()
         await store.close()
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from market_data.cli import EXIT_USAGE, exit_with_error, run_async
+from market_data.cli.common import EXIT_USAGE, exit_with_error, run_async
 from market_data.simulator import Faults, SimulatorConfig, run_simulator
 from market_data.simulator.exchange import DEFAULT_EXCHANGE_PAIR_COUNT, exchange_pairs
 from market_data.simulator.pairs import DEFAULT_PAIRS, pairs_by_name

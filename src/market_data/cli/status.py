@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from market_data.cli import exit_with_error, run_async, settings_or_exit
+from market_data.cli.common import exit_with_error, run_async, settings_or_exit
 from market_data.config import Settings
 from market_data.errors import MarketDataError, StorageError
 from market_data.models import SeriesKey, SeriesStats

@@ -1,0 +1,1 @@
+"""Exchanges: the interface the services use (base.py) and one package per adapter (bitfinex/)."""

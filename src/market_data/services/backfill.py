@@ -24,18 +24,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from market_data.config import Settings
-from market_data.errors import MarketDataError, UnknownSymbol
-from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
+from market_data.exchanges.base import CandlePage, Exchange
+from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
+from market_data.ranges import empty_slots, subtract
 from market_data.rate_limiter import Priority
 from market_data.services.sink import CandleSink
 from market_data.storage.base import Store
 from market_data.timeframes import (
     DAY_MS,
     align,
-    duration_ms,
+    ceil_open,
     format_log_ts,
-    is_fixed,
     is_native,
     next_open,
     now_ms,
@@ -45,7 +46,6 @@ from market_data.timeframes import (
 
 log = logging.getLogger(__name__)
 
-PAGE_LIMIT = 10_000
 SOURCE = "backfill"
 
 
@@ -66,10 +66,11 @@ class SeriesProgress:
     started: float | None = None  # monotonic
     finished: float | None = None
     error: str | None = None
+    exchange_outage: bool = False  # the error says the exchange cannot be reached
 
     @property
     def fraction(self) -> float:
-        if self.state in ("success", "skipped"):
+        if self.state in (JobStatus.SUCCESS, "skipped"):
             return 1.0
         return min(1.0, self.done_ms / self.total_ms) if self.total_ms else 0.0
 
@@ -89,6 +90,7 @@ class SeriesResult:
     requests: int
     rejected: int
     error: str | None = None
+    exchange_outage: bool = False  # the error says the exchange cannot be reached
 
 
 @dataclass(slots=True)
@@ -99,7 +101,7 @@ class BackfillReport:
 
     @property
     def failed(self) -> list[SeriesResult]:
-        return [r for r in self.results if r.status == "failed"]
+        return [r for r in self.results if r.status == JobStatus.FAILED]
 
     @property
     def ok(self) -> bool:
@@ -112,50 +114,6 @@ class BackfillReport:
     @property
     def requests(self) -> int:
         return sum(r.requests for r in self.results)
-
-
-def subtract(windows: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]]
-             ) -> list[tuple[int, int]]:
-    """Half-open windows minus half-open holes, ascending, empty pieces dropped."""
-    result = sorted(w for w in windows if w[0] < w[1])
-    for h_start, h_end in holes:
-        if h_end <= h_start:
-            continue
-        pieces: list[tuple[int, int]] = []
-        for w_start, w_end in result:
-            if h_end <= w_start or h_start >= w_end:
-                pieces.append((w_start, w_end))
-                continue
-            if w_start < h_start:
-                pieces.append((w_start, h_start))
-            if h_end < w_end:
-                pieces.append((h_end, w_end))
-        result = pieces
-    return result
-
-
-def empty_slots(stamps: Sequence[int], end: int, tf: str) -> list[tuple[int, int]]:
-    """Half-open ranges with no candle between the first stamp and `end`, given the (sorted or
-    not) open times a page returned for that whole span."""
-    ranges: list[tuple[int, int]] = []
-    ordered = sorted(stamps)
-    if ordered and is_fixed(tf) and align(ordered[0], tf) == ordered[0]:
-        # A page without holes (the common case) is checked in C, not stamp by stamp.
-        step = duration_ms(tf)
-        if ordered == list(range(ordered[0], ordered[-1] + step, step)):
-            hole_start = ordered[-1] + step
-            return [(hole_start, end)] if hole_start < end else []
-    for ts, following in zip(ordered, [*ordered[1:], None], strict=True):
-        hole_start = next_open(ts, tf)
-        hole_end = end if following is None else min(following, end)
-        if hole_start < hole_end:
-            ranges.append((hole_start, hole_end))
-    return ranges
-
-
-def _align_up(ts: int, tf: str) -> int:
-    start = align(ts, tf)
-    return start if start == ts else next_open(start, tf)
 
 
 def order_series(series: Sequence[SeriesKey]) -> tuple[list[SeriesKey], list[SeriesKey]]:
@@ -175,14 +133,14 @@ class BackfillService:
         self,
         settings: Settings,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         self._clock = clock or now_ms
         self.progress: dict[SeriesKey, SeriesProgress] = {}
@@ -209,7 +167,7 @@ class BackfillService:
         for key in natives:
             if stop.is_set():
                 report.cancelled = True
-                self.progress[key].state = "cancelled"
+                self.progress[key].state = JobStatus.CANCELLED
                 continue
             base = start_ms if start_ms is not None else now - days_ms
             # A source starts at its derived series' period start: no partial first 4h candle.
@@ -219,7 +177,7 @@ class BackfillService:
             report.results.append(result)
             if result.status == "skipped" and key.symbol not in report.unknown_symbols:
                 report.unknown_symbols.append(key.symbol)
-            report.cancelled = report.cancelled or result.status == "cancelled"
+            report.cancelled = report.cancelled or result.status == JobStatus.CANCELLED
             # Rebuilt right after the source, even when it stopped early: what landed is
             # aggregated now, the rest on the next run.
             for dkey in self._derived_of(key, derived):
@@ -230,7 +188,7 @@ class BackfillService:
                     await self._run_derived(dkey, align(base, dkey.timeframe), end, now))
         for key in derived:
             if self.progress[key].state == "pending":
-                self.progress[key].state = "cancelled"
+                self.progress[key].state = JobStatus.CANCELLED
         log.info(
             "Backfill %s: %d candles in %d requests, %d series failed",
             "cancelled" if report.cancelled else "complete",
@@ -251,7 +209,7 @@ class BackfillService:
         horizon = await self._store.get_retention_horizon(key)
         if horizon is not None:
             lower = max(lower, horizon)
-        return _align_up(lower, key.timeframe)
+        return ceil_open(lower, key.timeframe)
 
     async def plan(self, key: SeriesKey, start: int, end: int, now: int) -> list[tuple[int, int]]:
         """The windows still to fetch for `key` in [start, end)."""
@@ -272,56 +230,63 @@ class BackfillService:
         self, key: SeriesKey, start: int, end: int, now: int, stop: asyncio.Event
     ) -> SeriesResult:
         prog = self.progress[key]
-        prog.state, prog.started = "running", time.monotonic()
-        self._limited_seen = self._rest.limiter.stats.rate_limited
-        job_id = await self._store.create_job(JobType.BACKFILL, key.symbol, key.timeframe)
-        status, error = JobStatus.SUCCESS, None
+        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
+        prog.exchange_outage = False
+        self._limited_seen = self._exchange.limiter.stats.rate_limited
         try:
-            try:
-                pair = await self._rest.pair_for(key.symbol)
-            except UnknownSymbol as exc:
-                log.error("Backfill %s skipped: the exchange does not list %s", key, key.symbol)
-                status, error = JobStatus.FAILED, f"unknown symbol: {exc}"
-                prog.state = "skipped"
-            else:
-                windows = await self.plan(key, start, end, now)
-                prog.total_ms = sum(b - a for a, b in windows)
-                for window in windows:
-                    if stop.is_set() or not await self._walk(key, pair, window, now, job_id, stop):
-                        status = JobStatus.CANCELLED
-                        break
-        except MarketDataError as exc:
-            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
-            log.error("Backfill %s failed: %s", key, error)
+            async with recorded_job(
+                self._store, JobType.BACKFILL, key.symbol, key.timeframe, logger=log
+            ) as job:
+                await self._fetch_series(job, key, start, end, now, stop)
         except asyncio.CancelledError:
-            prog.state, prog.finished = "cancelled", time.monotonic()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._store.finish_job(
-                    job_id, JobStatus.CANCELLED, prog.candles, "interrupted"))
+            prog.state, prog.finished = JobStatus.CANCELLED, time.monotonic()
             raise
-        self._count_waits(prog)
-        await self._store.finish_job(job_id, status, prog.candles, error)
         prog.finished = time.monotonic()
         if prog.state != "skipped":
-            prog.state = str(status)
-        prog.error = error
+            prog.state = str(job.status)
+        prog.error = job.error
         return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles,
-                            prog.requests, prog.rejected, error)
+                            prog.requests, prog.rejected, job.error, prog.exchange_outage)
+
+    async def _fetch_series(
+        self, job: JobRecord, key: SeriesKey, start: int, end: int, now: int,
+        stop: asyncio.Event,
+    ) -> None:
+        """Walk every window still to fetch; the outcome goes on the job."""
+        prog = self.progress[key]
+        try:
+            pair = await self._exchange.pair_for(key.symbol)
+            windows = await self.plan(key, start, end, now)
+            prog.total_ms = sum(b - a for a, b in windows)
+            for window in windows:
+                if stop.is_set() or not await self._walk(key, pair, window, now, job, stop):
+                    job.cancel()
+                    break
+        except UnknownSymbol as exc:
+            log.error("Backfill %s skipped: the exchange does not list %s", key, key.symbol)
+            job.fail(f"unknown symbol: {exc}")
+            prog.state = "skipped"
+        except MarketDataError as exc:
+            job.fail(describe(exc))
+            prog.exchange_outage = is_exchange_outage(exc)
+            log.error("Backfill %s failed: %s", key, job.error)
+        self._count_waits(prog)
+        job.candles = prog.candles
 
     def _count_waits(self, prog: SeriesProgress) -> None:
         # The limiter is shared by the process: 429s while this series runs are counted for it.
-        limited = self._rest.limiter.stats.rate_limited
+        limited = self._exchange.limiter.stats.rate_limited
         prog.rate_limit_waits += limited - self._limited_seen
         self._limited_seen = limited
 
     async def _fetch(self, pair: str, key: SeriesKey, cursor: int, end: int) -> CandlePage:
-        return await self._rest.fetch_candles(
-            pair, key.timeframe, cursor, end - 1, limit=PAGE_LIMIT, sort=1,
+        return await self._exchange.fetch_candles(
+            pair, key.timeframe, cursor, end - 1, limit=self._exchange.limits.page_size, sort=1,
             priority=Priority.BULK,
         )
 
     async def _walk(
-        self, key: SeriesKey, pair: str, window: tuple[int, int], now: int, job_id: int,
+        self, key: SeriesKey, pair: str, window: tuple[int, int], now: int, job: JobRecord,
         stop: asyncio.Event,
     ) -> bool:
         """Walk one window forward; False when stopped before its end."""
@@ -338,7 +303,7 @@ class BackfillService:
                 prog.requests += 1
                 self._count_waits(prog)
                 last_ts = page.max_ts
-                more = page.raw_count >= PAGE_LIMIT and last_ts is not None
+                more = page.raw_count >= self._exchange.limits.page_size and last_ts is not None
                 next_cursor = next_open(last_ts, key.timeframe) if last_ts is not None else w_end
                 more = more and next_cursor < w_end
                 if more and not stop.is_set():
@@ -351,7 +316,8 @@ class BackfillService:
                 await self._record_empty_slots(key, page, walked_to, now)
                 prog.done_ms += walked_to - cursor
                 cursor = walked_to
-                await self._store.update_job_progress(job_id, prog.candles)
+                job.candles = prog.candles
+                await self._store.update_job_progress(job.id, prog.candles)
                 if more and stop.is_set():
                     return False
         finally:
@@ -406,22 +372,23 @@ class BackfillService:
 
     async def _run_derived(self, key: SeriesKey, start: int, end: int, now: int) -> SeriesResult:
         prog = self.progress[key]
-        prog.state, prog.started = "running", time.monotonic()
+        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
         source = SeriesKey(key.symbol, source_of(key.timeframe))
-        job_id = await self._store.create_job(JobType.BACKFILL, key.symbol, key.timeframe)
-        status, error = JobStatus.SUCCESS, None
-        try:
-            lower = await self._lower_bound(key, start, now)
-            prog.total_ms = max(0, end - lower)
-            if lower < end:
-                result = await self._sink.derived.recompute(
-                    source, lower, end, timeframes=[key.timeframe], now_ms=self._clock())
-                prog.candles, prog.rejected = result.written, len(result.rejected)
-            prog.done_ms = prog.total_ms
-        except MarketDataError as exc:
-            status, error = JobStatus.FAILED, f"{type(exc).__name__}: {exc}"
-            log.error("Backfill %s failed: %s", key, error)
-        await self._store.finish_job(job_id, status, prog.candles, error)
-        prog.state, prog.error, prog.finished = str(status), error, time.monotonic()
+        async with recorded_job(
+            self._store, JobType.BACKFILL, key.symbol, key.timeframe, logger=log
+        ) as job:
+            try:
+                lower = await self._lower_bound(key, start, now)
+                prog.total_ms = max(0, end - lower)
+                if lower < end:
+                    result = await self._sink.derived.recompute(
+                        source, lower, end, timeframes=[key.timeframe], now_ms=self._clock())
+                    prog.candles, prog.rejected = result.written, len(result.rejected)
+                prog.done_ms = prog.total_ms
+            except MarketDataError as exc:
+                job.fail(describe(exc))
+                log.error("Backfill %s failed: %s", key, job.error)
+            job.candles = prog.candles
+        prog.state, prog.error, prog.finished = str(job.status), job.error, time.monotonic()
         return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles, 0,
-                            prog.rejected, error)
+                            prog.rejected, job.error)

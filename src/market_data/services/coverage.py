@@ -26,7 +26,7 @@ from typing import Literal
 
 from market_data import timeframes as tfm
 from market_data.models import SeriesKey
-from market_data.services.gap_detection import Range, missing_runs, subtract_ranges
+from market_data.ranges import Range, missing_runs, subtract
 from market_data.storage.base import CoverageRecords, Store
 
 State = Literal["stored", "empty", "gap", "failed", "unknown"]
@@ -185,7 +185,7 @@ def compose(
                 layers.append((max(span[0], checked[0]), min(span[1], checked[1]), "stored"))
             for a, b in scanned or ():
                 window = [(a, tfm.next_open(b, timeframe))]
-                for piece in subtract_ranges(window, holes):
+                for piece in subtract(window, holes):
                     layers.append((piece[0], piece[1], "stored"))
     for gap_start, gap_end, status in records.gaps:
         layers.append((gap_start, gap_end, _GAP_STATE.get(status, "gap")))
@@ -230,7 +230,8 @@ async def series_coverage(store: Store, series: SeriesKey, start: int | None, en
 async def _holes(store: Store, series: SeriesKey, first: int, last: int) -> list[Range]:
     tf = series.timeframe
     if tfm.is_fixed(tf):
-        return await store.find_missing_ranges(series, first, last, tfm.duration_ms(tf))
+        found = await store.find_missing_ranges_many([(series, first, last, tfm.duration_ms(tf))])
+        return found.get(series, [])
     stored = await store.open_times_in_range(series, first, tfm.next_open(last, tf))
     if not stored:
         return [(first, tfm.next_open(last, tf))]

@@ -14,14 +14,14 @@ recomputes the period and the store replaces the final derived row because its v
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from market_data.config import Settings
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import Store, UpsertResult
-from market_data.timeframes import align, is_fixed, next_open, nominal_ms, source_of
+from market_data.timeframes import align, ceil_open, is_fixed, next_open, nominal_ms, source_of
+from market_data.timeframes import now_ms as wall_now_ms
 
 # Rows read from the store per round trip while recomputing; bounds memory on long ranges.
 READ_PAGE = 10_000
@@ -46,7 +46,7 @@ def aggregate(
     Duplicate source rows for one open time: the last one wins (as in a store batch).
     `now_ms` decides which periods have ended (wall clock when omitted).
     """
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = wall_now_ms() if now_ms is None else now_ms
     latest: dict[tuple[str, int], Candle] = {}
     for candle in source_candles:
         _check_source(candle.timeframe, derived_tf)
@@ -95,8 +95,12 @@ class DerivedStats:
     rejected: int = 0
 
 
+DerivedWrite = Callable[[Sequence[Candle]], Awaitable[UpsertResult]]
+
+
 class DerivedAggregator:
-    """Reads stored source candles and upserts the derived periods they cover.
+    """Reads stored source candles and writes the derived periods they cover through `write`
+    (the sink's derived path: the sink is the one place candles are written).
 
     It never deletes: a derived row whose source rows vanished (retention) is left to retention.
     """
@@ -106,9 +110,11 @@ class DerivedAggregator:
         store: Store,
         settings: Settings,
         *,
+        write: DerivedWrite,
         on_write: Callable[[UpsertResult], None] | None = None,
     ) -> None:
         self._store = store
+        self._write = write
         self._settings = settings
         self._on_write = on_write
         self._derived: tuple[SeriesKey, ...] = tuple(settings.derived_series())
@@ -138,13 +144,11 @@ class DerivedAggregator:
         wanted = list(timeframes) if timeframes is not None else self.targets(series_source)
         if end_ms <= start_ms or not wanted:
             return total
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = wall_now_ms() if now_ms is None else now_ms
         floor = await self._source_floor(series_source, now)
         for derived_tf in wanted:
             _check_source(series_source.timeframe, derived_tf)
-            start = align(max(start_ms, floor), derived_tf)
-            if start < floor:
-                start = next_open(start, derived_tf)
+            start = max(align(start_ms, derived_tf), ceil_open(floor, derived_tf))
             if start >= end_ms:
                 continue
             result = await self._recompute_one(
@@ -191,7 +195,7 @@ class DerivedAggregator:
                     raise DerivationError(f"{derived_tf} period at {cut} exceeds {READ_PAGE} rows")
             else:
                 next_cursor = stop
-            result = await self._store.upsert_candles(aggregate(rows, derived_tf, now_ms=now_ms))
+            result = await self._write(aggregate(rows, derived_tf, now_ms=now_ms))
             total.written += result.written
             total.rejected.extend(result.rejected)
             cursor = next_cursor

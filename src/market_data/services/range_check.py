@@ -1,18 +1,19 @@
 """Check a range of one series against one REST page, and correct what differs.
 
-    series + [start, end]  ->  one request (up to 10,000 candles, newest first)
+    series + [start, end]  ->  one request (a page of up to `limits.page_size`, newest first)
                            ->  compare with the stored candles  ->  rewrite the differences
 
-One page covers a whole range of a series (a week of 1m candles), so checking many closed
-periods costs one request, not one per candle. A stored candle is corrected when it is missing,
-not final, or its values differ from the exchange's; the rewrite goes through the caller's
-`write` (by default the sink, the one write path). A stored candle the page does not have is
-counted (`extra`) and left alone: only the gap and empty-range machinery decides about those.
+One page covers a whole range of a series (a week of 1m candles: Bitfinex pages hold 10,000),
+so checking many closed periods costs one request, not one per candle. A stored candle is
+corrected when it is missing, not final, or its values differ from the exchange's; the rewrite
+goes through the caller's `write` (by default the sink, the one write path). A stored candle the
+page does not have is counted (`extra`) and left alone: only the gap and empty-range machinery
+decides about those. The exchange is reached through its interface (`exchanges.base`).
 
 What a page does not prove stays unproven: rows the parser refused (quarantined through the
-sink) prove nothing for their periods, and a full page (10,000 rows, newest first) proves
-nothing before its oldest row. `RangeCheckResult.unproven` is the part of the range to check
-again; everything else in [start, end] is verified.
+sink) prove nothing for their periods, and a full page (newest first) proves nothing before its
+oldest row. `RangeCheckResult.unproven` is the part of the range to check again; everything else
+in [start, end] is verified.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from market_data.exchanges.bitfinex import REST_MAX_LIMIT
-from market_data.exchanges.bitfinex_rest import BitfinexRest, CandlePage
+from market_data.exchanges.base import CandlePage, Exchange
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.sink import CandleSink
@@ -52,7 +52,7 @@ class RangeChecker:
     def __init__(
         self,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         source: str,
@@ -60,7 +60,7 @@ class RangeChecker:
         write: WriteCandles | None = None,
     ) -> None:
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         self._source = source
         self._priority = priority
@@ -72,36 +72,37 @@ class RangeChecker:
         """Check the candles of `series` (exchange id `pair`) opened within [start, end].
 
         Only candles whose period ended at or before `closed_before_ms` are compared: a
-        running period is the stream's. Raises what `BitfinexRest.fetch_candles` and the
-        store raise; nothing is written then.
+        running period is the stream's. Raises what `Exchange.fetch_candles` and the store
+        raise; nothing is written then.
         """
         tf = series.timeframe
-        page = await self._rest.fetch_candles(
+        page_size = self._exchange.limits.page_size
+        page = await self._exchange.fetch_candles(
             pair,
             tf,
             start_ms,
             end_ms,
-            limit=REST_MAX_LIMIT,
+            limit=page_size,
             sort=-1,
             priority=self._priority,
             now_ms=closed_before_ms,
         )
         if page.rejected_count:
             await self._sink.refuse(series, page.rejected, self._source, page.rejected_count)
-        unproven = _unproven(page, series, start_ms, end_ms)
+        unproven = _unproven(page, page_size, series, start_ms, end_ms)
         fetched = [
             c
             for c in page.candles
             if start_ms <= c.ts <= end_ms and next_open(c.ts, tf) <= closed_before_ms
         ]
-        # A full page is the newest 10,000 rows: it says nothing before its oldest row.
+        # A full page is the newest rows: it says nothing before its oldest row.
         read_from = start_ms
-        if page.raw_count >= REST_MAX_LIMIT and page.min_ts is not None:
+        if page.raw_count >= page_size and page.min_ts is not None:
             read_from = max(start_ms, page.min_ts)
         stored = {
             c.ts: c
             for c in await self._store.candles_in_range(
-                series, read_from, end_ms + 1, limit=2 * REST_MAX_LIMIT
+                series, read_from, end_ms + 1, limit=2 * page_size
             )
         }
         corrections: list[Candle] = []
@@ -126,12 +127,13 @@ class RangeChecker:
 
 
 def _unproven(
-    page: CandlePage, series: SeriesKey, start_ms: int, end_ms: int
+    page: CandlePage, page_size: int, series: SeriesKey, start_ms: int, end_ms: int
 ) -> tuple[int, int] | None:
-    """The span of [start, end] this page leaves unverified, or None."""
+    """The span of [start, end] this page (of at most `page_size` rows) leaves unverified, or
+    None."""
     low: int | None = None
     high: int | None = None
-    if page.raw_count >= REST_MAX_LIMIT and page.min_ts is not None and page.min_ts > start_ms:
+    if page.raw_count >= page_size and page.min_ts is not None and page.min_ts > start_ms:
         # Truncated: rows older than the page's oldest may exist and were not sent.
         low, high = start_ms, page.min_ts - 1
     if page.rejected_count:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from market_data import timeframes as tfm
-from market_data.errors import MarketDataError
+from market_data.lifecycle import recorded_job
 from market_data.models import JobType, SeriesKey
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
@@ -44,9 +44,7 @@ class RetentionStats:
 def cutoff_ms(now_ms: int, retention_ms: int, timeframe: str) -> int:
     """First open time kept: candles opening before `now - retention` go (aligned up, so the
     horizon is a period boundary)."""
-    raw = now_ms - retention_ms
-    aligned = tfm.align(raw, timeframe)
-    return aligned if aligned == raw else tfm.next_open(aligned, timeframe)
+    return tfm.ceil_open(now_ms - retention_ms, timeframe)
 
 
 class RetentionService:
@@ -71,10 +69,8 @@ class RetentionService:
     async def run_once(self) -> int:
         """One cleanup: returns the number of candles deleted."""
         started = time.perf_counter()
-        job_id = await self._store.create_job(JobType.CLEANUP)
-        deleted = 0
         by_tf: dict[str, int] = {}
-        try:
+        async with recorded_job(self._store, JobType.CLEANUP, logger=log) as job:
             now = self._clock()
             for series in await self._series():
                 retention = self._settings.retention_ms(series.timeframe)
@@ -85,27 +81,19 @@ class RetentionService:
                 await self._store.set_retention_horizon(series, cutoff)
                 count = await self._store.delete_candles_before(series, cutoff, self._batch_size)
                 await self._store.delete_gaps_before(series, cutoff)
-                deleted += count
+                job.candles += count
                 by_tf[series.timeframe] = by_tf.get(series.timeframe, 0) + count
-        except BaseException as exc:
-            status = "failed" if isinstance(exc, Exception) else "cancelled"
-            try:
-                message = f"{type(exc).__name__}: {exc}"
-                await self._store.finish_job(job_id, status, deleted, message)
-            except MarketDataError:
-                log.warning("Could not record the end of job %d", job_id)
-            raise
-        seconds = time.perf_counter() - started
-        detail = ", ".join(f"{tf}: {n}" for tf, n in sorted(by_tf.items()) if n)
-        log.info("Deleted %d old candles%s in %.1f s", deleted, f" ({detail})" if detail else "",
-                 seconds)
-        st = self.stats
-        st.runs += 1
-        st.deleted_total += deleted
-        st.last_deleted = deleted
-        st.last_run_ms = self._clock()
-        st.last_seconds = seconds
-        for tf, n in by_tf.items():
-            st.deleted_by_timeframe[tf] = st.deleted_by_timeframe.get(tf, 0) + n
-        await self._store.finish_job(job_id, "success", deleted)
+            deleted = job.candles
+            seconds = time.perf_counter() - started
+            detail = ", ".join(f"{tf}: {n}" for tf, n in sorted(by_tf.items()) if n)
+            log.info("Deleted %d old candles%s in %.1f s", deleted,
+                     f" ({detail})" if detail else "", seconds)
+            st = self.stats
+            st.runs += 1
+            st.deleted_total += deleted
+            st.last_deleted = deleted
+            st.last_run_ms = self._clock()
+            st.last_seconds = seconds
+            for tf, n in by_tf.items():
+                st.deleted_by_timeframe[tf] = st.deleted_by_timeframe.get(tf, 0) + n
         return deleted

@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from market_data.config import Settings
-from market_data.models import Candle, SeriesKey
+from market_data.models import Candle, RejectedRow, SeriesKey
 from market_data.services.derived import DerivedAggregator
 from market_data.storage.base import QuarantineItem, Store, UpsertResult
 from market_data.timeframes import next_open, now_ms
@@ -29,24 +28,15 @@ class SinkStats:
     last_write_ms: int | None = None
 
 
-class RefusedRow(Protocol):
-    """A row a parser refused (exchanges.bitfinex.RejectedRow has this shape)."""
-
-    @property
-    def raw(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def ts(self) -> int | None: ...
-
-
 class CandleSink:
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
         self.stats = SinkStats()
         # Every derived write is counted here, whoever asked for it (the sink itself, the
         # backfill's range rebuild, gap repair).
-        self.derived = DerivedAggregator(store, settings, on_write=self._count_derived)
+        self.derived = DerivedAggregator(
+            store, settings, write=self._write_derived, on_write=self._count_derived
+        )
 
     async def write(
         self, candles: Sequence[Candle], source: str, *, derive: bool = True
@@ -78,7 +68,7 @@ class CandleSink:
         return result
 
     async def refuse(
-        self, series: SeriesKey, rows: Sequence[RefusedRow], source: str, count: int | None = None
+        self, series: SeriesKey, rows: Sequence[RejectedRow], source: str, count: int | None = None
     ) -> None:
         """Count rows a parser refused before they reached `write`, and keep them in quarantine.
 
@@ -108,6 +98,11 @@ class CandleSink:
             if not self.derived.targets(series):
                 continue
             await self.derived.recompute(series, low, next_open(high, series.timeframe))
+
+    async def _write_derived(self, candles: Sequence[Candle]) -> UpsertResult:
+        """The aggregator's writes: upserted here like every other write (not re-derived, and
+        counted as derived, not by source, through `_count_derived`)."""
+        return await self._store.upsert_candles(candles)
 
     def _count_derived(self, result: UpsertResult) -> None:
         self.stats.derived_recomputes += 1

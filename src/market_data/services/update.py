@@ -20,6 +20,7 @@ from market_data.errors import (
     StorageUnavailable,
     UnknownSymbol,
 )
+from market_data.lifecycle import MAX_ERROR_CHARS, recorded_job
 from market_data.models import JobType, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.storage.base import Store
@@ -27,13 +28,12 @@ from market_data.timeframes import now_ms
 
 if TYPE_CHECKING:
     from market_data.config import Settings
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.base import Exchange
     from market_data.services.sink import CandleSink
 
 log = logging.getLogger(__name__)
 
 UPDATE_CANDLES = 10
-_MAX_ERROR_CHARS = 500
 
 
 
@@ -53,14 +53,14 @@ class UpdateService:
         self,
         settings: Settings,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         self._clock = clock
         self._unknown: set[str] = set()  # symbols already reported as unlisted
@@ -68,14 +68,12 @@ class UpdateService:
 
     async def run_once(self) -> int:
         """Fetch and upsert the latest candles of every native series; returns candles written."""
-        job_id = await self._store.create_job(JobType.UPDATE)
-        written = 0
         errors: list[str] = []
         series_list = self._settings.native_series()
-        try:
+        async with recorded_job(self._store, JobType.UPDATE, logger=log) as job:
             for series in series_list:
                 try:
-                    written += await self._update(series)
+                    job.candles += await self._update(series)
                 except (StorageUnavailable, StorageError):
                     raise
                 except UnknownSymbol as exc:
@@ -86,32 +84,28 @@ class UpdateService:
                     self.stats.failures += 1
                     errors.append(f"{series}: {type(exc).__name__}: {exc}")
                     log.warning("Update of %s failed: %s", series, exc)
-        except BaseException as exc:
-            status = "failed" if isinstance(exc, Exception) else "cancelled"
-            try:
-                message = f"{type(exc).__name__}: {exc}"
-                await self._store.finish_job(job_id, status, written, message)
-            except MarketDataError:
-                log.warning("Could not record the end of job %d", job_id)
-            raise
-        st = self.stats
-        st.runs += 1
-        st.candles_written += written
-        st.last_run_ms = self._clock()
-        st.last_error = errors[-1] if errors else None
-        failed_all = bool(errors) and len(errors) >= len(series_list)
-        error = "; ".join(errors)[:_MAX_ERROR_CHARS] or None
-        await self._store.finish_job(job_id, "failed" if failed_all else "success", written, error)
+            written = job.candles
+            st = self.stats
+            st.runs += 1
+            st.candles_written += written
+            st.last_run_ms = self._clock()
+            st.last_error = errors[-1] if errors else None
+            error = "; ".join(errors)[:MAX_ERROR_CHARS] or None
+            if errors and len(errors) >= len(series_list):
+                job.fail(error)
+            else:
+                job.error = error
         log.debug("Update wrote %d candles for %d series", written, len(series_list))
         return written
 
     async def _update(self, series: SeriesKey) -> int:
         now = self._clock()
         tf = series.timeframe
-        pair = await self._rest.pair_for(series.symbol)
-        start = now - UPDATE_CANDLES * tfm.nominal_ms(tf)
-        page = await self._rest.fetch_candles(
-            pair, tf, start, now, limit=UPDATE_CANDLES, sort=-1, priority=Priority.NORMAL,
+        pair = await self._exchange.pair_for(series.symbol)
+        count = min(UPDATE_CANDLES, self._exchange.limits.page_size)
+        start = now - count * tfm.nominal_ms(tf)
+        page = await self._exchange.fetch_candles(
+            pair, tf, start, now, limit=count, sort=-1, priority=Priority.NORMAL,
             now_ms=now,
         )
         self.stats.requests += 1

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from market_data.simulator.config import SimContext, logger
 from market_data.simulator.corrupt import corrupt_rows, dumps_rows
@@ -19,8 +19,18 @@ from market_data.simulator.prices import Ohlcv
 from market_data.simulator.wire import dumps, row_json, rows_json
 from market_data.timeframes import HOUR_MS
 
-if TYPE_CHECKING:
-    from market_data.simulator.ws import Session
+
+class Session(Protocol):
+    """What the hub needs of a client connection (`ws.Session`, which imports this module)."""
+
+    channels: dict[int, Channel]
+    closed: bool
+
+    async def send_channel(self, channel: Channel, payload: str) -> None: ...
+
+    async def send_info(
+        self, text: str, close_code: int | None, close_after: float = 0.0
+    ) -> None: ...
 
 
 @dataclass(eq=False, slots=True)

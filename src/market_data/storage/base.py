@@ -1,5 +1,7 @@
-"""The store interface every service talks to. One SQL implementation (`sql.py`) serves
-SQLite and PostgreSQL; tests may add an in-memory one. Times are epoch ms UTC throughout."""
+"""The store's interfaces, by purpose: candles, jobs, gaps and empty ranges, per-series state,
+the dashboard's coverage reads, and the database's own lifecycle. `Store` is all of them: what
+the daemon holds and hands to the services; a part that needs less can ask for less. One SQL
+implementation (`sql.py`) serves SQLite and PostgreSQL. Times are epoch ms UTC throughout."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class QuarantineItem:
 
 @dataclass(frozen=True, slots=True)
 class CoverageRecords:
-    """What is recorded about one series, for drawing its coverage (`Store.coverage_records`)."""
+    """What is recorded about one series, for drawing its coverage (`coverage_records`)."""
 
     first_ts: int | None  # first and last stored candle, candle count (series_stats)
     last_ts: int | None
@@ -81,13 +83,16 @@ class CandleColumns:
         return len(self.ts)
 
 
-class Store(Protocol):
-    # lifecycle -----------------------------------------------------------------------------
+class StoreLifecycle(Protocol):
     async def upgrade(self) -> None:
         """Create or migrate the schema (Alembic, to head)."""
 
     async def ping(self) -> None:
         """Raise StorageUnavailable when the database cannot be read (a fresh connection)."""
+
+    async def checkpoint(self) -> None:
+        """Fold a write-ahead log into the database (SQLite; a no-op where there is none). The
+        daemon calls it every few seconds on SQLite, whose automatic checkpoints are off."""
 
     async def close(self) -> None: ...
 
@@ -98,7 +103,8 @@ class Store(Protocol):
     def reader(self, pool_size: int) -> Store:
         """The same store with reads on a pool of their own, closed with this one."""
 
-    # candles ---------------------------------------------------------------------------------
+
+class CandleStore(Protocol):
     async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
         """Insert or update by (exchange, symbol, timeframe, ts), idempotent.
 
@@ -120,6 +126,14 @@ class Store(Protocol):
     ) -> list[Candle]:
         """Candles with start_ms <= ts < end_ms, ascending, at most `limit`."""
 
+    async def candles_json(
+        self, series: SeriesKey, start_ms: int, end_ms: int, limit: int = 10_000
+    ) -> tuple[str, int, int | None] | None:
+        """The rows of `candles_in_range` as JSON objects joined by commas (ts as ISO 8601 UTC),
+        their count and the last row's ts (where the next page starts), when the database builds
+        the text faster than Python would (PostgreSQL); None otherwise, and the caller reads
+        `candles_in_range` instead."""
+
     def candle_columns(
         self,
         series: SeriesKey,
@@ -137,13 +151,6 @@ class Store(Protocol):
     async def open_times_in_range(self, series: SeriesKey, start_ms: int, end_ms: int) -> list[int]:
         """Stored open times with start_ms <= ts < end_ms, ascending."""
 
-    async def find_missing_ranges(
-        self, series: SeriesKey, start_ms: int, end_ms: int, step_ms: int
-    ) -> list[tuple[int, int]]:
-        """Holes between stored candles in [start_ms, end_ms], computed in SQL: each hole as
-        (gap_start, gap_end) where gap_start = previous ts + step and gap_end = next stored ts.
-        Only for fixed-length timeframes."""
-
     async def delete_candles_before(
         self, series: SeriesKey, cutoff_ms: int, batch_size: int = 10_000
     ) -> int:
@@ -152,7 +159,11 @@ class Store(Protocol):
     async def series_stats(self) -> list[SeriesStats]:
         """Per-series count, first and last ts, from a maintained table (O(series), not O(rows))."""
 
-    # jobs ------------------------------------------------------------------------------------
+    async def quarantine(self, items: Sequence[QuarantineItem]) -> None:
+        """Keep refused rows in `rejected_candles` (bounded: the newest 100,000 stay)."""
+
+
+class JobStore(Protocol):
     async def create_job(
         self, job_type: str, symbol: str | None = None, timeframe: str | None = None
     ) -> int: ...
@@ -176,10 +187,21 @@ class Store(Protocol):
     async def fail_running_jobs(self, reason: str, status: str = "failed") -> int:
         """Mark every job still `running` (left by a killed process, or at shutdown)."""
 
-    # gaps ------------------------------------------------------------------------------------
-    async def create_gaps(self, series: SeriesKey, ranges: Sequence[tuple[int, int]]) -> list[Gap]:
-        """Record new gaps; a range already recorded for the series (open or closed) is skipped.
-        Returns the gaps created."""
+
+class GapStore(Protocol):
+    async def find_missing_ranges_many(
+        self, queries: Sequence[tuple[SeriesKey, int, int, int]]
+    ) -> dict[SeriesKey, list[tuple[int, int]]]:
+        """Holes between stored candles, computed in SQL, for (series, start, end, step)
+        queries: series -> holes, ascending. A hole is (gap_start, gap_end) with gap_start =
+        previous ts + step and gap_end = the next stored ts, among stored ts in [start, end].
+        Only for fixed-length timeframes."""
+
+    async def create_gaps_many(
+        self, ranges: Mapping[SeriesKey, Sequence[tuple[int, int]]]
+    ) -> list[Gap]:
+        """Record new gaps in one transaction; a range already recorded for the series (open or
+        closed) is skipped, as is an empty one. The gaps created, by series and start."""
 
     async def list_gaps(
         self,
@@ -207,7 +229,7 @@ class Store(Protocol):
     async def delete_gaps_before(self, series: SeriesKey, cutoff_ms: int) -> int:
         """Drop gap rows that ended before the retention cut-off."""
 
-    # known-empty ranges, detector watermarks, retention horizons -------------------------------
+    # known-empty ranges: what the exchange answered with no candles ------------------------------
     async def add_empty_ranges(self, series: SeriesKey, ranges: Sequence[tuple[int, int]]) -> None:
         """Record [start, end) ranges the exchange answered with no candles (no trades)."""
 
@@ -215,53 +237,31 @@ class Store(Protocol):
         self, series: SeriesKey, start_ms: int, end_ms: int
     ) -> list[tuple[int, int]]: ...
 
-    async def get_watermark(self, series: SeriesKey) -> int | None:
-        """Gap detection has checked this series up to this ts."""
-
-    async def set_watermark(self, series: SeriesKey, ts_ms: int) -> None: ...
-
-    async def get_detect_low(self, series: SeriesKey) -> int | None:
-        """Gap detection has checked this series from this ts (up to the watermark)."""
-
-    async def set_detect_low(self, series: SeriesKey, ts_ms: int) -> None: ...
-
-    # the same, many series per round trip (gap detection cycles) -----------------------------
-    async def find_missing_ranges_many(
-        self, queries: Sequence[tuple[SeriesKey, int, int, int]]
-    ) -> dict[SeriesKey, list[tuple[int, int]]]:
-        """`find_missing_ranges` for (series, start, end, step) queries: series -> holes."""
-
-    async def scan_states(self) -> dict[SeriesKey, tuple[int | None, int | None, int | None]]:
-        """Every series' (detect_low, watermark, retention horizon)."""
-
-    async def set_scan_states(self, states: Mapping[SeriesKey, tuple[int, int]]) -> None:
-        """Record (detect_low, watermark) for many series at once."""
-
     async def empty_ranges_many(
         self, windows: Mapping[SeriesKey, tuple[int, int]]
     ) -> dict[SeriesKey, list[tuple[int, int]]]:
         """`empty_ranges` for many series (series -> [start, end) window)."""
 
-    async def create_gaps_many(
-        self, ranges: Mapping[SeriesKey, Sequence[tuple[int, int]]]
-    ) -> list[Gap]:
-        """`create_gaps` for many series in one transaction."""
+
+class SeriesStateStore(Protocol):
+    """Where gap detection has looked, and what retention purged, per series."""
+
+    async def scan_states(self) -> dict[SeriesKey, tuple[int | None, int | None, int | None]]:
+        """Every series' (detect_low, watermark, retention horizon): gap detection has checked
+        the series from detect_low up to the watermark."""
+
+    async def set_scan_states(self, states: Mapping[SeriesKey, tuple[int, int]]) -> None:
+        """Record (detect_low, watermark) for many series at once."""
 
     async def get_retention_horizon(self, series: SeriesKey) -> int | None:
         """Retention purged everything before this ts: nobody fetches before it again."""
 
     async def set_retention_horizon(self, series: SeriesKey, ts_ms: int) -> None: ...
 
-    # housekeeping -------------------------------------------------------------------------------
-    async def quarantine(self, items: Sequence[QuarantineItem]) -> None:
-        """Keep refused rows in `rejected_candles` (bounded: the newest 100,000 stay)."""
 
-    async def count_quarantined(self) -> int: ...
+class CoverageStore(Protocol):
+    """What the dashboard draws a series' coverage from, without reading candles."""
 
-    async def delete_jobs_before(self, cutoff_ms: int) -> int:
-        """Drop finished jobs that started before the cut-off (the table grows every loop)."""
-
-    # coverage -----------------------------------------------------------------------------------
     async def coverage_records(
         self, series: SeriesKey, start_ms: int, end_ms: int
     ) -> CoverageRecords:
@@ -271,3 +271,9 @@ class Store(Protocol):
 
     async def empty_spans(self) -> dict[SeriesKey, int]:
         """Per series, milliseconds of recorded empty ranges between its first and last candle."""
+
+
+class Store(
+    StoreLifecycle, CandleStore, JobStore, GapStore, SeriesStateStore, CoverageStore, Protocol
+):
+    """Every purpose at once: what the daemon holds, and what `sql.SqlStore` implements."""

@@ -23,17 +23,12 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from market_data.errors import (
-    ConfigError,
-    MarketDataError,
-    StorageError,
-    StorageUnavailable,
-)
+from market_data.dburl import describe_target, normalize_database_url, password_of
+from market_data.errors import ConfigError, MarketDataError, StorageUnavailable
 from market_data.models import EXCHANGE, SeriesKey
-from market_data.storage.dialect import dialect_for
 from market_data.storage.health import WriteHealth
+from market_data.storage.registry import dialect_for
 from market_data.storage.translate import DRIVER_ERRORS, translate
-from market_data.storage.urls import describe_target, normalize_database_url, password_of
 from market_data.timeframes import now_ms
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,14 +39,6 @@ def _alembic_upgrade(connection: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-
-
-def _make_parent(path: str) -> None:
-    try:
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise StorageError(f"database {path} cannot be created: {reason}") from None
 
 
 class SqlBase:
@@ -167,8 +154,7 @@ class SqlBase:
     # lifecycle ---------------------------------------------------------------------------------
     async def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision (safe to run concurrently)."""
-        if self.dialect.name == "sqlite":
-            _make_parent(self.target)
+        self.dialect.prepare_location(self.target)
         async with self._write() as conn:
             await self.dialect.prepare_migration(conn)
             await conn.run_sync(_alembic_upgrade)

@@ -3,8 +3,9 @@ whatever the number of series (mixed into SqlStore).
 
 Holes are found with one window query per series (LAG over its primary-key range). The comparison
 runs on the stored column type (timestamptz arithmetic on PostgreSQL, integers on SQLite); only the
-hole rows are converted to epoch ms. Plain SQL text: these run every cycle, and building and
-compiling a statement per series would cost more than running it.
+hole rows are converted to epoch ms. Those statements differ per engine and live in the dialects
+(`Dialect.find_holes`, `Dialect.find_empty_ranges`, plain SQL text: they run every cycle, and
+building and compiling a statement per series would cost more than running it).
 """
 
 from __future__ import annotations
@@ -15,105 +16,26 @@ import sqlalchemy as sa
 
 from market_data.models import Gap, GapStatus, SeriesKey
 from market_data.storage.core import SqlBase
+from market_data.storage.dialect import HoleQuery
 from market_data.storage.records import MAX_LIST, _gap
-from market_data.storage.tables import data_gaps, ms_to_datetime, series_state
+from market_data.storage.tables import data_gaps, series_state
 
-# (series, first ts, last ts, period length): look for holes among stored ts in [first, last].
-HoleQuery = tuple[SeriesKey, int, int, int]
-
-
-# PostgreSQL: every series in one statement, whatever their number: the requests travel as
-# arrays and each one's window query runs as a LATERAL subquery over its primary-key range.
-_HOLES_PG = sa.text("""
-SELECT r.symbol, r.timeframe,
-       CAST(extract(epoch FROM w.prev) * 1000 AS bigint) AS prev,
-       CAST(extract(epoch FROM w.ts) * 1000 AS bigint) AS ts
-FROM unnest(CAST(:symbols AS text[]), CAST(:timeframes AS text[]),
-            CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]),
-            CAST(:steps AS bigint[])) AS r(symbol, timeframe, lo, hi, step)
-CROSS JOIN LATERAL (
-    SELECT c.ts, lag(c.ts) OVER (ORDER BY c.ts) AS prev
-    FROM candles c
-    WHERE c.exchange = :exchange AND c.symbol = r.symbol AND c.timeframe = r.timeframe
-      AND c.ts >= r.lo AND c.ts <= r.hi
-) w
-WHERE w.ts > w.prev + r.step * interval '1 millisecond'
-""")
-
-# SQLite: up to _SQLITE_BRANCHES series per statement, joined with UNION ALL.
-_SQLITE_BRANCH = """
-SELECT {n} AS q, prev, ts FROM (
-    SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM candles
-    WHERE exchange = :exchange AND symbol = :s{n} AND timeframe = :t{n}
-      AND ts >= :a{n} AND ts <= :b{n})
-WHERE ts - prev > :d{n}
-"""
-_SQLITE_BRANCHES = 100  # 5 parameters each, well under SQLite's limit per statement
 _SERIES_PER_STATEMENT = 100  # series per statement of the other bulk reads and writes
 _GAP_ROWS = 500  # gap rows per INSERT
-
-
-def _sqlite_holes(count: int) -> sa.TextClause:
-    return sa.text(" UNION ALL ".join(_SQLITE_BRANCH.format(n=n) for n in range(count)))
-
-
-_EMPTY_PG = sa.text("""
-SELECT e.symbol, e.timeframe,
-       CAST(extract(epoch FROM e.range_start) * 1000 AS bigint),
-       CAST(extract(epoch FROM e.range_end) * 1000 AS bigint)
-FROM unnest(CAST(:symbols AS text[]), CAST(:timeframes AS text[]),
-            CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
-     AS r(symbol, timeframe, lo, hi)
-JOIN empty_ranges e ON e.exchange = :exchange AND e.symbol = r.symbol
-     AND e.timeframe = r.timeframe AND e.range_start < r.hi AND e.range_end > r.lo
-ORDER BY e.symbol, e.timeframe, e.range_start
-LIMIT :limit
-""")
-
-_EMPTY_SQLITE_BRANCH = """
-SELECT symbol, timeframe, range_start, range_end FROM empty_ranges
-WHERE exchange = :exchange AND symbol = :s{n} AND timeframe = :t{n}
-  AND range_start < :b{n} AND range_end > :a{n}
-"""
-
-
-def _empty_sqlite(count: int) -> sa.TextClause:
-    branches = " UNION ALL ".join(_EMPTY_SQLITE_BRANCH.format(n=n) for n in range(count))
-    return sa.text(f"SELECT * FROM ({branches}) ORDER BY 1, 2, 3 LIMIT :limit")
 
 
 class DetectionMixin(SqlBase):
     async def find_missing_ranges_many(
         self, queries: Sequence[HoleQuery]
     ) -> dict[SeriesKey, list[tuple[int, int]]]:
-        """`find_missing_ranges` for many series at once: series -> holes, ascending."""
+        """See GapStore.find_missing_ranges_many: series -> holes, ascending."""
         steps = {q[0]: q[3] for q in queries}
         found: dict[SeriesKey, list[tuple[int, int]]] = {}
         if not queries:
             return found
         async with self._read() as conn:
-            if self.dialect.name == "postgresql":
-                rows = await conn.execute(_HOLES_PG, {
-                    "exchange": self.exchange,
-                    "symbols": [q[0].symbol for q in queries],
-                    "timeframes": [q[0].timeframe for q in queries],
-                    "starts": [ms_to_datetime(q[1]) for q in queries],
-                    "ends": [ms_to_datetime(q[2]) for q in queries],
-                    "steps": [q[3] for q in queries],
-                })
-                for symbol, timeframe, prev, ts in rows:
-                    key = SeriesKey(symbol, timeframe)
-                    found.setdefault(key, []).append((int(prev) + steps[key], int(ts)))
-            else:
-                for i in range(0, len(queries), _SQLITE_BRANCHES):
-                    chunk = queries[i : i + _SQLITE_BRANCHES]
-                    params: dict[str, object] = {"exchange": self.exchange}
-                    for n, (series, start, end, step) in enumerate(chunk):
-                        params.update({f"s{n}": series.symbol, f"t{n}": series.timeframe,
-                                       f"a{n}": start, f"b{n}": end, f"d{n}": step})
-                    for n, prev, ts in await conn.execute(_sqlite_holes(len(chunk)), params):
-                        series, _, _, step = chunk[n]
-                        found.setdefault(series, []).append((int(prev) + step, int(ts)))
+            for series, prev, ts in await self.dialect.find_holes(conn, queries):
+                found.setdefault(series, []).append((prev + steps[series], ts))
         for holes in found.values():
             holes.sort()
         return found
@@ -158,22 +80,11 @@ class DetectionMixin(SqlBase):
         items = list(windows.items())
         async with self._read() as conn:
             for i in range(0, len(items), _SERIES_PER_STATEMENT):
-                chunk = items[i : i + _SERIES_PER_STATEMENT]
-                if self.dialect.name == "postgresql":
-                    stmt, params = _EMPTY_PG, {
-                        "symbols": [k.symbol for k, _ in chunk],
-                        "timeframes": [k.timeframe for k, _ in chunk],
-                        "starts": [ms_to_datetime(w[0]) for _, w in chunk],
-                        "ends": [ms_to_datetime(w[1]) for _, w in chunk],
-                    }
-                else:
-                    stmt, params = _empty_sqlite(len(chunk)), {}
-                    for n, (key, (start, end)) in enumerate(chunk):
-                        params.update({f"s{n}": key.symbol, f"t{n}": key.timeframe,
-                                       f"a{n}": start, f"b{n}": end})
-                params.update(exchange=self.exchange, limit=MAX_LIST * len(chunk))
-                for sym, tf, start, end in await conn.execute(stmt, params):
-                    result.setdefault(SeriesKey(sym, tf), []).append((int(start), int(end)))
+                part = items[i : i + _SERIES_PER_STATEMENT]
+                chunk = [(key, start, end) for key, (start, end) in part]
+                found = await self.dialect.find_empty_ranges(conn, chunk, MAX_LIST * len(chunk))
+                for key, start, end in found:
+                    result.setdefault(key, []).append((start, end))
         return result
 
     async def create_gaps_many(

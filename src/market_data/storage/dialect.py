@@ -1,12 +1,13 @@
 """Where SQLite and PostgreSQL differ. Everything engine-specific lives behind this interface
-(`sqlite.py`, `postgres.py`); the store itself (`sql.py`) is written once for both. The one
-exception is how a time is stored, which the column type `tables.EpochMs` decides.
+(`sqlite.py`, `postgres.py`, picked for a URL by `registry.py`); the store itself (`sql.py`,
+`records.py`, `detection.py`) is written once for both. The one exception is how a time is
+stored, which the column type `tables.EpochMs` decides.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
@@ -22,6 +23,11 @@ from market_data.storage.batches import SeriesBatch
 RawTransaction = Callable[[], AbstractAsyncContextManager[Any]]
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "final")
+
+# (series, first ts, last ts, period length): look for holes among stored ts in [first, last].
+HoleQuery = tuple[SeriesKey, int, int, int]
+# (series, start, end): a [start, end) window of one series.
+Window = tuple[SeriesKey, int, int]
 
 
 class Dialect(ABC):
@@ -67,10 +73,6 @@ class Dialect(ABC):
     def greatest(self, a: Any, b: Any) -> sa.ColumnElement[Any]:
         """The larger of two non-null values."""
 
-    @abstractmethod
-    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
-        """A stored time column as epoch milliseconds, for arithmetic in SQL."""
-
     async def prepare_migration(self, conn: AsyncConnection) -> None:  # noqa: B027
         """Serialize migrations between processes (the default: the write lock suffices)."""
 
@@ -103,6 +105,38 @@ class Dialect(ABC):
     async def checkpoint(self, engine: AsyncEngine) -> None:  # noqa: B027
         """Fold the write-ahead log into the database file, when the engine has one to fold."""
 
+    def prepare_location(self, target: str) -> None:  # noqa: B027
+        """Before the first migration: make the place the database lives (SQLite's directory)."""
+
+    @abstractmethod
+    def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
+        """A stored time column as epoch milliseconds, for arithmetic in SQL (coverage)."""
+
+    # -- the gap detector's many-series reads (one or a few statements per cycle) ----------------
+
+    @abstractmethod
+    async def find_holes(
+        self, conn: AsyncConnection, queries: Sequence[HoleQuery]
+    ) -> list[tuple[SeriesKey, int, int]]:
+        """(series, prev, ts) for every two neighbouring stored open times in a query's
+        [first, last] more than its period apart, as epoch ms."""
+
+    @abstractmethod
+    async def find_empty_ranges(
+        self, conn: AsyncConnection, windows: Sequence[Window], limit: int
+    ) -> list[tuple[SeriesKey, int, int]]:
+        """(series, start, end) of the recorded empty ranges overlapping each window, ordered by
+        series and start, at most `limit` in all."""
+
+    # -- the API's fast path -----------------------------------------------------------------------
+
+    def candles_json(self, rows: sa.Subquery) -> sa.Executable | None:
+        """One row (text, count, last ts): the `rows` subquery (ts, open, high, low, close,
+        volume, final) as JSON objects joined by commas, built by the database, their count and
+        the last row's ts (epoch ms; where the next page starts); None where reading the rows
+        and writing the JSON in Python is as fast (the default)."""
+        return None
+
 
 def pool_options(
     pool_size: int | None, pre_ping: bool, default: dict[str, Any]
@@ -115,14 +149,3 @@ def pool_options(
     else:
         options = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 30}
     return options | {"pool_pre_ping": pre_ping}
-
-
-def dialect_for(url: str, exchange: str) -> Dialect:
-    """The dialect for an already normalized URL."""
-    if url.startswith("sqlite"):
-        from market_data.storage.sqlite import SqliteDialect
-
-        return SqliteDialect(url, exchange)
-    from market_data.storage.postgres import PostgresDialect
-
-    return PostgresDialect(url, exchange)

@@ -111,39 +111,8 @@ class JobsMixin(SqlBase):
         async with self._write() as conn:
             return int((await conn.execute(stmt)).rowcount)
 
-    async def delete_jobs_before(self, cutoff_ms: int) -> int:
-        t = ingestion_jobs
-        stmt = t.delete().where(t.c.started_at < cutoff_ms, t.c.status != JobStatus.RUNNING)
-        async with self._write() as conn:
-            return int((await conn.execute(stmt)).rowcount)
-
 
 class GapsMixin(SqlBase):
-    async def create_gaps(self, series: SeriesKey, ranges: Sequence[tuple[int, int]]) -> list[Gap]:
-        now = self._clock()
-        rows = [
-            {
-                "exchange": self.exchange, "symbol": series.symbol, "timeframe": series.timeframe,
-                "gap_start": start, "gap_end": end, "detected_at": now,
-                "status": GapStatus.OPEN.value, "candles_repaired": 0, "attempts": 0,
-            }
-            for start, end in dict(ranges).items()  # one range per start: the unique key
-            if end > start
-        ]
-        created: list[Gap] = []
-        async with self._write() as conn:
-            for i in range(0, len(rows), _INSERT_CHUNK):
-                stmt = (
-                    self.dialect.insert(data_gaps)
-                    .values(rows[i : i + _INSERT_CHUNK])
-                    .on_conflict_do_nothing(
-                        index_elements=["exchange", "symbol", "timeframe", "gap_start"]
-                    )
-                    .returning(*data_gaps.c)
-                )
-                created += [_gap(row) for row in await conn.execute(stmt)]
-        return sorted(created, key=lambda g: g.gap_start)
-
     async def list_gaps(
         self,
         *,
@@ -274,18 +243,6 @@ class GapsMixin(SqlBase):
         )
         async with self._write() as conn:
             await conn.execute(stmt)
-
-    async def get_watermark(self, series: SeriesKey) -> int | None:
-        return await self._get_state(series, "detect_watermark")
-
-    async def set_watermark(self, series: SeriesKey, ts_ms: int) -> None:
-        await self._set_state(series, "detect_watermark", ts_ms)
-
-    async def get_detect_low(self, series: SeriesKey) -> int | None:
-        return await self._get_state(series, "detect_low")
-
-    async def set_detect_low(self, series: SeriesKey, ts_ms: int) -> None:
-        await self._set_state(series, "detect_low", ts_ms)
 
     async def get_retention_horizon(self, series: SeriesKey) -> int | None:
         return await self._get_state(series, "retention_horizon")

@@ -7,6 +7,7 @@ write or delete, so /status never counts rows.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ from market_data.storage.detection import DetectionMixin
 from market_data.storage.records import MAX_LIST, GapsMixin, JobsMixin
 from market_data.storage.tables import RAW_TEXT_LIMIT, candles, rejected_candles, series_stats
 from market_data.storage.translate import DRIVER_ERRORS
+from market_data.timing import UpsertTimings
 
 QUARANTINE_LIMIT = 100_000
 # Batches up to this many rows take the low-latency path (one statement, one transaction);
@@ -57,17 +59,30 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         *,
         bulk_threshold: int = BULK_THRESHOLD,
         quarantine_limit: int = QUARANTINE_LIMIT,
+        upsert_timings: UpsertTimings | None = None,
         **options: Any,
     ) -> None:
         super().__init__(database_url, **options)
         self._bulk_threshold = bulk_threshold
         self._quarantine_limit = quarantine_limit
+        # Every upsert's latency, for /metrics (the daemon passes its own to read them).
+        self.upsert_timings = UpsertTimings() if upsert_timings is None else upsert_timings
 
     # candles: writes ---------------------------------------------------------------------------
     async def upsert_candles(self, candles: Sequence[Candle]) -> UpsertResult:
         """See Store.upsert_candles. Large batches commit chunk by chunk: after an error the
         chunks before it stay written, and retrying the batch is idempotent. Rejected rows
-        are also kept in `rejected_candles` (source "store")."""
+        are also kept in `rejected_candles` (source "store"). Timed into `upsert_timings`."""
+        started = time.perf_counter()
+        try:
+            result = await self._upsert(candles)
+        except Exception:
+            self.upsert_timings.errors += 1
+            raise
+        self.upsert_timings.record(time.perf_counter() - started, len(candles))
+        return result
+
+    async def _upsert(self, candles: Sequence[Candle]) -> UpsertResult:
         with collector_paused():  # one row tuple per candle, none cyclic (see gcpause)
             batches, rejected = prepare(candles, self.exchange)
         written = 0
@@ -168,13 +183,9 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         (`{"ts":"2026-02-05T20:00:00Z","open":1.5,...,"final":true}`), their count and the last
         row's ts (where the next page starts).
 
-        PostgreSQL builds the text itself (the API's 10,000-row answers then cost about what the
-        query does); None on SQLite, where reading the rows is already as fast.
+        The database builds the text where the dialect can (PostgreSQL); None elsewhere (SQLite,
+        where reading the rows is already as fast): the caller then writes the JSON itself.
         """
-        if self.dialect.name != "postgresql":
-            return None
-        from sqlalchemy.dialects.postgresql import aggregate_order_by
-
         rows = (
             sa.select(candles.c.ts, candles.c.open, candles.c.high, candles.c.low,
                       candles.c.close, candles.c.volume, candles.c.final)
@@ -183,21 +194,9 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
             .limit(max(0, min(limit, 10 * MAX_LIST)))
             .subquery("c")
         )
-        # float8::text is the shortest exact form (PostgreSQL 12+); times are whole minutes.
-        obj: sa.ColumnElement[str] = sa.literal_column(
-            """'{"ts":"' || replace((c.ts AT TIME ZONE 'UTC')::text, ' ', 'T')"""
-            """ || 'Z","open":' || c.open::text || ',"high":' || c.high::text"""
-            """ || ',"low":' || c.low::text || ',"close":' || c.close::text"""
-            """ || ',"volume":' || c.volume::text"""
-            """ || CASE WHEN c.final THEN ',"final":true}' ELSE ',"final":false}' END"""
-        )
-        stmt = sa.select(
-            sa.func.coalesce(
-                sa.func.string_agg(obj, aggregate_order_by(sa.literal(","), rows.c.ts)), ""
-            ),
-            sa.func.count(),
-            sa.func.max(rows.c.ts),
-        ).select_from(rows)
+        stmt = self.dialect.candles_json(rows)
+        if stmt is None:
+            return None
         async with self._read() as conn:
             text, count, last = (await conn.execute(stmt)).one()
         return str(text), int(count), last
@@ -243,23 +242,6 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         async with self._read() as conn:
             return [int(ts) for ts in (await conn.execute(stmt)).scalars()]
 
-    async def find_missing_ranges(
-        self, series: SeriesKey, start_ms: int, end_ms: int, step_ms: int
-    ) -> list[tuple[int, int]]:
-        ms = self.dialect.epoch_ms(candles.c.ts)
-        window = (
-            sa.select(ms.label("ts"), sa.func.lag(ms).over(order_by=candles.c.ts).label("prev"))
-            .where(self._series(candles, series), candles.c.ts >= start_ms, candles.c.ts <= end_ms)
-            .subquery()
-        )
-        stmt = (
-            sa.select(window.c.prev, window.c.ts)
-            .where(window.c.prev.is_not(None), window.c.ts - window.c.prev > step_ms)
-            .order_by(window.c.ts)
-        )
-        async with self._read() as conn:
-            return [(int(prev) + step_ms, int(ts)) for prev, ts in await conn.execute(stmt)]
-
     async def series_stats(self) -> list[SeriesStats]:
         t = series_stats
         stmt = (
@@ -301,10 +283,6 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
                 )
                 await conn.execute(t.delete().where(t.c.id < oldest_kept))
 
-    async def count_quarantined(self) -> int:
-        async with self._read() as conn:
-            stmt = sa.select(sa.func.count()).select_from(rejected_candles)
-            return int((await conn.execute(stmt)).scalar_one())
 
 
 def open_store(target: str | _HasDatabaseUrl, **options: Any) -> SqlStore:

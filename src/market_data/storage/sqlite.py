@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,14 +25,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from market_data.errors import StorageError
 from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
 from market_data.storage.columns import from_arrow
-from market_data.storage.dialect import Dialect, RawTransaction, pool_options
+from market_data.storage.dialect import Dialect, HoleQuery, RawTransaction, Window, pool_options
 from market_data.storage.translate import is_unavailable
 
 BUSY_TIMEOUT_MS = 5_000
@@ -100,6 +102,31 @@ def _read_columns(path: str, params: tuple[Any, ...], series: SeriesKey) -> Cand
         # As the sqlite3 module would raise it, so the one translation applies.
         raise sqlite3.OperationalError(str(exc)) from None
     return from_arrow(series, table)
+
+# SQLite: up to _BRANCHES series per statement, joined with UNION ALL.
+_HOLES_BRANCH = """
+SELECT {n} AS q, prev, ts FROM (
+    SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM candles
+    WHERE exchange = :exchange AND symbol = :s{n} AND timeframe = :t{n}
+      AND ts >= :a{n} AND ts <= :b{n})
+WHERE ts - prev > :d{n}
+"""
+_BRANCHES = 100  # 5 parameters each, well under SQLite's limit per statement
+
+
+def _holes(count: int) -> sa.TextClause:
+    return sa.text(" UNION ALL ".join(_HOLES_BRANCH.format(n=n) for n in range(count)))
+
+_EMPTY_BRANCH = """
+SELECT symbol, timeframe, range_start, range_end FROM empty_ranges
+WHERE exchange = :exchange AND symbol = :s{n} AND timeframe = :t{n}
+  AND range_start < :b{n} AND range_end > :a{n}
+"""
+
+
+def _empty_ranges(count: int) -> sa.TextClause:
+    branches = " UNION ALL ".join(_EMPTY_BRANCH.format(n=n) for n in range(count))
+    return sa.text(f"SELECT * FROM ({branches}) ORDER BY 1, 2, 3 LIMIT :limit")
 
 
 async def _add_stats(raw: Any, stats: list[tuple[Any, ...]]) -> None:
@@ -246,3 +273,36 @@ class SqliteDialect(Dialect):
             async with raw.execute("PRAGMA wal_checkpoint(PASSIVE)"):
                 pass
             self.last_checkpoint_s = time.monotonic()
+
+    def prepare_location(self, target: str) -> None:
+        try:
+            Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise StorageError(f"database {target} cannot be created: {reason}") from None
+
+    # -- the gap detector's reads: up to _BRANCHES series per statement, joined by UNION ALL ----
+
+    async def find_holes(
+        self, conn: AsyncConnection, queries: Sequence[HoleQuery]
+    ) -> list[tuple[SeriesKey, int, int]]:
+        found: list[tuple[SeriesKey, int, int]] = []
+        for i in range(0, len(queries), _BRANCHES):
+            chunk = queries[i : i + _BRANCHES]
+            params: dict[str, object] = {"exchange": self.exchange}
+            for n, (series, start, end, step) in enumerate(chunk):
+                params.update({f"s{n}": series.symbol, f"t{n}": series.timeframe,
+                               f"a{n}": start, f"b{n}": end, f"d{n}": step})
+            for n, prev, ts in await conn.execute(_holes(len(chunk)), params):
+                found.append((chunk[n][0], int(prev), int(ts)))
+        return found
+
+    async def find_empty_ranges(
+        self, conn: AsyncConnection, windows: Sequence[Window], limit: int
+    ) -> list[tuple[SeriesKey, int, int]]:
+        params: dict[str, object] = {"exchange": self.exchange, "limit": limit}
+        for n, (key, start, end) in enumerate(windows):
+            params.update({f"s{n}": key.symbol, f"t{n}": key.timeframe, f"a{n}": start,
+                           f"b{n}": end})
+        rows = await conn.execute(_empty_ranges(len(windows)), params)
+        return [(SeriesKey(sym, tf), int(start), int(end)) for sym, tf, start, end in rows]

@@ -1,56 +1,19 @@
 """The schema as SQLAlchemy Core tables (the migrations create exactly this).
 
-Times are `int` epoch ms in Python. `EpochMs` is the one place that decides how a time is
-stored: `timestamptz` on PostgreSQL (users query it with plain SQL), INTEGER epoch ms on SQLite.
+Times are `int` epoch ms in Python; every time column is a `dialect_time.EpochMs`, which decides
+how the engine stores it (`timestamptz` on PostgreSQL, INTEGER epoch ms on SQLite).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
+from market_data.storage.dialect_time import EpochMs
+
 RAW_TEXT_LIMIT = 2000  # rejected_candles.raw is truncated to this many characters
 ERROR_TEXT_LIMIT = 2000  # last_error columns
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // _MS
-
-
-class EpochMs(sa.types.TypeDecorator[int]):
-    """An epoch-ms `int` in Python; `timestamptz` on PostgreSQL, INTEGER on SQLite."""
-
-    impl = sa.BigInteger
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
-        return dialect.type_descriptor(sa.BigInteger())
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None or dialect.name != "postgresql":
-            return value
-        return ms_to_datetime(int(value))
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, datetime):
-            return datetime_to_ms(value)
-        return int(value)
 
 
 metadata = sa.MetaData(

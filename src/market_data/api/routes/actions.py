@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from market_data.api.deps import Authorized, DaemonDep, OptionalSymbol, OptionalTimeframe
 from market_data.api.params import bad_parameter
 from market_data.api.schemas import AcceptedOut, ErrorOut
-from market_data.daemon import DaemonBusy, DaemonNotRunning
+from market_data.errors import DaemonBusy, DaemonNotRunning
 from market_data.timeframes import source_of
 
 router = APIRouter(tags=["actions"], dependencies=[Authorized])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -146,14 +146,11 @@ async def _json_chunks(
     store: Store, series: SeriesKey, start_ms: int, end_ms: int, limit: int
 ) -> AsyncIterator[tuple[str, int]]:
     """(comma-joined JSON objects, rows) per non-empty keyset page, at most `limit` rows."""
-    fast: Callable[..., Awaitable[tuple[str, int, int | None] | None]] | None = getattr(
-        store, "candles_json", None
-    )
     left = limit
     while left > 0 and start_ms < end_ms:
         want = min(JSON_CHUNK_ROWS, left)
         # The store may build the rows' JSON itself (PostgreSQL); otherwise it is written here.
-        built = None if fast is None else await fast(series, start_ms, end_ms, want)
+        built = await store.candles_json(series, start_ms, end_ms, want)
         if built is None:
             candles = await store.candles_in_range(series, start_ms, end_ms, want)
             text, count = candles_json(candles), len(candles)

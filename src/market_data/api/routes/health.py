@@ -63,11 +63,12 @@ async def health(daemon: DaemonDep) -> JSONResponse:
     )
     ws = views.websocket_health(daemon, now)
     checks["websocket"] = views.check(ws.ok, ws.detail)
-    failing = [loop.status for loop in daemon.loops.values() if loop.status.failing]
+    loops = daemon.loop_statuses
+    failing = [status for status in loops if status.failing]
     checks["loops"] = views.check(
         not failing,
         "; ".join(f"{s.name}: {s.consecutive_failures} failures in a row ({s.last_error})"
-                  for s in failing) or f"{len(daemon.loops)} loops healthy",
+                  for s in failing) or f"{len(loops)} loops healthy",
     )
     unknown = views.unknown_symbols(daemon)
     checks["symbols"] = views.check(

@@ -49,6 +49,6 @@ async def status(request: Request, daemon: DaemonDep) -> StatusOut:
         websocket=views.websocket(daemon),
         loops=views.loop_rows(daemon),
         backfill=views.backfill(daemon),
-        written_by_source=dict(daemon.sink.stats.written_by_source),
+        written_by_source=dict(daemon.sink_stats.written_by_source),
         rate_limiter=views.rate_limiter(daemon),
     )

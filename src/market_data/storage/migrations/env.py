@@ -14,8 +14,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from market_data.dburl import normalize_database_url
 from market_data.storage.tables import metadata
-from market_data.storage.urls import normalize_database_url
 
 config = context.config
 

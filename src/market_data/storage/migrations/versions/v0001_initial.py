@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from market_data.storage.tables import EpochMs
+from market_data.storage.dialect_time import EpochMs
 
 revision: str = "0001"
 down_revision: str | None = None

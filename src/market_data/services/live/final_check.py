@@ -9,7 +9,7 @@ candle the writer commits as final from the stream is noted here as unchecked, a
   candles, newest first: recent periods first) covers every period that closed since the last.
 - A series is due once its oldest unchecked candle closed `batch_age_ms` ago (on the ingestion
   clock), so a request covers several periods; the most overdue series goes first.
-- Requests go through the global rate limiter at NORMAL priority (catch-up, URGENT, goes first;
+- Requests go through the exchange's rate limiter at NORMAL priority (catch-up, URGENT, goes first;
   backfill, BULK, cannot starve the check), and the check starts at most one every
   `spacing_s`, which keeps its share of the REST budget bounded (the rest stays for backfill,
   gap repair and updates even while the check is busy).
@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from market_data.errors import MarketDataError
-from market_data.exchanges.ws_pacing import Backoff, until_stopped
+from market_data.lifecycle import SYSTEM_CLOCK, Backoff, Clock, until_stopped
 from market_data.models import SeriesKey
 from market_data.services.range_check import RangeChecker, RangeCheckResult
 from market_data.timeframes import next_open, now_ms
 
-log = logging.getLogger(__name__)
+# Loggers keep the names they had before services/live/: JSON log lines carry them.
+log = logging.getLogger("market_data.services.ws_final_check")
 
 Span = tuple[int, int]  # open times, both inclusive
 
@@ -133,9 +132,8 @@ class FinalCheck:
         spacing_s: float,
         grace_ms: int,
         clock_ms: Callable[[], int] = now_ms,
+        clock: Clock = SYSTEM_CLOCK,
         tick_s: float = 0.5,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
     ) -> None:
@@ -147,7 +145,9 @@ class FinalCheck:
         self._grace_ms = grace_ms
         self._clock_ms = clock_ms
         self._tick_s = tick_s
-        self._monotonic, self._sleep = monotonic, sleep  # spacing's clock (virtual in bench/)
+        # Candle ages are on `clock_ms` (the ingestion clock); spacing, retry deadlines and
+        # waits on `clock` (virtual in tests and bench/).
+        self._clock = clock
         self._retry_initial, self._retry_max = retry_initial, retry_max
         self._retry: dict[SeriesKey, tuple[float, Backoff]] = {}  # -> (not before, backoff)
         self.stats = FinalCheckStats()
@@ -160,9 +160,9 @@ class FinalCheck:
     async def run(self, stop: asyncio.Event) -> None:
         next_start = 0.0
         while not stop.is_set():
-            now = self._monotonic()
+            now = self._clock.monotonic()
             if now < next_start:
-                await until_stopped(stop, self._sleep(next_start - now))
+                await until_stopped(stop, self._clock.sleep(next_start - now))
                 continue
             retrying = {s for s, (until, _) in self._retry.items() if until > now}
             series = self.unchecked.most_overdue(
@@ -175,7 +175,7 @@ class FinalCheck:
                 wait = self._tick_s
                 if due is not None:
                     wait = min(wait, (due + self._batch_age_ms - self._clock_ms()) / 1000)
-                await until_stopped(stop, self._sleep(max(0.01, wait)))
+                await until_stopped(stop, self._clock.sleep(max(0.01, wait)))
                 continue
             next_start = now + self._spacing_s
             await self._check(series, stop)
@@ -220,7 +220,7 @@ class FinalCheck:
         stats.corrections += result.corrected
         stats.extra += result.extra
         stats.unproven += result.unproven is not None
-        stats.last_check_ms = now_ms()
+        stats.last_check_ms = self._clock.now_ms()
         if result.corrected:
             log.info(
                 "Checked %s against REST: corrected %d of %d final candles",
@@ -238,5 +238,5 @@ class FinalCheck:
         retry = self._retry.get(series)
         backoff = retry[1] if retry else Backoff(self._retry_initial, self._retry_max)
         delay = backoff.next()
-        self._retry[series] = (self._monotonic() + delay, backoff)
+        self._retry[series] = (self._clock.monotonic() + delay, backoff)
         return delay

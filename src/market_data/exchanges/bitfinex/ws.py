@@ -5,7 +5,7 @@ runs its own connect -> subscribe -> read loop and reconnects on its own (expone
 with jitter, reset after a healthy stretch); the others are untouched. New connections of all
 shards go through one `ConnectionPacer`, because Bitfinex counts connections per IP (20/min).
 
-Frames become `Candle`s through the pure parsers in `bitfinex.py` and are handed to the
+Frames become `Candle`s through the pure parsers in `wire.py` and are handed to the
 `deliver` coroutine together with the receive time; `deliver` may block (backpressure). This
 module knows nothing about storage or finality: that is the ingestion service's job.
 """
@@ -17,15 +17,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from market_data.errors import MarketDataError, PayloadError
-from market_data.exchanges.bitfinex import CLOCK_SKEW_MS, RejectedRow, parse_candle_row
-from market_data.exchanges.bitfinex_frames import (
+from market_data.exchanges.base import CandleFrame, ConnectionInfo, Deliver, OnReady
+from market_data.exchanges.bitfinex.frames import (
     CandleSnapshot,
     CandleUpdate,
     ErrorEvent,
@@ -34,56 +35,31 @@ from market_data.exchanges.bitfinex_frames import (
     UnsubscribedEvent,
     parse_ws_message,
 )
-from market_data.exchanges.ws_pacing import Backoff, ConnectionPacer, until_stopped
-from market_data.models import Candle, SeriesKey
+from market_data.exchanges.bitfinex.pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.wire import (
+    CLOCK_SKEW_MS,
+    ERR_SUB_DUPLICATE,
+    ERR_SUB_LIMIT,
+    INFO_MAINTENANCE_END,
+    INFO_MAINTENANCE_START,
+    INFO_RECONNECT,
+    WS_CONNECTIONS_PER_MINUTE,
+    parse_candle_row,
+)
+from market_data.lifecycle import Backoff, until_stopped
+from market_data.models import Candle, RejectedRow, SeriesKey
 from market_data.timeframes import now_ms
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had before the adapter became a package: JSON log lines carry it.
+log = logging.getLogger("market_data.exchanges.bitfinex_ws")
 
 _REJECTED_PER_FRAME = 20  # refused rows kept per message for quarantine; all are counted
-
-CODE_RESTART = 20051
-CODE_MAINTENANCE_START = 20060
-CODE_MAINTENANCE_END = 20061
-ERR_SUBSCRIBE_FAILED = 10300
-ERR_ALREADY_SUBSCRIBED = 10301
-ERR_CHANNEL_LIMIT = 10305
-
-
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
     series: SeriesKey
     key: str  # the exchange's candle key, e.g. trade:1m:tDOGE:USD
-
-
-@dataclass(frozen=True, slots=True)
-class CandleFrame:
-    """Candles of one channel message, ascending by time, with when the shard received it."""
-
-    series: SeriesKey
-    candles: tuple[Candle, ...]
-    snapshot: bool
-    received_ms: int  # wall clock, epoch ms
-    received_at: float  # time.monotonic(), for latency
-    shard_id: int
-    rejected: tuple[RejectedRow, ...] = ()  # rows the parser refused (the first few)
-
-
-@dataclass(slots=True)
-class ConnectionInfo:
-    """One shard as /status and /metrics show it."""
-
-    id: int
-    state: str = "connecting"  # connecting, subscribed, paused, backoff, closed
-    subscriptions: list[str] = field(default_factory=list)
-    last_message_ms: int | None = None
-    connected_since_ms: int | None = None
-    reconnects: int = 0
-    messages: int = 0
-    rejected_rows: int = 0  # candle rows the parser refused
-    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +75,7 @@ class WsOptions:
     subscribe_timeout: float = 10.0
     maintenance_timeout: float = 180.0  # 20060 promises at most ~120 s of silence
     healthy_after: float = 30.0  # a connection up this long resets the backoff
-    connections_per_minute: int = 18  # Bitfinex allows 20 per minute and IP
+    connections_per_minute: int = WS_CONNECTIONS_PER_MINUTE
     handshake_penalty: float = 60.0  # a refused handshake blocks new connections this long
 
 
@@ -107,87 +83,17 @@ class ProtocolViolation(MarketDataError):
     """The server did not speak WebSocket v2 as expected."""
 
 
-Deliver = Callable[[CandleFrame], Awaitable[None]]
-# Called with a shard id and the series (re)subscribed on it: their data may have a hole.
-OnReady = Callable[[int, list[SeriesKey]], None]
+class ShardHost(Protocol):
+    """What a shard needs from the pool that owns it (pool.ShardPool)."""
 
+    options: WsOptions
+    pacer: ConnectionPacer
+    deliver: Deliver
+    on_ready: OnReady
 
-class ShardPool:
-    """Owns the shards: initial split, moves on 10305, failed series, the stop watcher."""
+    async def relocate(self, sub: Subscription, origin: Shard) -> None: ...
 
-    def __init__(
-        self,
-        options: WsOptions,
-        subscriptions: list[Subscription],
-        deliver: Deliver,
-        on_ready: OnReady,
-    ) -> None:
-        self.options = options
-        self.deliver = deliver
-        self.on_ready = on_ready
-        self.pacer = ConnectionPacer(options.connections_per_minute, options.handshake_penalty)
-        self.shards: list[Shard] = []
-        self.failed: dict[SeriesKey, str] = {}  # series the exchange refused, and why
-        self.closed = asyncio.Event()
-        self._tg: asyncio.TaskGroup | None = None
-        self._stop: asyncio.Event | None = None
-        self._live = 0
-        size = max(1, options.max_per_connection)
-        for start in range(0, len(subscriptions), size):
-            self._new_shard(subscriptions[start:start + size])
-
-    @property
-    def connections(self) -> list[ConnectionInfo]:
-        return [shard.info for shard in self.shards]
-
-    def start(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
-        """Spawn every shard, and a watcher closing their sockets on stop, as tasks of `tg`."""
-        self._tg, self._stop = tg, stop
-        if not self.shards:
-            self.closed.set()
-            return
-        for shard in self.shards:
-            self._spawn(shard)
-        tg.create_task(self._close_on_stop(stop), name="ws-stop-watcher")
-
-    def _new_shard(self, subs: list[Subscription]) -> Shard:
-        shard = Shard(self, len(self.shards) + 1, subs)
-        self.shards.append(shard)
-        return shard
-
-    def _spawn(self, shard: Shard) -> None:
-        assert self._tg is not None
-        assert self._stop is not None
-        self._live += 1
-        task = self._tg.create_task(shard.run(self._stop), name=f"ws-shard-{shard.info.id}")
-        task.add_done_callback(self._shard_done)
-
-    def _shard_done(self, _task: asyncio.Task[None]) -> None:
-        self._live -= 1
-        if self._live == 0:
-            self.closed.set()
-
-    async def _close_on_stop(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        await asyncio.gather(*(shard.close() for shard in self.shards))
-
-    async def relocate(self, sub: Subscription, origin: Shard) -> None:
-        """Move a channel refused with 10305 to a shard with room, or to a new one."""
-        for shard in self.shards:
-            if shard is not origin and shard.has_room():
-                log.info("Moving %s to WebSocket connection %d", sub.series, shard.info.id)
-                await shard.add(sub)
-                return
-        shard = self._new_shard([sub])
-        log.info(
-            "Opening WebSocket connection %d for %s (channel limit)", shard.info.id, sub.series
-        )
-        if self._tg is not None and self._stop is not None and not self._stop.is_set():
-            self._spawn(shard)
-
-    def report_failed(self, sub: Subscription, reason: str) -> None:
-        self.failed[sub.series] = reason
-        log.error("Subscription to %s refused by the exchange: %s", sub.series, reason)
+    def report_failed(self, sub: Subscription, reason: str) -> None: ...
 
 
 class _Restart(Exception):
@@ -197,7 +103,7 @@ class _Restart(Exception):
 class Shard:
     """One connection and the channels assigned to it."""
 
-    def __init__(self, pool: ShardPool, shard_id: int, subs: list[Subscription]) -> None:
+    def __init__(self, pool: ShardHost, shard_id: int, subs: list[Subscription]) -> None:
         self.pool = pool
         self.info = ConnectionInfo(id=shard_id)
         self.subs: dict[str, Subscription] = {s.key: s for s in subs}
@@ -431,10 +337,10 @@ class Shard:
             log.warning("WebSocket connection %d: error %s %s", self.info.id, event.code, event.msg)
             return
         self._pending.discard(sub.key)
-        if event.code == ERR_ALREADY_SUBSCRIBED and event.chan_id is not None:
+        if event.code == ERR_SUB_DUPLICATE and event.chan_id is not None:
             self._chan[event.chan_id] = sub
             self._acked.append(sub.series)
-        elif event.code == ERR_CHANNEL_LIMIT:
+        elif event.code == ERR_SUB_LIMIT:
             self.capacity = max(1, len(self._chan))
             del self.subs[sub.key]
             self._sync_info()
@@ -445,14 +351,14 @@ class Shard:
             self.pool.report_failed(sub, f"error {event.code}: {event.msg}")
 
     async def _info(self, ws: ClientConnection, event: InfoEvent) -> None:
-        if event.code == CODE_RESTART:
+        if event.code == INFO_RECONNECT:
             log.warning("WebSocket connection %d: server restarting (20051)", self.info.id)
             raise _Restart
-        if event.code == CODE_MAINTENANCE_START:
+        if event.code == INFO_MAINTENANCE_START:
             log.warning("WebSocket connection %d: maintenance started (20060)", self.info.id)
             self._paused_since = time.monotonic()
             self.info.state = "paused"
-        elif event.code == CODE_MAINTENANCE_END:
+        elif event.code == INFO_MAINTENANCE_END:
             log.info("WebSocket connection %d: maintenance ended (20061), resubscribing",
                      self.info.id)
             self._paused_since = None

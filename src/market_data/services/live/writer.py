@@ -20,20 +20,19 @@ import asyncio
 import bisect
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from market_data.errors import MarketDataError, StorageError, StorageUnavailable
-from market_data.exchanges.bitfinex import RejectedRow
-from market_data.exchanges.bitfinex_ws import CandleFrame
-from market_data.exchanges.ws_pacing import Backoff
-from market_data.models import Candle, SeriesKey
+from market_data.exchanges.base import CandleFrame
+from market_data.lifecycle import SYSTEM_CLOCK, Backoff, Clock
+from market_data.models import Candle, RejectedRow, SeriesKey
 from market_data.services.sink import CandleSink
 from market_data.timeframes import next_open
 from market_data.timing import Histogram
 
-log = logging.getLogger(__name__)
+# Loggers keep the names they had before services/live/: JSON log lines carry them.
+log = logging.getLogger("market_data.services.ws_writer")
 
 RowKey = tuple[str, str, int]
 _MAX_REFUSED_FRAMES = 1000  # frames with refused rows held between flushes
@@ -137,11 +136,11 @@ class CandleWriter:
         batch_size: int,
         flush_seconds: float,
         grace_ms: int,
-        clock_ms: Callable[[], int],
         backoff_initial: float,
         backoff_max: float,
         pending_cap: int = 200_000,
         shutdown_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
         on_final: Callable[[SeriesKey, int], None] | None = None,
     ) -> None:
         self._sink = sink
@@ -149,7 +148,9 @@ class CandleWriter:
         self._batch_size = max(1, batch_size)
         self._flush_seconds = max(0.0, flush_seconds)
         self._grace_ms = grace_ms
-        self._clock_ms = clock_ms
+        # Monotonic time for deadlines, the wall clock (the exchange's) for finality, sleeps:
+        # all from one clock, so tests move time instead of waiting for it.
+        self._clock = clock
         self._tick = max(0.05, min(1.0, self._flush_seconds or 1.0))
         self._pending_cap = max(self._batch_size, pending_cap)
         self._shutdown_timeout = shutdown_timeout
@@ -172,9 +173,9 @@ class CandleWriter:
     async def run(self) -> None:
         """Write until the end-of-input marker, then flush what is left and return."""
         queue = self._queue
-        next_tick = time.monotonic() + self._tick
+        next_tick = self._clock.monotonic() + self._tick
         while True:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now >= next_tick:
                 self._finalize_due()
                 next_tick = now + self._tick
@@ -182,14 +183,13 @@ class CandleWriter:
                 await self._flush()
                 continue
             if self._retry_at is not None and len(self._rows) >= self._pending_cap:
-                await asyncio.sleep(max(0.0, self._retry_at - now))
+                await self._clock.sleep(max(0.0, self._retry_at - now))
                 continue
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 try:
-                    async with asyncio.timeout(max(0.0, self._deadline(next_tick) - now)):
-                        item = await queue.get()
+                    item = await self._clock.wait(queue.get(), self._deadline(next_tick) - now)
                 except TimeoutError:
                     continue
             if item is None:
@@ -272,10 +272,10 @@ class CandleWriter:
                 track.latest = candle.ts
             self._put(_final(candle), batch.source)
         if self._first_at is None:
-            self._first_at = time.monotonic()
+            self._first_at = self._clock.monotonic()
 
     def _finalize_due(self) -> None:
-        now_ms = self._clock_ms() - self._grace_ms
+        now_ms = self._clock.now_ms() - self._grace_ms
         for track in self._tracks.values():
             if track.open is not None and track.open_end_ms <= now_ms:
                 self._finalize_open(track)
@@ -299,7 +299,7 @@ class CandleWriter:
             return
         self._rows[key] = (candle, source)
         if self._first_at is None:
-            self._first_at = time.monotonic()
+            self._first_at = self._clock.monotonic()
 
     # writing ---------------------------------------------------------------------------------
     async def _flush(self) -> bool:
@@ -308,7 +308,7 @@ class CandleWriter:
         by_source: dict[str, list[Candle]] = {}
         for candle, source in rows.values():
             by_source.setdefault(source, []).append(candle)
-        began = time.monotonic()
+        began = self._clock.monotonic()
         try:
             for source, candles in by_source.items():
                 await self._sink.write(candles, source)
@@ -321,7 +321,7 @@ class CandleWriter:
             self._refusals += 1
             if self._refusals < _MAX_REFUSALS:
                 self.stats.failed_writes += 1
-                self._retry_at = time.monotonic() + self._backoff.next()
+                self._retry_at = self._clock.monotonic() + self._backoff.next()
                 log.warning("Database refused %d WebSocket candles (%s); retrying", len(rows), exc)
                 return False
             self.stats.dropped_rows += len(rows)
@@ -333,14 +333,14 @@ class CandleWriter:
                     self._on_final(series, ts)
         await self._quarantine()
         self._refusals = 0
-        committed = time.monotonic()
+        committed = self._clock.monotonic()
         stats = self.stats
         stats.write_seconds += committed - began
         if stats.db_outage:
             log.warning("Database reachable again; wrote %d buffered candles", len(rows))
         stats.db_outage = False
         stats.flushes += 1
-        stats.last_flush_ms = time.time_ns() // 1_000_000
+        stats.last_flush_ms = self._clock.now_ms()
         latency, commit_seconds = stats.latency, stats.commit_seconds
         for received in self._received:
             waited = committed - received
@@ -371,22 +371,22 @@ class CandleWriter:
             log.warning("Database unavailable (%s); buffering WebSocket candles in memory", exc)
         stats.db_outage = True
         stats.pending = len(self._rows)
-        self._retry_at = time.monotonic() + self._backoff.next()
+        self._retry_at = self._clock.monotonic() + self._backoff.next()
 
     async def _final_flush(self) -> None:
-        deadline = time.monotonic() + self._shutdown_timeout
+        deadline = self._clock.monotonic() + self._shutdown_timeout
         while self._rows or self._waiters:
             if await self._flush():
                 return
-            wait = (self._retry_at or 0.0) - time.monotonic()
-            if time.monotonic() + wait > deadline:
+            wait = (self._retry_at or 0.0) - self._clock.monotonic()
+            if self._clock.monotonic() + wait > deadline:
                 self.stats.dropped_rows += len(self._rows)
                 log.error(
                     "Stopping with the database unreachable: %d WebSocket candles not written",
                     len(self._rows),
                 )
                 return
-            await asyncio.sleep(max(0.0, wait))
+            await self._clock.sleep(max(0.0, wait))
 
 
 def _final(candle: Candle) -> Candle:

@@ -1,7 +1,7 @@
 """Bitfinex v2 wire knowledge: URLs, keys, payload parsers and error classification. Pure: no I/O.
 
 Parsers here cover candle keys, candle rows (from REST or WS) and REST bodies (pages, pair lists).
-WebSocket frames are parsed in bitfinex_frames.py, which shares this module's decoding helpers
+WebSocket frames are parsed in frames.py, which shares this module's decoding helpers
 (`_loads`, `_dumps`, `_as_int`); nothing here imports it back.
 
 Wire facts (see docs/bitfinex-api.md in the shared spec): candle rows are
@@ -21,7 +21,6 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 import orjson
 
@@ -33,8 +32,15 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
+from market_data.exchanges.base import CandlePage
 from market_data.gcpause import collector_paused
-from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
+from market_data.models import (
+    Candle,
+    RejectedRow,
+    SymbolError,
+    canonical_symbol,
+    exchange_pair_map,
+)
 from market_data.timeframes import (
     ALL_TIMEFRAMES,
     TimeframeError,
@@ -82,6 +88,7 @@ INFO_MAINTENANCE_END = 20061
 FLAG_TIMESTAMP = 32_768
 FLAG_SEQ_ALL = 65_536
 WS_MAX_CHANNELS = 25
+WS_CONNECTIONS_PER_MINUTE = 18  # Bitfinex allows 20 new connections a minute per IP
 
 
 def _dumps(obj: object) -> str:
@@ -165,27 +172,6 @@ def parse_candle_key(key: str) -> tuple[str, str]:
 # --- candles --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RejectedRow:
-    """A row refused by the parser: its text (shortened), why, and its MTS when it had one."""
-
-    raw: str
-    reason: str
-    ts: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedPage:
-    """The candles of one payload, and the rows refused, in payload order."""
-
-    candles: list[Candle]
-    rejected: list[RejectedRow] = field(default_factory=list)
-    rejected_count: int = 0  # may exceed len(rejected), which is bounded
-    raw_count: int = 0
-    min_ts: int | None = None  # over every row with an integer MTS, rejected ones included,
-    max_ts: int | None = None  # so a pager can move past a page of refused rows
-
-
 def _price(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PayloadError(f"{name} is not a number: {_dumps(value)}")
@@ -242,7 +228,7 @@ _INF = math.inf
 
 
 def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
-                      now_ms: int) -> ParsedPage:
+                      now_ms: int) -> CandlePage:
     """Parse rows one by one: a bad row is rejected with its reason, the others still parse.
 
     The common row (six plain JSON numbers that parse_candle_row accepts) is checked inline,
@@ -297,8 +283,8 @@ def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
             if len(rejected) < MAX_REJECTED_KEPT:
                 rejected.append(RejectedRow(_dumps(row), str(exc), mts))
     if max_ts < 0:
-        return ParsedPage(candles, rejected, rejected_count, raw_count)
-    return ParsedPage(candles, rejected, rejected_count, raw_count, min_ts, max_ts)
+        return CandlePage(candles, raw_count, rejected, rejected_count)
+    return CandlePage(candles, raw_count, rejected, rejected_count, min_ts, max_ts)
 
 
 def is_error_body(obj: object) -> bool:
@@ -309,8 +295,8 @@ def is_error_body(obj: object) -> bool:
 
 
 def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
-                       now_ms: int) -> ParsedPage:
-    """A `/hist` (`[[...], ...]`) or `/last` (`[MTS, ...]`) body -> ParsedPage.
+                       now_ms: int) -> CandlePage:
+    """A `/hist` (`[[...], ...]`) or `/last` (`[MTS, ...]`) body -> CandlePage.
 
     An error body raises its classified error (RateLimited, ExchangeUnavailable,
     ExchangeRequestError); anything that is not a JSON array raises PayloadError.
@@ -320,7 +306,7 @@ def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
 
 
 def _parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
-                        now_ms: int) -> ParsedPage:
+                        now_ms: int) -> CandlePage:
     obj = _loads(body)
     if is_error_body(obj):
         raise classify_http_error(200, obj)

@@ -17,56 +17,13 @@ the horizon the cleanup recorded) is ever reported, so a purged range is never f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from market_data import timeframes as tfm
 from market_data.models import SeriesKey, SeriesStats
+from market_data.ranges import Range, missing_runs, subtract
 from market_data.storage.base import Store
-
-Range = tuple[int, int]
-
-
-def subtract_ranges(holes: Iterable[Range], known: Sequence[Range]) -> list[Range]:
-    """The parts of `holes` not covered by `known` (all half-open [start, end) ranges)."""
-    ordered = sorted(known)
-    result: list[Range] = []
-    for start, end in holes:
-        cursor = start
-        for k_start, k_end in ordered:
-            if k_end <= cursor or k_start >= end:
-                continue
-            if k_start > cursor:
-                result.append((cursor, k_start))
-            cursor = max(cursor, k_end)
-            if cursor >= end:
-                break
-        if cursor < end:
-            result.append((cursor, end))
-    return result
-
-
-def missing_runs(expected: Iterable[int], present: set[int], timeframe: str) -> list[Range]:
-    """Contiguous runs of `expected` open times absent from `present`, as [start, end) ranges."""
-    runs: list[Range] = []
-    run_start: int | None = None
-    for ts in expected:
-        if ts in present:
-            if run_start is not None:
-                runs.append((run_start, ts))
-                run_start = None
-        elif run_start is None:
-            run_start = ts
-        last = ts
-    if run_start is not None:
-        runs.append((run_start, tfm.next_open(last, timeframe)))
-    return runs
-
-
-def ceil_open(ts_ms: int, timeframe: str) -> int:
-    """The first period open time >= ts_ms."""
-    aligned = tfm.align(ts_ms, timeframe)
-    return aligned if aligned == ts_ms else tfm.next_open(aligned, timeframe)
 
 
 @dataclass(slots=True)
@@ -108,9 +65,9 @@ class GapDetector:
         bound = 0
         retention = self._retention_ms(series.timeframe)
         if retention is not None:
-            bound = max(bound, ceil_open(now_ms - retention, series.timeframe))
+            bound = max(bound, tfm.ceil_open(now_ms - retention, series.timeframe))
         if horizon is not None:
-            bound = max(bound, ceil_open(horizon, series.timeframe))
+            bound = max(bound, tfm.ceil_open(horizon, series.timeframe))
         return bound
 
     async def scan(
@@ -159,7 +116,7 @@ class GapDetector:
         empties = await self._store.empty_ranges_many(windows) if windows else {}
         result: dict[SeriesKey, list[Range]] = {}
         for series, found in holes.items():
-            fresh = subtract_ranges(found, empties.get(series, []))
+            fresh = subtract(found, empties.get(series, []))
             fresh = [r for r in fresh if r[0] >= floors[series]]
             if fresh:
                 result[series] = fresh

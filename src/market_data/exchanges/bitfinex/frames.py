@@ -3,9 +3,9 @@
 A frame is either an event object (`{"event": "info", ...}`, `subscribed`, `error`, `pong`, ...)
 or a channel message `[chanId, payload]`: `"hb"` is a heartbeat, an array of rows a candle
 snapshot, a single row a candle update. Trailing seq/timestamp elements (conf flags) are ignored.
-Candle rows are handed on as sent; bitfinex.parse_candle_rows turns them into candles.
+Candle rows are handed on as sent; wire.parse_candle_rows turns them into candles.
 Malformed frames raise `PayloadError` and nothing else; decoding and the bounded log text of
-hostile values are bitfinex.py's.
+hostile values are wire.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from market_data.errors import PayloadError
-from market_data.exchanges.bitfinex import _as_int, _dumps, _loads
+from market_data.exchanges.bitfinex.wire import _as_int, _dumps, _loads
 
 
 @dataclass(frozen=True, slots=True)

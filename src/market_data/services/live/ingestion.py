@@ -11,6 +11,7 @@ Every part runs as a named task in one TaskGroup. Stopping is two-phase: when `s
 shards close their sockets and the catch-up worker and the REST check end; once all of them are
 done an end-of-input marker is queued, and the writer flushes everything before returning.
 
+The shards are the exchange's (`Exchange.live_stream`); this module sees only the interface.
 Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
 sink recomputes the derived candles their writes touch.
 """
@@ -18,6 +19,7 @@ sink recomputes the derived candles their writes touch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -25,27 +27,26 @@ from typing import Any
 
 from market_data.config import Settings
 from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
-from market_data.exchanges.bitfinex import candle_key
-from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.exchanges.bitfinex_ws import (
+from market_data.exchanges.base import (
     CandleFrame,
     ConnectionInfo,
-    ShardPool,
-    Subscription,
-    WsOptions,
+    Exchange,
+    LiveStream,
+    StreamOptions,
 )
-from market_data.exchanges.ws_pacing import Backoff, until_stopped
+from market_data.lifecycle import Backoff, Clock, Stopped, SystemClock, retry
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority
+from market_data.services.live.catchup import CatchUp, CatchupStats
+from market_data.services.live.final_check import FinalCheck, FinalCheckStats, UncheckedFinals
+from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.services.range_check import RangeChecker
 from market_data.services.sink import CandleSink
-from market_data.services.ws_catchup import CatchUp, CatchupStats
-from market_data.services.ws_final_check import FinalCheck, FinalCheckStats, UncheckedFinals
-from market_data.services.ws_writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 
-log = logging.getLogger(__name__)
+# Loggers keep the names they had before services/live/: JSON log lines carry them.
+log = logging.getLogger("market_data.services.ws_ingestion")
 
 DEFAULT_GRACE_SECONDS = 3.0
 # A final candle from the stream is checked against REST once it has been closed this long, so
@@ -77,7 +78,7 @@ class WsIngestionState:
     final_check: FinalCheckStats = field(default_factory=FinalCheckStats)
     _check: FinalCheck | None = field(default=None, repr=False, compare=False)
     _queue: asyncio.Queue[QueueItem] | None = field(default=None, repr=False, compare=False)
-    _pool: ShardPool | None = field(default=None, repr=False, compare=False)
+    _pool: LiveStream | None = field(default=None, repr=False, compare=False)
 
     @property
     def connections(self) -> list[ConnectionInfo]:
@@ -125,12 +126,12 @@ class WsIngestion:
         self,
         settings: Settings,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         *,
         queue_size: int | None = None,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
-        connections_per_minute: int = 18,
+        connections_per_minute: int | None = None,
         maintenance_timeout: float = 180.0,
         shutdown_timeout: float = 5.0,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,  # on `clock_ms`; 0 = no check
@@ -138,7 +139,7 @@ class WsIngestion:
     ) -> None:
         self.settings = settings
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         # Frames, not rows. Small on purpose: a frame waiting here counts against the flush
         # deadline, and a full queue pushes back on the sockets (the kernel buffers the rest).
@@ -146,8 +147,7 @@ class WsIngestion:
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
         self._clock_ms = clock_ms or now_ms
-        self._options = WsOptions(
-            url=settings.bitfinex_ws_url,
+        self._options = StreamOptions(
             clock_ms=self._clock_ms,
             max_per_connection=settings.ws_max_subscriptions_per_connection,
             heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
@@ -155,7 +155,9 @@ class WsIngestion:
             backoff_max=settings.ws_reconnect_max_backoff,
             maintenance_timeout=max(maintenance_timeout, settings.ws_heartbeat_timeout_seconds),
             healthy_after=max(10.0, 2 * settings.ws_reconnect_max_backoff),
-            connections_per_minute=connections_per_minute,
+            connections_per_minute=(
+                connections_per_minute or exchange.limits.connections_per_minute
+            ),
         )
         self._shutdown_timeout = shutdown_timeout
         self.state = WsIngestionState(queue_bound=bound)
@@ -171,13 +173,14 @@ class WsIngestion:
             return
         queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=self.state.queue_bound)
         s = self.settings
-        check = self._final_check(pairs, queue)
+        clock = SystemClock(self._clock_ms)
+        check = self._final_check(pairs, queue, clock)
         writer = CandleWriter(
             self._sink, queue,
             batch_size=s.ws_save_batch_size,
             flush_seconds=s.ws_save_flush_seconds,
             grace_ms=int(self._grace_seconds * 1000),
-            clock_ms=self._clock_ms,
+            clock=clock,
             backoff_initial=max(0.1, s.ws_reconnect_initial_backoff),
             backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
             shutdown_timeout=self._shutdown_timeout,
@@ -188,15 +191,15 @@ class WsIngestion:
             await queue.put(batch)
 
         catchup = CatchUp(
-            self._store, self._rest, pairs, enqueue,
+            self._store, self._exchange, pairs, enqueue,
+            sink=self._sink,
             lookback_minutes=s.ws_catchup_lookback_minutes,
             grace_ms=int(self._grace_seconds * 1000),
             clock_ms=self._clock_ms,
+            clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
-        subs = [Subscription(key, candle_key(pair, key.timeframe)) for key, pair in pairs.items()]
-
         async def deliver(frame: CandleFrame) -> None:
             await queue.put(frame)
             depth = queue.qsize()
@@ -204,15 +207,15 @@ class WsIngestion:
                 state.queue_max_depth = depth
 
         state = self.state
-        pool = ShardPool(self._options, subs, deliver, catchup.request)
+        pool = self._exchange.live_stream(pairs, deliver, catchup.request, self._options)
         state._queue, state._pool = queue, pool
         state.writer, state.catchup = writer.stats, catchup.stats
         if check is not None:
             state.final_check, state._check = check.stats, check
-        state.subscribed_series = len(subs)
+        state.subscribed_series = len(pairs)
         log.info(
             "WebSocket ingestion: %d channels on %d connections",
-            len(subs), len(pool.shards),
+            len(pairs), len(pool.connections),
         )
         # Catch-up and the check write through the queue: the writer must outlive them.
         feeders_done = [asyncio.Event(), asyncio.Event()]
@@ -241,7 +244,7 @@ class WsIngestion:
         log.info("WebSocket ingestion stopped; %d candles written", writer.stats.candles_written)
 
     def _final_check(
-        self, pairs: dict[SeriesKey, str], queue: asyncio.Queue[QueueItem]
+        self, pairs: dict[SeriesKey, str], queue: asyncio.Queue[QueueItem], clock: Clock
     ) -> FinalCheck | None:
         """The check of stream-finalized candles against REST (None when switched off)."""
         if self._reconcile_seconds <= 0:
@@ -257,7 +260,7 @@ class WsIngestion:
 
         s = self.settings
         checker = RangeChecker(
-            self._store, self._rest, self._sink,
+            self._store, self._exchange, self._sink,
             source="ws_reconcile", priority=Priority.NORMAL, write=write_through_writer,
         )
         return FinalCheck(
@@ -266,6 +269,7 @@ class WsIngestion:
             spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
             grace_ms=int(self._grace_seconds * 1000),
             clock_ms=self._clock_ms,
+            clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
@@ -274,17 +278,22 @@ class WsIngestion:
         """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
         pairs: dict[SeriesKey, str] = {}
         backoff = Backoff(1.0, 60.0)
+
+        def retrying(exc: BaseException, _failures: int, delay: float) -> None:
+            log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
+
         for series in self.settings.native_series():
-            while not stop.is_set():
-                try:
-                    pairs[series] = await self._rest.pair_for(series.symbol)
-                    break
-                except UnknownSymbol as exc:
-                    self.state.unknown_symbols[series.symbol] = str(exc)
-                    log.error("Not subscribing %s: %s", series, exc)
-                    break
-                except (ExchangeUnavailable, RateLimited) as exc:
-                    delay = backoff.next()
-                    log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
-                    await until_stopped(stop, asyncio.sleep(delay))
+            try:
+                pairs[series] = await retry(
+                    functools.partial(self._exchange.pair_for, series.symbol),
+                    backoff=backoff,
+                    stop=stop,
+                    retry_on=(ExchangeUnavailable, RateLimited),
+                    on_retry=retrying,
+                )
+            except UnknownSymbol as exc:
+                self.state.unknown_symbols[series.symbol] = str(exc)
+                log.error("Not subscribing %s: %s", series, exc)
+            except Stopped:
+                break
         return pairs

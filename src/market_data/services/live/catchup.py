@@ -4,7 +4,7 @@
 - After a reconnect or a maintenance resubscribe (URGENT): from the series' last final stored
   candle (or the last caught-up one, whichever is older) to now.
 
-What the stream got wrong while connected (a lost last update) is `ws_final_check.py`'s.
+What the stream got wrong while connected (a lost last update) is `final_check.py`'s.
 
 Each fetch is a `ws_catchup` job. Only closed candles (period ended plus a grace) are taken: the
 open one is the stream's. They go through the writer's queue, so the writer's view of finality
@@ -14,8 +14,8 @@ stays whole, and the job is finished once the writer has committed them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -28,16 +28,24 @@ from market_data.errors import (
     StorageUnavailable,
     UnknownSymbol,
 )
-from market_data.exchanges.bitfinex import REST_MAX_LIMIT
-from market_data.exchanges.bitfinex_rest import BitfinexRest
-from market_data.exchanges.ws_pacing import Backoff, until_stopped
-from market_data.models import JobStatus, JobType, SeriesKey
+from market_data.exchanges.base import Exchange
+from market_data.lifecycle import (
+    SYSTEM_CLOCK,
+    Backoff,
+    Clock,
+    JobRecord,
+    recorded_job,
+    until_stopped,
+)
+from market_data.models import JobType, SeriesKey
 from market_data.rate_limiter import Priority
-from market_data.services.ws_writer import CatchupBatch
-from market_data.storage.base import QuarantineItem, Store
+from market_data.services.live.writer import CatchupBatch
+from market_data.services.sink import CandleSink
+from market_data.storage.base import Store
 from market_data.timeframes import DAY_MS, MINUTE_MS, next_open, nominal_ms
 
-log = logging.getLogger(__name__)
+# Loggers keep the names they had before services/live/: JSON log lines carry them.
+log = logging.getLogger("market_data.services.ws_catchup")
 
 
 @dataclass(slots=True)
@@ -53,19 +61,22 @@ class CatchUp:
     def __init__(
         self,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         pairs: dict[SeriesKey, str],
         enqueue: Callable[[CatchupBatch], Coroutine[Any, Any, None]],
         *,
+        sink: CandleSink,
         lookback_minutes: float,
         grace_ms: int,
         clock_ms: Callable[[], int],
+        clock: Clock = SYSTEM_CLOCK,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
     ) -> None:
         self._retry_initial, self._retry_max = retry_initial, retry_max
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
+        self._sink = sink
         self._pairs = pairs
         self._enqueue = enqueue
         self._lookback_ms = int(lookback_minutes * MINUTE_MS)
@@ -73,6 +84,7 @@ class CatchUp:
         self._max_window_ms = max(self._lookback_ms, DAY_MS)
         self._grace_ms = grace_ms
         self._clock_ms = clock_ms
+        self._clock = clock  # monotonic deadlines (retries) and waits
         self._wanted: dict[SeriesKey, tuple[float, Priority]] = {}  # -> (not before, priority)
         self._backoff: dict[SeriesKey, Backoff] = {}
         self._verified: dict[SeriesKey, int] = {}  # candles ending at or before are checked
@@ -89,7 +101,7 @@ class CatchUp:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            now = time.monotonic()
+            now = self._clock.monotonic()
             due = sorted(
                 (key for key, (at, _) in self._wanted.items() if at <= now),
                 key=lambda k: self._wanted[k][1],
@@ -97,7 +109,7 @@ class CatchUp:
             if not due:
                 self._wake.clear()
                 wake_at = min((at for at, _ in self._wanted.values()), default=now + 3600.0)
-                await until_stopped(stop, _wait_event(self._wake, wake_at - now))
+                await until_stopped(stop, self._wait_wake(wake_at - now))
                 continue
             for key in due:
                 if stop.is_set():
@@ -109,12 +121,36 @@ class CatchUp:
         now_ms = self._clock_ms()
         try:
             start_ms = await self._window_start(series, now_ms)
-            job_id = await self._store.create_job(
-                JobType.WS_CATCHUP, series.symbol, series.timeframe
-            )
+            async with recorded_job(
+                self._store, JobType.WS_CATCHUP, series.symbol, series.timeframe,
+                logger=log, label="catch-up job",
+            ) as job:
+                fetched = await self._run(job, series, start_ms, now_ms, priority, stop)
         except StorageUnavailable as exc:
-            self._retry(series, priority, exc)
+            if series not in self._wanted:  # not already rescheduled by the failed window
+                self._retry(series, priority, exc)
             return
+        if fetched is None:
+            return
+        self._verified[series] = max(self._verified.get(series, 0), now_ms - self._grace_ms)
+        self._backoff.pop(series, None)
+        self.stats.runs += 1
+        self.stats.candles += fetched
+        self.stats.last_run_ms = self._clock.now_ms()
+        self.stats.queued = len(self._wanted)
+        log.debug("Catch-up for %s: %d candles from %d", series, fetched, start_ms)
+
+    async def _run(
+        self,
+        job: JobRecord,
+        series: SeriesKey,
+        start_ms: int,
+        now_ms: int,
+        priority: Priority,
+        stop: asyncio.Event,
+    ) -> int | None:
+        """Fetch one window for a recorded job: the candles fetched once verified, or None
+        when the window was not verified (the job says why; a retry is scheduled if useful)."""
         counted: list[int] = []
         refused: list[int] = []
 
@@ -124,31 +160,24 @@ class CatchUp:
         try:
             await until_stopped(stop, fetch())
         except (ExchangeUnavailable, RateLimited, StorageUnavailable) as exc:
-            await self._finish(job_id, JobStatus.FAILED, 0, str(exc))
+            job.fail(str(exc))
             self._retry(series, priority, exc)
-            return
+            return None
         except (ExchangeRequestError, UnknownSymbol) as exc:
-            await self._finish(job_id, JobStatus.FAILED, 0, str(exc))
+            job.fail(str(exc))
             self.stats.failures += 1
             log.error("Catch-up for %s refused by the exchange: %s", series, exc)
-            return
-        fetched = counted[0] if counted else 0
+            return None
+        job.candles = fetched = counted[0] if counted else 0
         if stop.is_set():
-            await self._finish(job_id, JobStatus.CANCELLED, fetched, "stopping")
-            return
+            job.cancel("stopping")
+            return None
         if refused:
             # Invalid rows (quarantined) stood for candles this window did not verify.
-            await self._finish(job_id, JobStatus.FAILED, fetched, f"{sum(refused)} rows refused")
+            job.fail(f"{sum(refused)} rows refused")
             self._retry(series, priority, PayloadError(f"{sum(refused)} invalid rows refused"))
-            return
-        self._verified[series] = max(self._verified.get(series, 0), now_ms - self._grace_ms)
-        self._backoff.pop(series, None)
-        self.stats.runs += 1
-        self.stats.candles += fetched
-        self.stats.last_run_ms = time.time_ns() // 1_000_000
-        self.stats.queued = len(self._wanted)
-        await self._finish(job_id, JobStatus.SUCCESS, fetched, None)
-        log.debug("Catch-up for %s: %d candles from %d", series, fetched, start_ms)
+            return None
+        return fetched
 
     async def _window_start(self, series: SeriesKey, now_ms: int) -> int:
         floor = max(0, now_ms - self._max_window_ms)
@@ -175,18 +204,17 @@ class CatchUp:
         pair = self._pairs[series]
         fetched = 0
         closed_before = end_ms - self._grace_ms
-        max_pages = 2 + (end_ms - start_ms) // (REST_MAX_LIMIT * nominal_ms(series.timeframe))
+        page_size = self._exchange.limits.page_size
+        max_pages = 2 + (end_ms - start_ms) // (page_size * nominal_ms(series.timeframe))
         for _ in range(max_pages):
-            page = await self._rest.fetch_candles(
+            page = await self._exchange.fetch_candles(
                 pair, series.timeframe, start_ms, end_ms,
-                limit=REST_MAX_LIMIT, sort=1, priority=priority, now_ms=end_ms,
+                limit=page_size, sort=1, priority=priority, now_ms=end_ms,
             )
             fetched += len(page.candles)
             if page.rejected_count:
                 refused.append(page.rejected_count)
-                await self._store.quarantine([
-                    QuarantineItem("ws_catchup", series.symbol, series.timeframe, r.ts, r.raw,
-                                   r.reason) for r in page.rejected])
+                await self._sink.refuse(series, page.rejected, "ws_catchup", page.rejected_count)
             closed = tuple(
                 c for c in page.candles if next_open(c.ts, c.timeframe) <= closed_before
             )
@@ -196,34 +224,24 @@ class CatchUp:
                     return fetched
                 if not await until_stopped(stop, _wait_future(batch.done)):
                     return fetched
-            if page.raw_count < REST_MAX_LIMIT or page.max_ts is None:
+            if page.raw_count < page_size or page.max_ts is None:
                 break
             start_ms = next_open(page.max_ts, series.timeframe)
             if start_ms > end_ms:
                 break
         return fetched
 
-    async def _finish(self, job_id: int, status: str, fetched: int, error: str | None) -> None:
-        try:
-            await self._store.finish_job(job_id, status, candles_fetched=fetched, last_error=error)
-        except StorageUnavailable as exc:
-            log.warning("Could not record the end of catch-up job %d: %s", job_id, exc)
+    async def _wait_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self._clock.wait(self._wake.wait(), seconds)
 
     def _retry(self, series: SeriesKey, priority: Priority, exc: Exception) -> None:
         backoff = self._backoff.setdefault(series, Backoff(self._retry_initial, self._retry_max))
         delay = backoff.next()
         self.stats.failures += 1
-        self._wanted[series] = (time.monotonic() + delay, priority)
+        self._wanted[series] = (self._clock.monotonic() + delay, priority)
         self.stats.queued = len(self._wanted)
         log.warning("Catch-up for %s failed (%s); retrying in %.0f s", series, exc, delay)
-
-
-async def _wait_event(event: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(max(0.0, seconds)):
-            await event.wait()
-    except TimeoutError:
-        pass
 
 
 async def _wait_future(future: asyncio.Future[None]) -> None:

@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from market_data import timeframes as tfm
 from market_data.errors import MarketDataError, PayloadError, StorageError, StorageUnavailable
-from market_data.models import Candle, Gap, SeriesKey
+from market_data.models import Candle, Gap, GapStatus, SeriesKey
+from market_data.ranges import Range, missing_runs
 from market_data.rate_limiter import Priority
-from market_data.services.gap_detection import Range, missing_runs
 from market_data.storage.base import Store
 
 if TYPE_CHECKING:
-    from market_data.exchanges.bitfinex_rest import BitfinexRest
+    from market_data.exchanges.base import Exchange
     from market_data.services.sink import CandleSink
 
+# The seed's gap maintenance lines come from this logger (JSON log lines carry its name).
 log = logging.getLogger("market_data.services.gap_repair")
 
-PAGE_LIMIT = 10_000  # Bitfinex's maximum candles per request
 _REFUSED = PayloadError("the exchange sent invalid candles here (quarantined); retrying later")
 _LOG_EACH = 50  # per-gap INFO lines per run; the rest go to DEBUG
 _MAX_ERROR_CHARS = 500
@@ -91,14 +91,14 @@ class GapRepairer:
     def __init__(
         self,
         store: Store,
-        rest: BitfinexRest,
+        exchange: Exchange,
         sink: CandleSink,
         derived: set[SeriesKey],
         clock: Callable[[], int],
         policy: RetryPolicy,
     ) -> None:
         self._store = store
-        self._rest = rest
+        self._exchange = exchange
         self._sink = sink
         self._derived = derived
         self._clock = clock
@@ -116,7 +116,7 @@ class GapRepairer:
         # Recent gaps go first, and alone: an urgent request carries no older work with it.
         for (series, priority), group in sorted(native.items(), key=lambda kv: kv[0][1]):
             step = tfm.nominal_ms(series.timeframe)
-            for cluster in clusters(group, step * PAGE_LIMIT):
+            for cluster in clusters(group, step * self._exchange.limits.page_size):
                 work = self._repair_cluster(series, cluster, priority, report)
                 await self._guarded(cluster, report, work)
 
@@ -162,14 +162,15 @@ class GapRepairer:
         a refused row's slot is unknown (its time may be the broken field), so then no
         unanswered slot may be taken for empty."""
         tf = series.timeframe
-        pair = await self._rest.pair_for(series.symbol)
+        pair = await self._exchange.pair_for(series.symbol)
         candles: list[Candle] = []
         answered: set[int] = set()
         refused = False
         cursor = start
+        page_size = self._exchange.limits.page_size
         while cursor < end:
-            page = await self._rest.fetch_candles(
-                pair, tf, cursor, end - 1, limit=PAGE_LIMIT, sort=1, priority=priority,
+            page = await self._exchange.fetch_candles(
+                pair, tf, cursor, end - 1, limit=page_size, sort=1, priority=priority,
                 now_ms=self._clock(),
             )
             report.requests += 1
@@ -179,7 +180,7 @@ class GapRepairer:
             if page.rejected_count:
                 refused = True
                 await self._sink.refuse(series, page.rejected, "gap_repair", page.rejected_count)
-            if page.raw_count < PAGE_LIMIT or page.max_ts is None:
+            if page.raw_count < page_size or page.max_ts is None:
                 break
             cursor = tfm.next_open(page.max_ts, tf)
         return candles, answered, refused
@@ -244,7 +245,7 @@ class GapRepairer:
     ) -> None:
         if empty:
             await self._store.add_empty_ranges(gap.series, empty)
-        status = "repaired" if candles else "empty"
+        status = GapStatus.REPAIRED if candles else GapStatus.EMPTY
         await self._store.close_gap(gap.id, status, candles, self._clock())
         report.attempted += 1
         report.candles += candles

@@ -26,44 +26,30 @@ from market_data.errors import (
     RateLimited,
     UnknownSymbol,
 )
-from market_data.exchanges.bitfinex import (
+from market_data.exchanges.base import CandlePage
+from market_data.exchanges.bitfinex.wire import (
     CANDLES_PATH,
     MAX_BODY_BYTES,
     PAIR_LIST_PATH,
     REST_MAX_LIMIT,
-    RejectedRow,
     candle_key,
     classify_http_error,
     pair_for_symbol,
     parse_pair_list,
     parse_rest_candles,
 )
-from market_data.models import Candle, SymbolError, canonical_symbol, exchange_pair_map
+from market_data.lifecycle import Backoff, retry
+from market_data.models import SymbolError, canonical_symbol, exchange_pair_map
 from market_data.rate_limiter import Priority, RateLimiter
 from market_data.timeframes import TimeframeError, now_ms, parse_timeframe
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had before the adapter became a package: JSON log lines carry it.
+log = logging.getLogger("market_data.exchanges.bitfinex_rest")
 
 T = TypeVar("T")
 
 OUTCOMES = ("ok", "rate_limited", "server_error", "client_error", "timeout", "connection_error",
             "bad_payload")
-
-
-@dataclass(frozen=True, slots=True)
-class CandlePage:
-    """One answer: valid candles (canonical symbol and timeframe), rows received, rows refused.
-
-    `min_ts`/`max_ts` span every row with a usable MTS, refused ones included, so a pager can
-    move on past a page whose rows were all refused.
-    """
-
-    candles: list[Candle]
-    raw_count: int
-    rejected: list[RejectedRow] = field(default_factory=list)
-    rejected_count: int = 0
-    min_ts: int | None = None
-    max_ts: int | None = None
 
 
 @dataclass(slots=True)
@@ -165,9 +151,7 @@ class BitfinexRest:
         async def attempt() -> CandlePage:
             body = await self._get(path, params)
             now = now_ms if now_ms is not None else self._clock_ms()
-            parsed = parse_rest_candles(body, symbol, tf, now)
-            return CandlePage(parsed.candles, parsed.raw_count, parsed.rejected,
-                              parsed.rejected_count, parsed.min_ts, parsed.max_ts)
+            return parse_rest_candles(body, symbol, tf, now)
 
         page = await self._with_retries(attempt, priority, f"{symbol}/{tf}")
         self.stats.rows_received += page.raw_count
@@ -222,20 +206,23 @@ class BitfinexRest:
     async def _with_retries(
         self, attempt: Callable[[], Awaitable[T]], priority: Priority, what: str
     ) -> T:
-        for number in range(1, self.unavailable_attempts + 1):
-            try:
-                return await self.limiter.call(self._counted(attempt), priority)
-            except (ExchangeUnavailable, PayloadError) as exc:
-                if number >= self.unavailable_attempts:
-                    if isinstance(exc, PayloadError):
-                        raise ExchangeUnavailable(f"unreadable answer for {what}: {exc}") from None
-                    raise
-                delay = min(self.max_retry_backoff, self.retry_backoff * 2 ** (number - 1))
-                self.stats.retries += 1
-                log.warning("Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
-                            what, exc, number, self.unavailable_attempts - 1, delay)
-                await self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def retrying(exc: BaseException, failures: int, delay: float) -> None:
+            self.stats.retries += 1
+            log.warning("Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
+                        what, exc, failures, self.unavailable_attempts - 1, delay)
+
+        try:
+            return await retry(
+                lambda: self.limiter.call(self._counted(attempt), priority),
+                # Plain doubling: the limiter already spaces every request of the process.
+                backoff=Backoff(self.retry_backoff, self.max_retry_backoff, jitter=False),
+                retry_on=(ExchangeUnavailable, PayloadError),
+                attempts=self.unavailable_attempts,
+                on_retry=retrying,
+                sleep=self._sleep,
+            )
+        except PayloadError as exc:
+            raise ExchangeUnavailable(f"unreadable answer for {what}: {exc}") from None
 
     def _counted(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         async def run() -> T:

@@ -1,0 +1,140 @@
+"""What the daemon does once at start, each step retried with backoff until it works or the
+daemon stops: migrate the database (and fail the jobs a killed process left running), then
+backfill the configured history (in the background: the live stream never waits for it).
+A backfill asked for over the API is supervised the same way.
+
+Both write what /health shows into the daemon's `RuntimeState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from market_data.daemon_state import RuntimeState
+from market_data.errors import MarketDataError, PermanentError
+from market_data.lifecycle import Backoff, Stopped, retry
+from market_data.models import SeriesKey
+from market_data.services.backfill import BackfillReport, BackfillService
+from market_data.storage.base import Store
+
+# These are the daemon's own log lines (operators filter on its logger).
+log = logging.getLogger("market_data.daemon")
+
+RETRY_MAX_S = 30.0
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _backoff() -> Backoff:
+    # Plain doubling, 1 s up to 30 s: one daemon waiting on its own database or exchange.
+    return Backoff(1.0, RETRY_MAX_S, jitter=False)
+
+
+async def retry_until_stopped(
+    what: str, step: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> bool:
+    """Run `step()` until it succeeds or `stop` is set, backing off; True on success."""
+
+    def log_retry(exc: BaseException, failures: int, delay: float) -> None:
+        level = logging.ERROR if isinstance(exc, PermanentError) else logging.WARNING
+        log.log(level, "%s unavailable (%s); retrying in %.0f s", what, describe(exc), delay)
+
+    try:
+        await retry(step, backoff=_backoff(), stop=stop, on_retry=log_retry)
+    except Stopped:
+        return False
+    return True
+
+
+async def prepare_database(store: Store, state: RuntimeState) -> None:
+    """Migrate the schema, then mark jobs a previous process left `running` as failed."""
+    try:
+        await store.upgrade()
+    except BaseException as exc:
+        state.database_ready = False
+        state.database_error = describe(exc)
+        raise
+    state.database_ready = True
+    state.database_error = None
+    left = await store.fail_running_jobs("interrupted: the daemon stopped first")
+    if left:
+        log.warning("Marked %d job(s) left running by a previous process as failed", left)
+
+
+class _SeriesFailed(Exception):
+    """Some series failed this round (the exchange was down): try those again."""
+
+    def __init__(self, report: BackfillReport) -> None:
+        self.report = report
+
+
+async def backfill_until_done(
+    backfill: BackfillService,
+    state: RuntimeState,
+    stop: asyncio.Event,
+    *,
+    what: str,
+    series: list[SeriesKey] | None = None,
+    start_ms: int | None = None,
+) -> bool:
+    """Backfill `series` (every configured one when None) from `start_ms` (BACKFILL_DAYS when
+    None); series that failed (exchange down, database read-only, full or unreachable) are
+    retried with backoff until they succeed or the daemon stops, and the state says `running`
+    with the reason meanwhile, never `done`. Unknown symbols are reported, not retried. True once
+    every series succeeded. Used at start and for a backfill asked for over the API."""
+    state.backfill = "running"
+    state.backfill_error = None
+    todo = series
+
+    async def one_round() -> bool:
+        nonlocal todo
+        report = await backfill.run(series=todo, start_ms=start_ms, stop=stop)
+        state.unknown_symbols = sorted(set(state.unknown_symbols) | set(report.unknown_symbols))
+        if report.cancelled or stop.is_set():
+            return False
+        failed = report.failed
+        if not failed:
+            return True
+        error = failed[0].error or "failed"
+        state.backfill_error = f"retrying {len(failed)} series: {error}"
+        if failed[0].exchange_outage:
+            state.exchange_error = error
+        todo = [SeriesKey(r.symbol, r.timeframe) for r in failed]
+        raise _SeriesFailed(report)
+
+    def log_retry(exc: BaseException, failures: int, delay: float) -> None:
+        if isinstance(exc, _SeriesFailed):
+            failed = exc.report.failed
+            log.warning(
+                "%s: %d series failed (%s); retrying in %.0f s",
+                what,
+                len(failed),
+                failed[0].error,
+                delay,
+            )
+            return
+        # The database went away mid-run (a job could not even be recorded): the same series
+        # are tried again once it is back, the daemon does not die of it.
+        state.backfill_error = f"retrying: {describe(exc)}"
+        log.warning("%s interrupted (%s); retrying in %.0f s", what, describe(exc), delay)
+
+    try:
+        finished = await retry(
+            one_round,
+            backoff=_backoff(),
+            stop=stop,
+            retry_on=(MarketDataError, _SeriesFailed),
+            on_retry=log_retry,
+        )
+    except Stopped:
+        finished = False
+    if not finished:
+        state.backfill = "stopped"
+        return False
+    state.exchange_error = state.backfill_error = None
+    state.backfill = "done"
+    return True

@@ -1,0 +1,70 @@
+"""Half-open time ranges [start, end) in epoch ms: the one home of range arithmetic.
+
+Gaps, empty ranges, backfill windows and scan windows are all such ranges; subtracting known
+ranges from wanted ones and finding the missing runs among expected open times is done here.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from market_data.timeframes import align, duration_ms, is_fixed, next_open
+
+Range = tuple[int, int]
+
+
+def subtract(ranges: Iterable[Range], cut: Iterable[Range]) -> list[Range]:
+    """The parts of `ranges` not covered by `cut`, ascending; empty pieces are dropped."""
+    ordered = sorted(c for c in cut if c[0] < c[1])
+    result: list[Range] = []
+    for start, end in sorted(ranges):
+        cursor = start
+        for c_start, c_end in ordered:
+            if c_end <= cursor or c_start >= end:
+                continue
+            if c_start > cursor:
+                result.append((cursor, c_start))
+            cursor = max(cursor, c_end)
+            if cursor >= end:
+                break
+        if cursor < end:
+            result.append((cursor, end))
+    return result
+
+
+def missing_runs(expected: Iterable[int], present: set[int], timeframe: str) -> list[Range]:
+    """Contiguous runs of `expected` open times absent from `present`, as [start, end) ranges."""
+    runs: list[Range] = []
+    run_start: int | None = None
+    last = 0
+    for ts in expected:
+        if ts in present:
+            if run_start is not None:
+                runs.append((run_start, ts))
+                run_start = None
+        elif run_start is None:
+            run_start = ts
+        last = ts
+    if run_start is not None:
+        runs.append((run_start, next_open(last, timeframe)))
+    return runs
+
+
+def empty_slots(stamps: Sequence[int], end: int, tf: str) -> list[Range]:
+    """Ranges with no candle between the first stamp and `end`, given the (sorted or not) open
+    times an exchange page returned for that whole span."""
+    ranges: list[Range] = []
+    ordered = sorted(stamps)
+    if ordered and is_fixed(tf) and align(ordered[0], tf) == ordered[0]:
+        # A page without holes (the common case) is checked in C, not stamp by stamp.
+        step = duration_ms(tf)
+        if ordered == list(range(ordered[0], ordered[-1] + step, step)):
+            hole_start = ordered[-1] + step
+            return [(hole_start, end)] if hole_start < end else []
+    for ts, following in zip(ordered, [*ordered[1:], None], strict=True):
+        hole_start = next_open(ts, tf)
+        hole_end = end if following is None else min(following, end)
+        if hole_start < hole_end:
+            ranges.append((hole_start, hole_end))
+    return ranges

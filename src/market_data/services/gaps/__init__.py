@@ -1,0 +1,2 @@
+"""Gap maintenance: the service (service.py), incremental detection (detect.py), and repair
+(repair.py)."""

@@ -1,0 +1,1 @@
+"""Live candles: WebSocket ingestion, the batching writer, and REST catch-up."""
