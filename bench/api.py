@@ -74,11 +74,11 @@ async def prepare(name: str, rows: int, series: int) -> tuple[str, int]:
     await store.close()
     conn = await asyncpg.connect(url)
     try:
-        have = int(await conn.fetchval(
-            "SELECT coalesce(sum(candle_count), 0) FROM series_stats"))
+        have = int(await conn.fetchval("SELECT coalesce(sum(candle_count), 0) FROM series_stats"))
         if have == per_series * series:
             first = await conn.fetchval(
-                "SELECT (extract(epoch FROM min(first_ts)) * 1000)::bigint FROM series_stats")
+                "SELECT (extract(epoch FROM min(first_ts)) * 1000)::bigint FROM series_stats"
+            )
             print(f"reusing {name}: {have:,} candles")
             return url, int(first)
         began = time.perf_counter()
@@ -95,11 +95,15 @@ async def prepare(name: str, rows: int, series: int) -> tuple[str, int]:
                  generate_series(0, $3::int - 1) AS i,
                  LATERAL (SELECT 100.0 + s + (i % 977) * 0.01 AS p) AS price
             """,
-            first_ms, series, per_series,
+            first_ms,
+            series,
+            per_series,
         )
         loaded = time.perf_counter()
-        await conn.execute("ALTER TABLE candles ADD CONSTRAINT pk_candles "
-                           "PRIMARY KEY (exchange, symbol, timeframe, ts)")
+        await conn.execute(
+            "ALTER TABLE candles ADD CONSTRAINT pk_candles "
+            "PRIMARY KEY (exchange, symbol, timeframe, ts)"
+        )
         last_ms = first_ms + (per_series - 1) * MINUTE_MS
         await conn.execute(
             """
@@ -110,11 +114,16 @@ async def prepare(name: str, rows: int, series: int) -> tuple[str, int]:
                    to_timestamp($3::bigint / 1000.0)
             FROM generate_series(0, $4::int - 1) AS s
             """,
-            per_series, first_ms, last_ms, series,
+            per_series,
+            first_ms,
+            last_ms,
+            series,
         )
         await conn.execute("VACUUM ANALYZE candles")
-        print(f"filled {name}: {per_series * series:,} candles in {series} series "
-              f"(load {loaded - began:.0f} s, key and vacuum {time.perf_counter() - loaded:.0f} s)")
+        print(
+            f"filled {name}: {per_series * series:,} candles in {series} series "
+            f"(load {loaded - began:.0f} s, key and vacuum {time.perf_counter() - loaded:.0f} s)"
+        )
     finally:
         await conn.close()
     store = open_store(url)
@@ -163,7 +172,10 @@ async def run(args: argparse.Namespace) -> int:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
                 await admin.close()
     settings = load_settings(
-        env_file=None, database_url=url, bitfinex_timeframes="1m", ws_ingestion_enabled=False,
+        env_file=None,
+        database_url=url,
+        bitfinex_timeframes="1m",
+        ws_ingestion_enabled=False,
         bitfinex_symbols=",".join(symbol(i) for i in range(args.series)),
     )
     daemon = Daemon(settings)
@@ -180,6 +192,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         transport = httpx.ASGITransport(app=create_app(daemon))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+
             async def status() -> None:
                 response = await client.get("/status")
                 assert response.status_code == 200, response.text
@@ -191,16 +204,27 @@ async def run(args: argparse.Namespace) -> int:
 
             async def candles() -> None:
                 sym, start, end = window()
-                response = await client.get("/candles", params={
-                    "symbol": sym, "timeframe": "1m", "start": str(start), "end": str(end),
-                    "limit": PAGE})
+                response = await client.get(
+                    "/candles",
+                    params={
+                        "symbol": sym,
+                        "timeframe": "1m",
+                        "start": str(start),
+                        "end": str(end),
+                        "limit": PAGE,
+                    },
+                )
                 assert response.status_code == 200, response.text
                 assert response.content.count(b'"ts"') == min(PAGE, per_series)
 
             async def raw_candles() -> None:
                 sym, start, end = window()
-                rows = await raw.fetch(RAW_CANDLES, sym, datetime.fromtimestamp(start / 1000, UTC),
-                                       datetime.fromtimestamp(end / 1000, UTC))
+                rows = await raw.fetch(
+                    RAW_CANDLES,
+                    sym,
+                    datetime.fromtimestamp(start / 1000, UTC),
+                    datetime.fromtimestamp(end / 1000, UTC),
+                )
                 assert len(rows) == min(PAGE, per_series)
 
             status_ms, raw_status_ms = await paired(status, raw_status, args.requests)
@@ -223,15 +247,19 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\n{args.rows:,} candles, {args.series} series (PostgreSQL, ASGI in-process)")
     print(f"{'':24} {'p50 ms':>8} {'p99 ms':>8} {'mean':>8}  n")
     for name, samples in results.items():
-        print(f"{name:24} {pct(samples, 0.5):8.2f} {pct(samples, 0.99):8.2f} "
-              f"{statistics.fmean(samples):8.2f}  {len(samples)}")
+        print(
+            f"{name:24} {pct(samples, 0.5):8.2f} {pct(samples, 0.99):8.2f} "
+            f"{statistics.fmean(samples):8.2f}  {len(samples)}"
+        )
     status_p50 = pct(results["/status"], 0.5)
     ratio50 = pct(results["/candles 10k rows"], 0.5) / pct(results["raw candles 10k rows"], 0.5)
     ratio99 = pct(results["/candles 10k rows"], 0.99) / pct(results["raw candles 10k rows"], 0.99)
     ok_status, ok_candles = status_p50 <= 20, ratio50 <= 2
     print(f"\n/status p50 {status_p50:.2f} ms (target <= 20 ms): {'ok' if ok_status else 'MISSED'}")
-    print(f"/candles / raw query: p50 x{ratio50:.2f}, p99 x{ratio99:.2f} (target <= 2): "
-          f"{'ok' if ok_candles else 'MISSED'}")
+    print(
+        f"/candles / raw query: p50 x{ratio50:.2f}, p99 x{ratio99:.2f} (target <= 2): "
+        f"{'ok' if ok_candles else 'MISSED'}"
+    )
     return 0 if ok_status and ok_candles else 1
 
 
@@ -242,8 +270,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--database", default="md_bench_api")
     parser.add_argument("--keep", action="store_true", help="keep the database for the next run")
-    parser.add_argument("--concurrent", type=int, default=0,
-                        help="clients at once, each wanting one 10,000-row page (see api_load.py)")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        help="clients at once, each wanting one 10,000-row page (see api_load.py)",
+    )
     args = parser.parse_args()
     raise SystemExit(asyncio.run(run(args)))
 

@@ -50,6 +50,7 @@ SPEED_TARGET = 0.5
 
 # --- the simulator, in its own process ----------------------------------------------------------
 
+
 def _serve(config: SimulatorConfig, conn: Connection, cache_hours: int) -> None:
     # The market computes candles on demand and keeps 4096 hours by default; a larger cache
     # lets the second (warm) run measure the backfill rather than the simulator's generator.
@@ -69,7 +70,8 @@ class ChildSimulator:
     def __init__(self, config: SimulatorConfig, cache_hours: int = 4096) -> None:
         self._parent, child = mp.Pipe()
         self._proc = mp.get_context("spawn").Process(
-            target=_serve, args=(config, child, cache_hours), daemon=True)
+            target=_serve, args=(config, child, cache_hours), daemon=True
+        )
 
     def __enter__(self) -> str:
         self._proc.start()
@@ -85,6 +87,7 @@ class ChildSimulator:
 
 
 # --- databases ----------------------------------------------------------------------------------
+
 
 async def create_database() -> str:
     name = f"md_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -112,11 +115,18 @@ async def migrated(url: str) -> SqlStore:
 
 # --- measurements -------------------------------------------------------------------------------
 
+
 def settings_for(url: str, rest_url: str, symbols: str, timeframes: str, days: float) -> Settings:
     return load_settings(
-        env_file=None, database_url=url, bitfinex_rest_url=rest_url, bitfinex_symbols=symbols,
-        bitfinex_timeframes=timeframes, backfill_days=days, retention_days=NO_RETENTION,
-        rate_limit_delay=0, log_level="WARNING",
+        env_file=None,
+        database_url=url,
+        bitfinex_rest_url=rest_url,
+        bitfinex_symbols=symbols,
+        bitfinex_timeframes=timeframes,
+        backfill_days=days,
+        retention_days=NO_RETENTION,
+        rate_limit_delay=0,
+        log_level="WARNING",
     )
 
 
@@ -134,8 +144,7 @@ async def request_ratio(store: SqlStore, report: BackfillReport) -> tuple[int, i
     """(requests used, the minimum, native series) for a finished backfill."""
     counts = {(s.symbol, s.timeframe): s.candle_count for s in await store.series_stats()}
     natives = [r for r in report.results if r.requests]
-    minimum = sum(max(1, math.ceil(counts.get((r.symbol, r.timeframe), 0) / PAGE))
-                  for r in natives)
+    minimum = sum(max(1, math.ceil(counts.get((r.symbol, r.timeframe), 0) / PAGE)) for r in natives)
     return report.requests, minimum, len(natives)
 
 
@@ -155,7 +164,7 @@ async def bulk_upsert_rate(url: str, candles: list[Candle]) -> float:
     try:
         started = time.perf_counter()
         for i in range(0, len(candles), PAGE):
-            await store.upsert_candles(candles[i:i + PAGE])
+            await store.upsert_candles(candles[i : i + PAGE])
         return len(candles) / (time.perf_counter() - started)
     finally:
         await store.close()
@@ -178,11 +187,13 @@ async def scenario_requests(rest_url: str) -> list[tuple[str, int, int, int]]:
 
 async def main(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    pairs = tuple(replace(p, trade_probability=args.trade_probability)
-                  for p in pairs_by_name(names))
+    pairs = tuple(
+        replace(p, trade_probability=args.trade_probability) for p in pairs_by_name(names)
+    )
     extra = tuple(p for p in pairs_by_name(["ZRXUSD", "APTUSD"]) if p not in pairs)
-    config = SimulatorConfig(port=0, seed=1, pairs=pairs + extra, history_days=args.days + 5,
-                             rest_rate_limit=0)
+    config = SimulatorConfig(
+        port=0, seed=1, pairs=pairs + extra, history_days=args.days + 5, rest_rate_limit=0
+    )
     hours = int((args.days + 6) * 24 * len(config.pairs)) + 1000
     ok = True
     with ChildSimulator(config, cache_hours=hours) as rest_url:
@@ -215,20 +226,27 @@ async def main(args: argparse.Namespace) -> int:
         ratio = used / minimum
         good = used <= REQUEST_TARGET * minimum + series
         ok &= good
-        print(f"  {name:<24} {used:>5} used  {minimum:>5} minimum  ratio {ratio:.3f}  "
-              f"({series} series; target <= {REQUEST_TARGET} x minimum + 1/series) "
-              f"{'OK' if good else 'MISSED'}")
+        print(
+            f"  {name:<24} {used:>5} used  {minimum:>5} minimum  ratio {ratio:.3f}  "
+            f"({series} series; target <= {REQUEST_TARGET} x minimum + 1/series) "
+            f"{'OK' if good else 'MISSED'}"
+        )
     print("\n(b) end-to-end into PostgreSQL, RATE_LIMIT_DELAY=0, simulator rate limit off")
-    print(f"  store bulk       {candles:>9,} candles, 10,000-row pages    "
-          f"= {direct:>9,.0f} candles/s")
+    print(
+        f"  store bulk       {candles:>9,} candles, 10,000-row pages    = {direct:>9,.0f} candles/s"
+    )
     for label, (count, seconds) in zip(("cold", "warm"), runs, strict=True):
         rate = count / seconds
-        print(f"  backfill ({label})  {count:>9,} candles in {seconds:6.1f} s "
-              f"= {rate:>9,.0f} candles/s  ratio {rate / direct:.2f}")
+        print(
+            f"  backfill ({label})  {count:>9,} candles in {seconds:6.1f} s "
+            f"= {rate:>9,.0f} candles/s  ratio {rate / direct:.2f}"
+        )
     ratio = runs[1][0] / runs[1][1] / direct
     verdict = "OK" if ratio >= SPEED_TARGET else "MISSED"
-    print(f"  target: warm ratio >= {SPEED_TARGET}: {verdict}  (cold: the simulator computes "
-          "every candle on the same two cores)")
+    print(
+        f"  target: warm ratio >= {SPEED_TARGET}: {verdict}  (cold: the simulator computes "
+        "every candle on the same two cores)"
+    )
     return 0 if ok and ratio >= SPEED_TARGET else 1
 
 
@@ -236,8 +254,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--days", type=float, default=180.0)
     parser.add_argument("--symbols", default="BTCUSD,ETHUSD,SOLUSD,DOGE:USD")
-    parser.add_argument("--trade-probability", type=float, default=1.0,
-                        help="share of minutes with trades (1.0: 4 x 180 d is about 1M candles)")
+    parser.add_argument(
+        "--trade-probability",
+        type=float,
+        default=1.0,
+        help="share of minutes with trades (1.0: 4 x 180 d is about 1M candles)",
+    )
     return parser.parse_args(argv)
 
 

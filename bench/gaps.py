@@ -80,8 +80,9 @@ def expected_gaps(plan: dict[int, list[int]], first: int) -> set[tuple[str, int,
 
 
 # -- filling ----------------------------------------------------------------------------------
-async def fill_postgres(url: str, names: list[str], per_series: int, first: int,
-                        plan: dict[int, list[int]]) -> None:
+async def fill_postgres(
+    url: str, names: list[str], per_series: int, first: int, plan: dict[int, list[int]]
+) -> None:
     conn = await asyncpg.connect(url)
     try:
         # Load without the key, then build it once: far faster than 10M index insertions.
@@ -95,7 +96,10 @@ async def fill_postgres(url: str, names: list[str], per_series: int, first: int,
                    100, 101, 99, 100.5, 1, true
             FROM generate_series(0, $3::int - 1) AS s, generate_series(0, $4::int - 1) AS i
             """,
-            names, first, len(names), per_series,
+            names,
+            first,
+            len(names),
+            per_series,
         )
         holes = [(names[s], first + i * MINUTE_MS) for s, idx in plan.items() for i in idx]
         await conn.execute(
@@ -104,10 +108,13 @@ async def fill_postgres(url: str, names: list[str], per_series: int, first: int,
             WHERE c.exchange = 'bitfinex' AND c.timeframe = '1m' AND c.symbol = h.symbol
               AND c.ts = to_timestamp(h.ms / 1000.0)
             """,
-            [h[0] for h in holes], [h[1] for h in holes],
+            [h[0] for h in holes],
+            [h[1] for h in holes],
         )
-        await conn.execute("ALTER TABLE candles ADD CONSTRAINT pk_candles "
-                           "PRIMARY KEY (exchange, symbol, timeframe, ts)")
+        await conn.execute(
+            "ALTER TABLE candles ADD CONSTRAINT pk_candles "
+            "PRIMARY KEY (exchange, symbol, timeframe, ts)"
+        )
         await conn.execute(
             """
             INSERT INTO series_stats (exchange, symbol, timeframe, candle_count, first_ts, last_ts,
@@ -121,8 +128,9 @@ async def fill_postgres(url: str, names: list[str], per_series: int, first: int,
         await conn.close()
 
 
-def fill_sqlite(path: str, names: list[str], per_series: int, first: int,
-                plan: dict[int, list[int]]) -> None:
+def fill_sqlite(
+    path: str, names: list[str], per_series: int, first: int, plan: dict[int, list[int]]
+) -> None:
     db = sqlite3.connect(path)
     try:
         db.execute("PRAGMA synchronous=OFF")
@@ -131,12 +139,15 @@ def fill_sqlite(path: str, names: list[str], per_series: int, first: int,
             rows = ((name, first + i * MINUTE_MS) for i in range(per_series) if i not in skip)
             db.executemany(
                 "INSERT INTO candles (exchange, symbol, timeframe, ts, open, high, low, close, "
-                "volume, final) VALUES ('bitfinex', ?, '1m', ?, 100, 101, 99, 100.5, 1, 1)", rows)
+                "volume, final) VALUES ('bitfinex', ?, '1m', ?, 100, 101, 99, 100.5, 1, 1)",
+                rows,
+            )
             db.commit()
         db.execute(
             "INSERT INTO series_stats (exchange, symbol, timeframe, candle_count, first_ts, "
             "last_ts, last_final_ts) SELECT exchange, symbol, timeframe, count(*), min(ts), "
-            "max(ts), max(ts) FROM candles GROUP BY exchange, symbol, timeframe")
+            "max(ts), max(ts) FROM candles GROUP BY exchange, symbol, timeframe"
+        )
         db.commit()
         db.execute("ANALYZE")
     finally:
@@ -155,7 +166,9 @@ async def baseline_postgres(url: str, names: list[str]) -> tuple[float, int]:
                     SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM candles
                     WHERE exchange = 'bitfinex' AND symbol = $1 AND timeframe = '1m') w
                 WHERE ts - prev > interval '1 minute'
-                """, name)
+                """,
+                name,
+            )
             found += len(rows)
         return time.perf_counter() - started, found
     finally:
@@ -167,10 +180,15 @@ def baseline_sqlite(path: str, names: list[str]) -> tuple[float, int]:
     try:
         started, found = time.perf_counter(), 0
         for name in names:
-            found += len(db.execute(
-                "SELECT prev, ts FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev FROM candles "
-                "WHERE exchange = 'bitfinex' AND symbol = ? AND timeframe = '1m') "
-                "WHERE ts - prev > 60000", (name,)).fetchall())
+            found += len(
+                db.execute(
+                    "SELECT prev, ts FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) AS prev "
+                    "FROM candles "
+                    "WHERE exchange = 'bitfinex' AND symbol = ? AND timeframe = '1m') "
+                    "WHERE ts - prev > 60000",
+                    (name,),
+                ).fetchall()
+            )
         return time.perf_counter() - started, found
     finally:
         db.close()
@@ -213,6 +231,7 @@ def profile_store(store: SqlStore) -> None:
                     return await fn(*a, **kw)
                 finally:
                     _CALLS.setdefault(name, []).append(time.perf_counter() - t0)
+
             return run
 
         setattr(store, name, timed())
@@ -226,9 +245,13 @@ def report_profile() -> None:
 
 # -- one size, one backend --------------------------------------------------------------------
 def settings_for(url: str, names: list[str], retention_days: float = 0) -> Settings:
-    return load_settings(env_file=None, database_url=url, bitfinex_symbols=",".join(names),
-                         bitfinex_timeframes="1m",
-                         retention_days={**NO_RETENTION, "1m": retention_days})
+    return load_settings(
+        env_file=None,
+        database_url=url,
+        bitfinex_symbols=",".join(names),
+        bitfinex_timeframes="1m",
+        retention_days={**NO_RETENTION, "1m": retention_days},
+    )
 
 
 def service(settings: Settings, store: SqlStore, clock: list[int]) -> GapService:
@@ -257,8 +280,9 @@ async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[st
             store = open_store(url)
         else:
             await store.close()
-            await asyncio.to_thread(fill_sqlite, url.removeprefix("sqlite:///"), names,
-                                    per_series, first, plan)
+            await asyncio.to_thread(
+                fill_sqlite, url.removeprefix("sqlite:///"), names, per_series, first, plan
+            )
             store = open_store(url)
         stored = sum(s.candle_count for s in await store.series_stats())
         print(f"[{backend} {stored:,} candles] filled in {time.perf_counter() - t0:.1f} s")
@@ -270,7 +294,8 @@ async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[st
                 seconds, found = await baseline_postgres(url, names)
             else:
                 seconds, found = await asyncio.to_thread(
-                    baseline_sqlite, url.removeprefix("sqlite:///"), names)
+                    baseline_sqlite, url.removeprefix("sqlite:///"), names
+                )
             base_times.append(seconds)
         clock = [now]
         settings = settings_for(url, names)
@@ -280,15 +305,16 @@ async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[st
             report = await gaps.detect(full=True)
             detected += len(report.new_gaps)
             full_times.append(report.seconds)
-        recorded = {(g.symbol, g.gap_start, g.gap_end)
-                    for g in await store.list_gaps(limit=10_000)}
+        recorded = {(g.symbol, g.gap_start, g.gap_end) for g in await store.list_gaps(limit=10_000)}
         assert recorded == expected_gaps(plan, first), "detected gaps differ from the holes"
         assert detected == found == len(recorded), (detected, found, len(recorded))
         base, full = statistics.median(base_times), statistics.median(full_times)
         out.update(full_scan_s=full, window_query_s=base, ratio=full / base)
-        print(f"  full scan: service {full:.3f} s (first run, recording {detected} gaps: "
-              f"{full_times[0]:.3f} s), plain LAG query {base:.3f} s -> ratio {full / base:.2f} "
-              f"(target <= 1.2)")
+        print(
+            f"  full scan: service {full:.3f} s (first run, recording {detected} gaps: "
+            f"{full_times[0]:.3f} s), plain LAG query {base:.3f} s -> ratio {full / base:.2f} "
+            f"(target <= 1.2)"
+        )
 
         # 2. incremental cycles: 1,000 new candles each (10 per series, one missing in one series)
         if args.profile:
@@ -298,7 +324,8 @@ async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[st
         for cycle in range(args.cycles):
             batch = [
                 Candle(name, "1m", next_ts + i * MINUTE_MS, 100, 101, 99, 100.5, 1)
-                for s, name in enumerate(names) for i in range(10)
+                for s, name in enumerate(names)
+                for i in range(10)
                 if not (s == cycle % len(names) and i == 4)
             ]
             await store.upsert_candles(batch)
@@ -309,32 +336,38 @@ async def run_size(backend: str, rows: int, args: argparse.Namespace) -> dict[st
             cycle_times.append(report.seconds)
         restarted = service(settings, store, clock)
         await store.upsert_candles(
-            [Candle(n, "1m", next_ts, 100, 101, 99, 100.5, 1) for n in names])
+            [Candle(n, "1m", next_ts, 100, 101, 99, 100.5, 1) for n in names]
+        )
         clock[0] = next_ts + MINUTE_MS
         restart_s = (await restarted.detect()).seconds
         if args.profile:
             report_profile()
         inc = statistics.median(cycle_times)
         out.update(incremental_ms=inc * 1000, incremental_max_ms=max(cycle_times) * 1000)
-        print(f"  incremental cycle (1,000 new candles): median {inc * 1000:.1f} ms, "
-              f"max {max(cycle_times) * 1000:.1f} ms over {len(cycle_times)} cycles; "
-              f"first cycle after a restart {restart_s * 1000:.1f} ms (target <= 50 ms)")
+        print(
+            f"  incremental cycle (1,000 new candles): median {inc * 1000:.1f} ms, "
+            f"max {max(cycle_times) * 1000:.1f} ms over {len(cycle_times)} cycles; "
+            f"first cycle after a restart {restart_s * 1000:.1f} ms (target <= 50 ms)"
+        )
 
         # 3. retention: --delete-rows candles (at most half of them)
         per_series_delete = min(args.delete_rows // args.series, per_series // 2)
         cutoff = first + per_series_delete * MINUTE_MS
         retention_days = (clock[0] - cutoff) / DAY_MS
-        retention = RetentionService(settings_for(url, names, retention_days), store,
-                                     clock=lambda: clock[0])
+        retention = RetentionService(
+            settings_for(url, names, retention_days), store, clock=lambda: clock[0]
+        )
         timer = TransactionTimer(store)
         t0 = time.perf_counter()
         deleted = await retention.run_once()
         total = time.perf_counter() - t0
         longest = max(timer.durations)
         out.update(retention_deleted=deleted, retention_s=total, longest_txn_ms=longest * 1000)
-        print(f"  retention: deleted {deleted:,} candles in {total:.2f} s "
-              f"({deleted / total:,.0f} rows/s); {len(timer.durations)} transactions, the longest "
-              f"{longest * 1000:.1f} ms")
+        print(
+            f"  retention: deleted {deleted:,} candles in {total:.2f} s "
+            f"({deleted / total:,.0f} rows/s); {len(timer.durations)} transactions, the longest "
+            f"{longest * 1000:.1f} ms"
+        )
         await store.close()
     finally:
         await cleanup()
@@ -370,8 +403,11 @@ async def make_database(backend: str) -> tuple[str, Any]:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="1000000,10000000",
-                        help="stored candles, comma-separated sizes (default 1M and 10M)")
+    parser.add_argument(
+        "--rows",
+        default="1000000,10000000",
+        help="stored candles, comma-separated sizes (default 1M and 10M)",
+    )
     parser.add_argument("--series", type=int, default=100)
     parser.add_argument("--holes", type=int, default=1000)
     parser.add_argument("--delete-rows", type=int, default=1_000_000)
@@ -387,10 +423,12 @@ async def main() -> int:
             results[(backend, rows)] = await run_size(backend, rows, args)
     print("\nsummary")
     for (backend, rows), r in results.items():
-        print(f"  {backend:8} {rows:>11,}: full/plain {r['ratio']:.2f} (target 1.2), "
-              f"incremental {r['incremental_ms']:.1f} ms (target 50), retention "
-              f"{r['retention_deleted']:,.0f} rows {r['retention_s']:.1f} s, "
-              f"longest txn {r['longest_txn_ms']:.0f} ms")
+        print(
+            f"  {backend:8} {rows:>11,}: full/plain {r['ratio']:.2f} (target 1.2), "
+            f"incremental {r['incremental_ms']:.1f} ms (target 50), retention "
+            f"{r['retention_deleted']:,.0f} rows {r['retention_s']:.1f} s, "
+            f"longest txn {r['longest_txn_ms']:.0f} ms"
+        )
     return 0
 
 

@@ -38,8 +38,20 @@ PAIRS = ("tBTCUSD", "tETHUSD", "tSOLUSD", "tDOGE:USD", "tZRXUSD", "tAPTUSD")
 def simulator_process(
     firehose: bool, market: str = "default"
 ) -> Iterator[tuple[str, str, psutil.Process]]:
-    args = [sys.executable, "-m", "market_data", "simulate", "--port", "0", "--rate-limit", "0",
-            "--ws-connection-limit", "0", "--market", market]
+    args = [
+        sys.executable,
+        "-m",
+        "market_data",
+        "simulate",
+        "--port",
+        "0",
+        "--rate-limit",
+        "0",
+        "--ws-connection-limit",
+        "0",
+        "--market",
+        market,
+    ]
     if firehose:
         args.append("--firehose")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -76,24 +88,37 @@ async def bench_hist(
         for i in range(requests):
             # Distinct, non-overlapping windows: nothing is served from a warm cache.
             end = now - i * 10_000 * 60_000
-            resp = await client.get(f"/v2/candles/trade:1m:{pair}/hist",
-                                    params={"limit": 10000, "end": end, "sort": -1})
+            resp = await client.get(
+                f"/v2/candles/trade:1m:{pair}/hist", params={"limit": 10000, "end": end, "sort": -1}
+            )
             resp.raise_for_status()
             rows += len(json.loads(resp.content))
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(server) - cpu
     rate = rows / elapsed
     # The target is for a liquid pair; a tail pair's page costs months of empty hours.
-    verdict = "no target" if label else (
-        f"target {HIST_TARGET:,}: {'OK' if rate >= HIST_TARGET else 'MISSED'}")
-    print(f"hist{label}: {rows} candles in {requests} requests, {elapsed:.2f}s -> "
-          f"{rate:,.0f} candles/s ({verdict}); "
-          f"server CPU {cpu:.2f}s = {rows / max(cpu, 1e-9):,.0f} candles per CPU-second")
+    verdict = (
+        "no target"
+        if label
+        else (f"target {HIST_TARGET:,}: {'OK' if rate >= HIST_TARGET else 'MISSED'}")
+    )
+    print(
+        f"hist{label}: {rows} candles in {requests} requests, {elapsed:.2f}s -> "
+        f"{rate:,.0f} candles/s ({verdict}); "
+        f"server CPU {cpu:.2f}s = {rows / max(cpu, 1e-9):,.0f} candles per CPU-second"
+    )
     return rate
 
 
-async def _client(ws_url: str, channels: int, ready: asyncio.Event, stop: asyncio.Event,
-                  counts: list[int], slot: int, subscribed: list[int]) -> None:
+async def _client(
+    ws_url: str,
+    channels: int,
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    counts: list[int],
+    slot: int,
+    subscribed: list[int],
+) -> None:
     keys = [f"trade:{tf}:{pair}" for pair in PAIRS for tf in TIMEFRAMES][:channels]
     async with connect(ws_url, max_queue=None) as ws:
         for key in keys:
@@ -115,8 +140,10 @@ async def bench_ws(ws_url: str, connections: int, seconds: float, server: psutil
     ready, stop = asyncio.Event(), asyncio.Event()
     counts = [0] * connections
     subscribed = [0]
-    tasks = [asyncio.create_task(_client(ws_url, 25, ready, stop, counts, i, subscribed))
-             for i in range(connections)]
+    tasks = [
+        asyncio.create_task(_client(ws_url, 25, ready, stop, counts, i, subscribed))
+        for i in range(connections)
+    ]
     while subscribed[0] < connections:
         await asyncio.sleep(0.05)
         for task in tasks:
@@ -136,10 +163,12 @@ async def bench_ws(ws_url: str, connections: int, seconds: float, server: psutil
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     rate = received / elapsed
-    print(f"ws firehose: {connections} connections x 25 channels, {received} updates in "
-          f"{elapsed:.1f}s -> {rate:,.0f} updates/s "
-          f"(target {WS_TARGET:,}: {'OK' if rate >= WS_TARGET else 'MISSED'}); "
-          f"server CPU {cpu:.2f}s = {received / max(cpu, 1e-9):,.0f} updates per CPU-second")
+    print(
+        f"ws firehose: {connections} connections x 25 channels, {received} updates in "
+        f"{elapsed:.1f}s -> {rate:,.0f} updates/s "
+        f"(target {WS_TARGET:,}: {'OK' if rate >= WS_TARGET else 'MISSED'}); "
+        f"server CPU {cpu:.2f}s = {received / max(cpu, 1e-9):,.0f} updates per CPU-second"
+    )
     return rate
 
 
@@ -158,14 +187,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--market", choices=("default", "exchange"), default="default")
     args = parser.parse_args()
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())} "
-          f"on {psutil.cpu_count()} CPUs (other work on the machine lowers these figures)")
+    print(
+        f"load average before: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())} "
+        f"on {psutil.cpu_count()} CPUs (other work on the machine lowers these figures)"
+    )
     with simulator_process(firehose=False, market=args.market) as (rest_url, _, server):
         hist = asyncio.run(bench_hist(rest_url, args.requests, server))
         if args.market == "exchange":
             for pair, share in tail_pairs():
-                asyncio.run(bench_hist(rest_url, max(1, args.requests // 5), server, f"t{pair}",
-                                       f" {pair} (trades in {share:.1%} of minutes)"))
+                asyncio.run(
+                    bench_hist(
+                        rest_url,
+                        max(1, args.requests // 5),
+                        server,
+                        f"t{pair}",
+                        f" {pair} (trades in {share:.1%} of minutes)",
+                    )
+                )
     with simulator_process(firehose=True, market=args.market) as (_, ws_url, server):
         updates = asyncio.run(bench_ws(ws_url, args.connections, args.seconds, server))
     ok = hist >= HIST_TARGET and updates >= WS_TARGET

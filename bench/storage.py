@@ -53,8 +53,18 @@ def make_candles(rows: int) -> list[Candle]:
         price = 100.0 + s
         for i in range(per_series):
             price = max(1.0, price + rng.uniform(-1, 1))
-            out.append(Candle(f"S{s:02d}USD", "1m", T0 + i * M, price, price + 1.0, price - 1.0,
-                              price + 0.5, rng.uniform(0, 50)))
+            out.append(
+                Candle(
+                    f"S{s:02d}USD",
+                    "1m",
+                    T0 + i * M,
+                    price,
+                    price + 1.0,
+                    price - 1.0,
+                    price + 0.5,
+                    rng.uniform(0, 50),
+                )
+            )
     return out
 
 
@@ -103,9 +113,7 @@ def flush_batches(rows: Sequence[Candle], count: int = FLUSHES) -> list[list[Can
     return batches
 
 
-async def flush_latencies(
-    store: SqlStore, batches: list[list[Candle]]
-) -> tuple[float, float]:
+async def flush_latencies(store: SqlStore, batches: list[list[Candle]]) -> tuple[float, float]:
     times = []
     for batch in batches:
         started = time.perf_counter()
@@ -174,8 +182,18 @@ class Postgres(Target):
 
     async def baseline(self, url: str, rows: list[Candle]) -> float:
         records = [
-            ("bitfinex", c.symbol, c.timeframe, ms_to_datetime(c.ts), c.open, c.high, c.low,
-             c.close, c.volume, c.final)
+            (
+                "bitfinex",
+                c.symbol,
+                c.timeframe,
+                ms_to_datetime(c.ts),
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.final,
+            )
             for c in rows
         ]
         conn = await asyncpg.connect(url.replace("+asyncpg", ""))
@@ -202,8 +220,18 @@ class Sqlite(Target):
 
     async def baseline(self, url: str, rows: list[Candle]) -> float:
         tuples = [
-            ("bitfinex", c.symbol, c.timeframe, c.ts, c.open, c.high, c.low, c.close, c.volume,
-             c.final)
+            (
+                "bitfinex",
+                c.symbol,
+                c.timeframe,
+                c.ts,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.final,
+            )
             for c in rows
         ]
         conn = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None)
@@ -275,20 +303,26 @@ async def run(target: Target, rows: list[Candle], repeat: int) -> dict[str, list
 def report(target: Target, results: dict[str, list[float]]) -> bool:
     base = max(results["baseline"])
     runs = len(results["baseline"])
-    print(f"\n{target.name}: baseline ({target.label}) {base:,.0f} rows/s, best of {runs}"
-          f" (all: {', '.join(f'{x:,.0f}' for x in results['baseline'])})")
+    print(
+        f"\n{target.name}: baseline ({target.label}) {base:,.0f} rows/s, best of {runs}"
+        f" (all: {', '.join(f'{x:,.0f}' for x in results['baseline'])})"
+    )
     for name in ("bulk/empty", "bulk/pages", "bulk/half", "bulk/every2"):
         rate = max(results[name])
         print(f"  {name:<12} {rate:>10,.0f} rows/s  {rate / base:5.2f} x baseline")
     best = min(range(runs), key=lambda i: results["flush p99 ms"][i])
     p50, p99 = results["flush p50 ms"][best], results["flush p99 ms"][best]
     all_p99 = ", ".join(f"{x:.2f}" for x in results["flush p99 ms"])
-    print(f"  flush, {FLUSHES} x {FLUSH_ROWS} rows, 50% conflicts: p50 {p50:.2f} ms,"
-          f" p99 {p99:.2f} ms (p99 of each run: {all_p99})")
+    print(
+        f"  flush, {FLUSHES} x {FLUSH_ROWS} rows, 50% conflicts: p50 {p50:.2f} ms,"
+        f" p99 {p99:.2f} ms (p99 of each run: {all_p99})"
+    )
     ratio = max(results["bulk/empty"]) / base
     bulk_ok, flush_ok = ratio >= TARGETS[target.name], p99 <= FLUSH_P99_TARGET_MS
-    print(f"  target bulk/empty >= {TARGETS[target.name]} x baseline:"
-          f" {'PASS' if bulk_ok else 'FAIL'} ({ratio:.2f})")
+    print(
+        f"  target bulk/empty >= {TARGETS[target.name]} x baseline:"
+        f" {'PASS' if bulk_ok else 'FAIL'} ({ratio:.2f})"
+    )
     print(f"  target flush p99 <= {FLUSH_P99_TARGET_MS:.0f} ms: {'PASS' if flush_ok else 'FAIL'}")
     return bulk_ok and flush_ok
 
@@ -300,8 +334,10 @@ async def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of baseline and bulk/empty")
     args = parser.parse_args()
     rows = make_candles(args.rows)
-    print(f"{len(rows):,} candles in {SERIES} series; {os.cpu_count()} CPUs;"
-          f" load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(rows):,} candles in {SERIES} series; {os.cpu_count()} CPUs;"
+        f" load average {os.getloadavg()[0]:.1f}"
+    )
     ok = True
     chosen = {"both": [Sqlite, Postgres], "sqlite": [Sqlite], "postgres": [Postgres]}
     for make in chosen[args.backend]:

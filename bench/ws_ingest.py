@@ -34,7 +34,7 @@ from market_data.config import Settings
 from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.rate_limiter import RateLimiter
 from market_data.services.live.ingestion import WsIngestion
-from market_data.services.live.writer import LatencyHistogram
+from market_data.services.live.latency import LatencyHistogram
 from market_data.services.sink import CandleSink
 from market_data.simulator import SimulatorConfig, run_simulator
 from market_data.simulator.faults import Faults
@@ -59,8 +59,12 @@ def _simulator_main(pair_count: int, port_box: Any, stop: Any) -> None:
 
     async def main() -> None:
         config = SimulatorConfig(
-            pairs=_pairs(pair_count), rest_rate_limit=0, ws_connection_limit=0,
-            ws_channel_limit=30, history_days=2, faults=Faults(firehose=True),
+            pairs=_pairs(pair_count),
+            rest_rate_limit=0,
+            ws_connection_limit=0,
+            ws_channel_limit=30,
+            history_days=2,
+            faults=Faults(firehose=True),
         )
         async with run_simulator(config) as sim:
             port_box.put(sim.port)
@@ -121,12 +125,21 @@ def _quantiles(counts: list[int]) -> tuple[float | None, float | None]:
 def _window(a: Sample, b: Sample) -> Window:
     span = max(1e-9, b.at - a.at)
     p50, p99 = _quantiles([y - x for x, y in zip(a.counts, b.counts, strict=True)])
-    return Window(a.at, b.at, (b.updates - a.updates) / span, (b.rows - a.rows) / span,
-                  p50, p99, b.rss / 2**20, (b.cpu - a.cpu) / span)
+    return Window(
+        a.at,
+        b.at,
+        (b.updates - a.updates) / span,
+        (b.rows - a.rows) / span,
+        p50,
+        p99,
+        b.rss / 2**20,
+        (b.cpu - a.cpu) / span,
+    )
 
 
-async def _run_one(backend: str, url: str, ws_url: str, rest_url: str, args: argparse.Namespace,
-                   pair_count: int) -> Result:
+async def _run_one(
+    backend: str, url: str, ws_url: str, rest_url: str, args: argparse.Namespace, pair_count: int
+) -> Result:
     settings = Settings(
         database_url=url,
         bitfinex_symbols=[p.pair for p in _pairs(pair_count)],
@@ -156,19 +169,34 @@ async def _run_one(backend: str, url: str, ws_url: str, rest_url: str, args: arg
         while time.monotonic() - began < args.seconds and not task.done():
             await asyncio.sleep(1.0)
             cpu = proc.cpu_times()
-            samples.append(Sample(time.monotonic() - began, state.writer.updates,
-                                  state.writer.candles_written, proc.memory_info().rss,
-                                  cpu.user + cpu.system, list(state.writer.latency.counts)))
+            samples.append(
+                Sample(
+                    time.monotonic() - began,
+                    state.writer.updates,
+                    state.writer.candles_written,
+                    proc.memory_info().rss,
+                    cpu.user + cpu.system,
+                    list(state.writer.latency.counts),
+                )
+            )
             if time.monotonic() >= next_report:
                 next_report += window_s
                 w = _window(_at(samples, samples[-1].at - window_s), samples[-1])
-                print(f"  [{backend}] t={w.end:5.0f}s {w.updates_per_s:9,.0f} upd/s "
-                      f"{w.rows_per_s:8,.0f} rows/s p50 {_ms(w.p50_ms)} p99 {_ms(w.p99_ms)} "
-                      f"rss {w.rss_mb:6.1f} MB cpu {w.cpu_share:4.0%}", flush=True)
+                print(
+                    f"  [{backend}] t={w.end:5.0f}s {w.updates_per_s:9,.0f} upd/s "
+                    f"{w.rows_per_s:8,.0f} rows/s p50 {_ms(w.p50_ms)} p99 {_ms(w.p99_ms)} "
+                    f"rss {w.rss_mb:6.1f} MB cpu {w.cpu_share:4.0%}",
+                    flush=True,
+                )
         stop.set()
         await asyncio.wait_for(task, 60)
-        result = Result(backend, len(settings.native_series()), len(state.connections),
-                        max_queue=state.queue_max_depth, queue_bound=state.queue_bound)
+        result = Result(
+            backend,
+            len(settings.native_series()),
+            len(state.connections),
+            max_queue=state.queue_max_depth,
+            queue_bound=state.queue_bound,
+        )
     await store.close()
     steady = [s for s in samples if s.at >= WARMUP_S]
     if len(steady) >= 2:
@@ -224,8 +252,11 @@ async def main(args: argparse.Namespace) -> int:
     results = []
     try:
         for backend in backends:
-            print(f"{backend}: {pair_count * len(TIMEFRAMES)} channels for {args.seconds:g} s "
-                  f"(batch {args.batch}, flush {args.flush:g} s)", flush=True)
+            print(
+                f"{backend}: {pair_count * len(TIMEFRAMES)} channels for {args.seconds:g} s "
+                f"(batch {args.batch}, flush {args.flush:g} s)",
+                flush=True,
+            )
             async with _database(backend) as url:
                 results.append(await _run_one(backend, url, ws_url, rest_url, args, pair_count))
     finally:
@@ -233,16 +264,22 @@ async def main(args: argparse.Namespace) -> int:
         sim.join(10)
     target_p99 = args.flush * 1000 + 100
     ok = True
-    print("\nbackend   channels conns  updates/s  upd/cpu-s   p50 ms   p99 ms  queue max/bound "
-          " RSS drift")
+    print(
+        "\nbackend   channels conns  updates/s  upd/cpu-s   p50 ms   p99 ms  queue max/bound "
+        " RSS drift"
+    )
     for r in results:
-        print(f"{r.backend:9} {r.channels:8} {r.connections:5} {r.updates_per_s:10,.0f} "
-              f"{r.updates_per_cpu_s:10,.0f} {_ms(r.p50_ms)}   {_ms(r.p99_ms)} "
-              f"{r.max_queue:7}/{r.queue_bound:<7} {r.rss_drift:+9.1%}")
+        print(
+            f"{r.backend:9} {r.channels:8} {r.connections:5} {r.updates_per_s:10,.0f} "
+            f"{r.updates_per_cpu_s:10,.0f} {_ms(r.p50_ms)}   {_ms(r.p99_ms)} "
+            f"{r.max_queue:7}/{r.queue_bound:<7} {r.rss_drift:+9.1%}"
+        )
         ok &= r.updates_per_s >= 10_000 and (r.p99_ms or 1e9) <= target_p99
         ok &= abs(r.rss_drift) <= 0.05
-    print(f"targets: >= 10,000 updates/s, p99 <= {target_p99:.0f} ms, RSS drift within 5 %: "
-          f"{'met' if ok else 'NOT met'}")
+    print(
+        f"targets: >= 10,000 updates/s, p99 <= {target_p99:.0f} ms, RSS drift within 5 %: "
+        f"{'met' if ok else 'NOT met'}"
+    )
     return 0 if ok else 1
 
 

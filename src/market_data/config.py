@@ -206,17 +206,22 @@ class Settings(BaseSettings):
             variable = key.upper() if is_env else f"RETENTION_{key.upper()}"
             try:
                 tf = (
-                    retention_timeframe(key[len(RETENTION_PREFIX):])
+                    retention_timeframe(key[len(RETENTION_PREFIX) :])
                     if is_env
                     else parse_timeframe(key)
                 )
             except TimeframeError:
-                raise problem(variable, "names no known timeframe (RETENTION_5M, RETENTION_1H, "
-                               "RETENTION_1D, RETENTION_1MONTH...)") from None
+                raise problem(
+                    variable,
+                    "names no known timeframe (RETENTION_5M, RETENTION_1H, "
+                    "RETENTION_1D, RETENTION_1MONTH...)",
+                ) from None
             number = _to_number(raw)
             if number is None or number < 0:
-                raise problem(variable, f"must be a number of days >= 0 (0 keeps forever), "
-                               f"got {str(raw)[:40]!r}")
+                raise problem(
+                    variable,
+                    f"must be a number of days >= 0 (0 keeps forever), got {str(raw)[:40]!r}",
+                )
             if number == 0:
                 days.pop(tf, None)
             else:

@@ -23,11 +23,8 @@ implements.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
@@ -43,6 +40,7 @@ from market_data.daemon_startup import (
 from market_data.daemon_state import RuntimeState
 from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
 from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
+from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
@@ -96,7 +94,8 @@ class Daemon:
         self.backfill = BackfillService(settings, self.store, self.exchange, self.sink)
         self.ws = (
             WsIngestion(settings, self.store, self.exchange, self.sink)
-            if settings.ws_ingestion_enabled else None
+            if settings.ws_ingestion_enabled
+            else None
         )
         self.gaps = GapService(settings, self.store, self.exchange, self.sink)
         self.retention = RetentionService(settings, self.store)
@@ -113,16 +112,31 @@ class Daemon:
         loops = [
             PeriodicLoop("gap_detection", self._detect_gaps, detect_s, initial_delay=detect_s),
             PeriodicLoop("gap_repair", self.gaps.repair, repair_s, initial_delay=repair_s),
-            PeriodicLoop("cleanup", self.retention.run_once, s.cleanup_interval_hours * 3600,
-                         initial_delay=s.cleanup_initial_delay_minutes * 60),
+            PeriodicLoop(
+                "cleanup",
+                self.retention.run_once,
+                s.cleanup_interval_hours * 3600,
+                initial_delay=s.cleanup_initial_delay_minutes * 60,
+            ),
         ]
         if s.rest_update_enabled:
-            loops.append(PeriodicLoop("update", self.update.run_once, s.update_interval_seconds,
-                                      initial_delay=s.update_interval_seconds))
+            loops.append(
+                PeriodicLoop(
+                    "update",
+                    self.update.run_once,
+                    s.update_interval_seconds,
+                    initial_delay=s.update_interval_seconds,
+                )
+            )
         if s.is_sqlite:
-            loops.append(PeriodicLoop("wal_checkpoint", self.store.checkpoint,
-                                      WAL_CHECKPOINT_INTERVAL_S,
-                                      initial_delay=WAL_CHECKPOINT_INTERVAL_S))
+            loops.append(
+                PeriodicLoop(
+                    "wal_checkpoint",
+                    self.store.checkpoint,
+                    WAL_CHECKPOINT_INTERVAL_S,
+                    initial_delay=WAL_CHECKPOINT_INTERVAL_S,
+                )
+            )
         return {loop.name: loop for loop in loops}
 
     # -- what the API reads (api.view.DaemonView) ------------------------------------------------
@@ -177,7 +191,7 @@ class Daemon:
     async def run(self, api: Companion) -> int:
         """Run beside `api` until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
         self._log_start(api.address)
-        with _signals_set(self.stop):
+        with stop_on_signals(self.stop):
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
@@ -207,8 +221,9 @@ class Daemon:
             raise DaemonNotRunning
         task = self._group.create_task(self._guard(name, coro), name=name)
         self._work[name] = task
-        task.add_done_callback(lambda t: self._work.pop(name, None) if self._work.get(name) is t
-                               else None)
+        task.add_done_callback(
+            lambda t: self._work.pop(name, None) if self._work.get(name) is t else None
+        )
         return task
 
     async def _guard(self, name: str, work: Awaitable[object]) -> None:
@@ -221,8 +236,7 @@ class Daemon:
             self._crash(name, exc)
 
     def _crash(self, name: str, exc: BaseException) -> None:
-        log.critical("Task %s died: %s; stopping the daemon", name, describe(exc),
-                     exc_info=exc)
+        log.critical("Task %s died: %s; stopping the daemon", name, describe(exc), exc_info=exc)
         self.state.crashed = f"{name}: {describe(exc)}"
         self.stop.set()
 
@@ -245,9 +259,7 @@ class Daemon:
             self._spawn(loop.name, loop.run(self.stop))
 
     async def _startup_backfill(self) -> None:
-        if await backfill_until_done(
-            self.backfill, self.state, self.stop, what="Startup backfill"
-        ):
+        if await backfill_until_done(self.backfill, self.state, self.stop, what="Startup backfill"):
             # Fresh history: look for holes right after it rather than an interval from now.
             self.loops["gap_detection"].trigger()
 
@@ -264,16 +276,26 @@ class Daemon:
             raise DaemonBusy("a backfill is already running")
         start_ms = now_ms() - int(days * DAY_MS) if days is not None else None
         # Retried like the startup one until every series succeeded (full disk, outage...).
-        self._spawn("manual_backfill", backfill_until_done(
-            self.backfill, self.state, self.stop, what="Backfill asked for over the API",
-            series=series, start_ms=start_ms))
+        self._spawn(
+            "manual_backfill",
+            backfill_until_done(
+                self.backfill,
+                self.state,
+                self.stop,
+                what="Backfill asked for over the API",
+                series=series,
+                start_ms=start_ms,
+            ),
+        )
         return "manual_backfill"
 
     def trigger_gap_repair(self, max_repairs: int | None) -> str:
         if "manual_gap_repair" in self._work or self.loops["gap_repair"].status.running:
             raise DaemonBusy("a gap repair is already running")
-        self._spawn("manual_gap_repair",
-                    _logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)))
+        self._spawn(
+            "manual_gap_repair",
+            _logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)),
+        )
         return "manual_gap_repair"
 
     # -- stopping ----------------------------------------------------------------------------
@@ -312,8 +334,9 @@ class Daemon:
             serving.cancel()
         await self.close(left(FINAL_STEP_S))
         written = dict(sorted(self.sink.stats.written_by_source.items()))
-        log.info("Stopped in %.1f s; candles written by source: %s", time.monotonic() - began,
-                 written)
+        log.info(
+            "Stopped in %.1f s; candles written by source: %s", time.monotonic() - began, written
+        )
 
     async def close(self, seconds: float = FINAL_STEP_S) -> None:
         """Close the connections (exchange, database); `run` does it on its way out."""
@@ -331,10 +354,14 @@ class Daemon:
         log.info(
             "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
             "(%g days) update=%s api=%s",
-            s.safe_database_url, ",".join(s.bitfinex_symbols), ",".join(s.bitfinex_timeframes),
+            s.safe_database_url,
+            ",".join(s.bitfinex_symbols),
+            ",".join(s.bitfinex_timeframes),
             "on" if s.ws_ingestion_enabled else "off",
-            "on" if s.backfill_on_startup else "off", s.backfill_days,
-            "on" if s.rest_update_enabled else "off", api,
+            "on" if s.backfill_on_startup else "off",
+            s.backfill_days,
+            "on" if s.rest_update_enabled else "off",
+            api,
         )
         log.debug("Settings (secrets masked): %s", s.masked_dict())
 
@@ -346,22 +373,6 @@ async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
         await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
         log.error("%s asked for over the API failed: %s", what, describe(exc))
-
-
-@contextlib.contextmanager
-def _signals_set(stop: asyncio.Event) -> Any:
-    """SIGTERM and SIGINT set `stop`, nothing more (only possible in the main thread)."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 if __name__ == "__main__":

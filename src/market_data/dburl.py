@@ -20,9 +20,15 @@ SQLITE_DRIVER = "sqlite+aiosqlite"
 POSTGRES_DRIVER = "postgresql+asyncpg"
 
 _SQLITE_SCHEMES = frozenset({"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"})
-_POSTGRES_SCHEMES = frozenset({
-    "postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg2",
-})
+_POSTGRES_SCHEMES = frozenset(
+    {
+        "postgres",
+        "postgresql",
+        "postgresql+asyncpg",
+        "postgresql+psycopg",
+        "postgresql+psycopg2",
+    }
+)
 _USAGE = "use sqlite:///PATH or postgresql://user:password@host:port/database"
 # RFC 1123 host names (underscores too: some container networks use them).
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
@@ -36,7 +42,7 @@ def _parse(url: str) -> URL:
     text = url.strip()
     if text.startswith("postgres://"):
         # SQLAlchemy only knows the long spelling; Heroku-style URLs use the short one.
-        text = "postgresql://" + text[len("postgres://"):]
+        text = "postgresql://" + text[len("postgres://") :]
     try:
         return make_url(text)
     except ArgumentError:

@@ -39,7 +39,9 @@ _QUIET_LOGGERS = {
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
 }
 
 _secrets: list[str] = []

@@ -96,7 +96,11 @@ class Candle:
 
     def same_values(self, other: Candle) -> bool:
         return (self.open, self.high, self.low, self.close, self.volume) == (
-            other.open, other.high, other.low, other.close, other.volume,
+            other.open,
+            other.high,
+            other.low,
+            other.close,
+            other.volume,
         )
 
 
@@ -127,10 +131,10 @@ class JobStatus(StrEnum):
 
 
 class GapStatus(StrEnum):
-    OPEN = "open"          # detected, not yet repaired
+    OPEN = "open"  # detected, not yet repaired
     REPAIRED = "repaired"  # the exchange answered with candles and they are stored
-    EMPTY = "empty"        # the exchange answered and had no trades there: closed for good
-    FAILED = "failed"      # repairs kept failing; retried at a slower cadence
+    EMPTY = "empty"  # the exchange answered and had no trades there: closed for good
+    FAILED = "failed"  # repairs kept failing; retried at a slower cadence
 
 
 @dataclass(frozen=True, slots=True)

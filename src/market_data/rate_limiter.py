@@ -123,9 +123,7 @@ class RateLimiter:
         """Seconds until requests may start again after a 429 (0 when not penalised)."""
         return max(0.0, self.stats.penalty_until - self._now())
 
-    async def call(
-        self, fn: Callable[[], Awaitable[T]], priority: Priority = Priority.NORMAL
-    ) -> T:
+    async def call(self, fn: Callable[[], Awaitable[T]], priority: Priority = Priority.NORMAL) -> T:
         """Wait for a turn, run `fn()`, and retry it after the penalty when it is rate limited."""
         seq = next(self._seq)  # kept across retries: a retried call keeps its place in line
         attempt = 0
@@ -160,7 +158,9 @@ class RateLimiter:
             self.stats.penalty_until = max(self.stats.penalty_until, now + wait)
             log.warning(
                 "Rate limited by the exchange (attempt %d of %d): all requests wait %.1f s",
-                attempt, self.max_retries + 1, wait,
+                attempt,
+                self.max_retries + 1,
+                wait,
             )
         self._wake_head()
 

@@ -28,8 +28,6 @@ _MAX_RESULT_CHARS = 300
 _CANCELLED = object()
 
 
-
-
 @dataclass(slots=True)
 class LoopStatus:
     """What /status shows for a loop. Times are epoch ms UTC; None until it happened."""
@@ -119,8 +117,12 @@ class PeriodicLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         status = self.status
-        log.debug("Loop %s: every %.3gs, first after %.3gs", self.name, self._interval,
-                  self._initial_delay)
+        log.debug(
+            "Loop %s: every %.3gs, first after %.3gs",
+            self.name,
+            self._interval,
+            self._initial_delay,
+        )
         due = self._clock() + self._initial_delay
         try:
             while not await self._wait_until(due, stop):
@@ -156,9 +158,14 @@ class PeriodicLoop:
             status.last_error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
             status.last_error_ms = now_ms()
             level = logging.ERROR if status.failing else logging.WARNING
-            log.log(level, "Loop %s failed (%d in a row): %s", self.name,
-                    status.consecutive_failures, status.last_error,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
+            log.log(
+                level,
+                "Loop %s failed (%d in a row): %s",
+                self.name,
+                status.consecutive_failures,
+                status.last_error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
         else:
             if result is _CANCELLED:
                 status.last_result = "cancelled at shutdown"

@@ -22,7 +22,18 @@ WEEK_MS = 7 * DAY_MS
 _MONDAY_EPOCH_MS = 4 * DAY_MS
 
 NATIVE_TIMEFRAMES: tuple[str, ...] = (
-    "1m", "5m", "15m", "30m", "1h", "3h", "6h", "12h", "1d", "1w", "14d", "1M",
+    "1m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "3h",
+    "6h",
+    "12h",
+    "1d",
+    "1w",
+    "14d",
+    "1M",
 )
 DERIVED_TIMEFRAMES: tuple[str, ...] = ("2h", "4h", "8h")
 ALL_TIMEFRAMES: tuple[str, ...] = NATIVE_TIMEFRAMES + DERIVED_TIMEFRAMES

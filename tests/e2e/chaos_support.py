@@ -25,20 +25,34 @@ from market_data.timeframes import align, next_open
 
 # Every fault on. Periods are short enough that each fires several times in a ~90 s chaos phase.
 CHAOS_FAULTS = {
-    "rest_storm_every": 17.0, "rest_storm_duration": 1.5, "rest_storm_ban": 1.0,
+    "rest_storm_every": 17.0,
+    "rest_storm_duration": 1.5,
+    "rest_storm_ban": 1.0,
     "rest_error_rate": 0.15,
-    "rest_slow_rate": 0.1, "rest_slow_seconds": 0.6,
+    "rest_slow_rate": 0.1,
+    "rest_slow_seconds": 0.6,
     "ws_drop_after": 120,
     "ws_restart_every": 23.0,
-    "ws_maintenance_every": 31.0, "ws_maintenance_duration": 3.0,
-    "ws_stall_every": 13.0, "ws_stall_duration": 3.5,
+    "ws_maintenance_every": 31.0,
+    "ws_maintenance_duration": 3.0,
+    "ws_stall_every": 13.0,
+    "ws_stall_duration": 3.5,
     "ws_loss_rate": 0.15,
     "ws_corrupt_rate": 0.03,
     "rest_corrupt_rate": 0.01,  # switched off early (REST_CORRUPT_SECONDS): see test_chaos
 }
-EXPECTED_FAULTS = ("rest_storm", "rest_5xx", "rest_slow", "ws_drop", "ws_restart",
-                   "ws_maintenance", "ws_stall", "ws_update_lost", "rest_corrupt_row",
-                   "ws_corrupt_row")
+EXPECTED_FAULTS = (
+    "rest_storm",
+    "rest_5xx",
+    "rest_slow",
+    "ws_drop",
+    "ws_restart",
+    "ws_maintenance",
+    "ws_stall",
+    "ws_update_lost",
+    "rest_corrupt_row",
+    "ws_corrupt_row",
+)
 
 
 def faults_off(sim: Simulator) -> None:
@@ -63,8 +77,9 @@ def fault_figures(sim: Simulator) -> dict[str, Any]:
     return {
         "faults_fired": dict(sorted(stats.faults_fired.items())),
         "rest_answers": rest,
-        "rest_429": sum(n for (_, o), n in stats.rest_counts.items()
-                        if o in ("storm", "banned", "rate_limited")),
+        "rest_429": sum(
+            n for (_, o), n in stats.rest_counts.items() if o in ("storm", "banned", "rate_limited")
+        ),
         "rest_5xx": sum(n for (_, o), n in stats.rest_counts.items() if o == "server_error"),
         "ws_connections_opened": stats.ws_opened,
         "ws_connections_closed": stats.ws_closed,
@@ -94,11 +109,18 @@ class SeriesFigures:
 
 def _same(mine: Candle, truth: Candle, derived: bool) -> bool:
     ohlc_ok = (mine.open, mine.high, mine.low, mine.close) == (
-        truth.open, truth.high, truth.low, truth.close)
+        truth.open,
+        truth.high,
+        truth.low,
+        truth.close,
+    )
     # Native candles are the exchange's numbers exactly; a derived volume is a float sum whose
     # order may differ from the simulator's.
-    volume_ok = (mine.volume == truth.volume if not derived
-                 else math.isclose(mine.volume, truth.volume, rel_tol=1e-9, abs_tol=1e-12))
+    volume_ok = (
+        mine.volume == truth.volume
+        if not derived
+        else math.isclose(mine.volume, truth.volume, rel_tol=1e-9, abs_tol=1e-12)
+    )
     return ohlc_ok and volume_ok
 
 
@@ -109,8 +131,11 @@ async def compare_series(
     start = align(start_ms, key.timeframe)
     if start < start_ms:
         start = next_open(start, key.timeframe)
-    truth = [c for c in sim.market.truth(key.symbol, key.timeframe, start, cutoff_ms)
-             if next_open(c.ts, key.timeframe) <= cutoff_ms]
+    truth = [
+        c
+        for c in sim.market.truth(key.symbol, key.timeframe, start, cutoff_ms)
+        if next_open(c.ts, key.timeframe) <= cutoff_ms
+    ]
     stored = await store.candles_in_range(key, start, cutoff_ms, limit=1_000_000)
     got = {c.ts: c for c in stored if next_open(c.ts, key.timeframe) <= cutoff_ms}
     figures = SeriesFigures(str(key), compared=len(truth))
@@ -148,21 +173,33 @@ async def database_checks(store: SqlStore) -> dict[str, Any]:
     async with store.engine.connect() as conn:
         duplicates = (await conn.execute(dup_stmt)).all()
         gap_duplicates = (await conn.execute(gap_dup_stmt)).all()
-        gap_states = dict((await conn.execute(
-            sa.select(g.status, sa.func.count()).group_by(g.status))).all())
-        unclosed = (await conn.execute(
-            sa.select(sa.func.count()).select_from(data_gaps)
-            .where(sa.or_(g.status.notin_(("repaired", "empty")), g.repaired_at.is_(None)))
-        )).scalar_one()
-        job_states = [tuple(r) for r in (await conn.execute(
-            sa.select(j.job_type, j.status, sa.func.count()).group_by(j.job_type, j.status)
-        )).all()]
-        running = (await conn.execute(
-            sa.select(sa.func.count()).select_from(ingestion_jobs).where(j.status == "running")
-        )).scalar_one()
+        gap_states = dict(
+            (await conn.execute(sa.select(g.status, sa.func.count()).group_by(g.status))).all()
+        )
+        unclosed = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(data_gaps)
+                .where(sa.or_(g.status.notin_(("repaired", "empty")), g.repaired_at.is_(None)))
+            )
+        ).scalar_one()
+        job_states = [
+            tuple(r)
+            for r in (
+                await conn.execute(
+                    sa.select(j.job_type, j.status, sa.func.count()).group_by(j.job_type, j.status)
+                )
+            ).all()
+        ]
+        running = (
+            await conn.execute(
+                sa.select(sa.func.count()).select_from(ingestion_jobs).where(j.status == "running")
+            )
+        ).scalar_one()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(candles))).scalar_one()
-        quarantined = dict((await conn.execute(
-            sa.select(q.source, sa.func.count()).group_by(q.source))).all())
+        quarantined = dict(
+            (await conn.execute(sa.select(q.source, sa.func.count()).group_by(q.source))).all()
+        )
     return {
         "candles_stored": int(total),
         "duplicate_candles": len(duplicates),
@@ -180,8 +217,9 @@ async def statuses_of(store: SqlStore, job_ids: list[int]) -> dict[int, tuple[st
         return {}
     j = ingestion_jobs.c
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(
-            sa.select(j.id, j.status, j.last_error).where(j.id.in_(job_ids)))).all()
+        rows = (
+            await conn.execute(sa.select(j.id, j.status, j.last_error).where(j.id.in_(job_ids)))
+        ).all()
     return {int(i): (str(s), e) for i, s, e in rows}
 
 
@@ -203,16 +241,20 @@ async def restart_postgres(timeout: float = 60.0) -> float:
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
     ctl = shutil.which("pg_ctlcluster") or "pg_ctlcluster"
     proc = await asyncio.create_subprocess_exec(
-        ctl, "--skip-systemctl-redirect", version, "main", "restart",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        ctl,
+        "--skip-systemctl-redirect",
+        version,
+        "main",
+        "restart",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode == 0, out.decode(errors="replace")
     deadline = time.monotonic() + timeout
     while True:
         try:
-            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres",
-                                         timeout=2)
+            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=2)
             await conn.close()
             return time.monotonic() - began
         except (OSError, asyncpg.PostgresError, TimeoutError):

@@ -18,8 +18,20 @@ import httpx
 T = TypeVar("T")
 
 # Variables of ours that must not leak from the developer's environment into a test daemon.
-_PREFIXES = ("DATABASE_URL", "BITFINEX_", "BACKFILL_", "GAP_", "REST_UPDATE", "UPDATE_",
-             "RETENTION_", "CLEANUP_", "WS_", "RATE_LIMIT_", "API_", "LOG_")
+_PREFIXES = (
+    "DATABASE_URL",
+    "BITFINEX_",
+    "BACKFILL_",
+    "GAP_",
+    "REST_UPDATE",
+    "UPDATE_",
+    "RETENTION_",
+    "CLEANUP_",
+    "WS_",
+    "RATE_LIMIT_",
+    "API_",
+    "LOG_",
+)
 
 
 def free_port() -> int:
@@ -48,8 +60,9 @@ async def wait_for(
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                 f" (last error: {last_error!r})")
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r})"
+            )
         await asyncio.sleep(every)
 
 
@@ -100,9 +113,13 @@ async def start_daemon(tmp_path: Path, name: str, **settings: str) -> DaemonProc
     log_path = workdir / "daemon.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "market_data.daemon",
-            cwd=workdir, env=clean_env(**settings),
-            stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "market_data.daemon",
+            cwd=workdir,
+            env=clean_env(**settings),
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
         )
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
     return DaemonProcess(proc, port, log_path, client)

@@ -71,8 +71,10 @@ def _only_when_asked(request: pytest.FixtureRequest) -> None:
 
 def _pairs() -> tuple[Any, ...]:
     # The recently listed pair starts inside the backfill window (its history begins there).
-    return tuple(dataclasses.replace(p, listed_days_ago=1.5) if p.symbol == NEW_PAIR else p
-                 for p in DEFAULT_PAIRS)
+    return tuple(
+        dataclasses.replace(p, listed_days_ago=1.5) if p.symbol == NEW_PAIR else p
+        for p in DEFAULT_PAIRS
+    )
 
 
 def _settings(sim: Simulator, url: str) -> dict[str, str]:
@@ -129,8 +131,9 @@ async def _converged(d: DaemonProcess, sim: Simulator, store: Any) -> bool:
     now = int(time.time() * 1000)
     for key in NATIVE:
         closed_before = align(now, key.timeframe) - (5_000 if key.timeframe == "1m" else 0)
-        truth = sim.market.truth(key.symbol, key.timeframe,
-                                 closed_before - 30 * MINUTE_MS, closed_before)
+        truth = sim.market.truth(
+            key.symbol, key.timeframe, closed_before - 30 * MINUTE_MS, closed_before
+        )
         if not truth:
             continue  # a thin pair may not have traded in the last half hour
         newest = truth[-1]
@@ -145,27 +148,39 @@ def _report(path: Path, figures: dict[str, Any]) -> None:
     faults = figures["injected"]
     print("\n=== chaos run: injected ===")
     print(f"faults fired: {faults['faults_fired']}")
-    print(f"REST 429s: {faults['rest_429']}, REST 5xx: {faults['rest_5xx']}, "
-          f"WS connections opened: {faults['ws_connections_opened']}, "
-          f"PostgreSQL restarts: 1 ({figures['postgres_restart_seconds']:.1f} s), "
-          f"SIGKILLs: 1 (jobs running then: {len(figures['killed_jobs'])})")
+    print(
+        f"REST 429s: {faults['rest_429']}, REST 5xx: {faults['rest_5xx']}, "
+        f"WS connections opened: {faults['ws_connections_opened']}, "
+        f"PostgreSQL restarts: 1 ({figures['postgres_restart_seconds']:.1f} s), "
+        f"SIGKILLs: 1 (jobs running then: {len(figures['killed_jobs'])})"
+    )
     print("=== chaos run: compared ===")
     for row in figures["series"]:
-        print(f"{row['series']:>12}: {row['compared']:6d} candles compared, "
-              f"missing {row['missing']}, different {row['different']}, extra {row['extra']}, "
-              f"not final {row['not_final']}")
+        print(
+            f"{row['series']:>12}: {row['compared']:6d} candles compared, "
+            f"missing {row['missing']}, different {row['different']}, extra {row['extra']}, "
+            f"not final {row['not_final']}"
+        )
     db = figures["database"]
     print(f"quarantined (invalid rows refused): {db['quarantined_by_source']}")
-    print(f"duplicates: {db['duplicate_candles']}, gaps: {db['gaps_by_status']}, "
-          f"gaps not closed: {db['gaps_not_closed']}, jobs running: {db['jobs_running']}")
+    print(
+        f"duplicates: {db['duplicate_candles']}, gaps: {db['gaps_by_status']}, "
+        f"gaps not closed: {db['gaps_not_closed']}, jobs running: {db['jobs_running']}"
+    )
     print(f"figures written to {path}")
 
 
 async def test_chaos(fresh_database_url: Callable[[str], str], tmp_path: Path) -> None:
     url = fresh_database_url("postgres")
     figures: dict[str, Any] = {}
-    config = fast_config(pairs=_pairs(), faults=all_faults(), seed=4242,
-                         rest_rate_limit=240, rest_rate_window=60.0, rest_ban_seconds=2.0)
+    config = fast_config(
+        pairs=_pairs(),
+        faults=all_faults(),
+        seed=4242,
+        rest_rate_limit=240,
+        rest_rate_window=60.0,
+        rest_ban_seconds=2.0,
+    )
     async with run_simulator(config) as sim:
         began = time.monotonic()
         first_start_ms = int(time.time() * 1000)
@@ -195,8 +210,9 @@ async def test_chaos(fresh_database_url: Callable[[str], str], tmp_path: Path) -
                     # early so those retries land inside the convergence deadline.
                     sim.set_faults(rest_corrupt_rate=0.0)
                 fired = sim.stats.faults_fired
-                return (time.monotonic() - began >= CHAOS_SECONDS
-                        and all(fired[name] > 0 for name in EXPECTED_FAULTS))
+                return time.monotonic() - began >= CHAOS_SECONDS and all(
+                    fired[name] > 0 for name in EXPECTED_FAULTS
+                )
 
             await wait_for(every_fault_fired, 120, "every fault to have fired", every=1.0)
             assert d.alive, d.log()[-4000:]
@@ -204,12 +220,16 @@ async def test_chaos(fresh_database_url: Callable[[str], str], tmp_path: Path) -
             figures["chaos_seconds"] = round(time.monotonic() - began, 1)
 
             store = open_store(url)
-            await wait_for(lambda: _converged(d, sim, store), CONVERGE_SECONDS,
-                           "the daemon to converge (backfill done, no open gap, newest candles)",
-                           every=1.0)
+            await wait_for(
+                lambda: _converged(d, sim, store),
+                CONVERGE_SECONDS,
+                "the daemon to converge (backfill done, no open gap, newest candles)",
+                every=1.0,
+            )
             cutoff_ms = int(time.time() * 1000)
-            figures["converge_seconds"] = round(time.monotonic() - began
-                                                - figures["chaos_seconds"], 1)
+            figures["converge_seconds"] = round(
+                time.monotonic() - began - figures["chaos_seconds"], 1
+            )
             code, seconds = await d.stop()
             assert code == 0, d.log()[-4000:]
             figures["sigterm_exit_seconds"] = round(seconds, 2)
@@ -224,8 +244,11 @@ async def test_chaos(fresh_database_url: Callable[[str], str], tmp_path: Path) -
             start_ms = first_start_ms - int(BACKFILL_DAYS * DAY_MS)
             compared: list[SeriesFigures] = []
             for key in NATIVE + DERIVED:
-                compared.append(await compare_series(
-                    store, sim, key, start_ms, cutoff_ms, derived=key in DERIVED))
+                compared.append(
+                    await compare_series(
+                        store, sim, key, start_ms, cutoff_ms, derived=key in DERIVED
+                    )
+                )
             db = await database_checks(store)
             killed_states = await statuses_of(store, killed)
         finally:

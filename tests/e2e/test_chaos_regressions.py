@@ -27,11 +27,14 @@ async def _allow_connections(database: str, allowed: bool) -> None:
     conn = await asyncpg.connect(ADMIN_URL, timeout=5)
     try:
         await conn.execute(
-            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'
+        )
         if not allowed:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
     finally:
         await conn.close()
 
@@ -53,14 +56,21 @@ async def test_database_outage_during_backfills_does_not_kill_the_daemon(
     url = fresh_database_url("postgres")
     database = url.rsplit("/", 1)[1]
     d = await start_daemon(
-        tmp_path, "outage",
-        DATABASE_URL=url, BITFINEX_REST_URL=sim.rest_url, BITFINEX_WS_URL=sim.ws_url,
-        BITFINEX_SYMBOLS="BTCUSD,DOGEUSD,ETHUSD", BITFINEX_TIMEFRAMES="1m,1h",
-        BACKFILL_DAYS="20", RATE_LIMIT_DELAY="0", WS_INGESTION_ENABLED="false",
+        tmp_path,
+        "outage",
+        DATABASE_URL=url,
+        BITFINEX_REST_URL=sim.rest_url,
+        BITFINEX_WS_URL=sim.ws_url,
+        BITFINEX_SYMBOLS="BTCUSD,DOGEUSD,ETHUSD",
+        BITFINEX_TIMEFRAMES="1m,1h",
+        BACKFILL_DAYS="20",
+        RATE_LIMIT_DELAY="0",
+        WS_INGESTION_ENABLED="false",
         API_TOKEN=TOKEN,
     )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
+
         async def backfill_state() -> str:
             return str((await d.json("/status"))["backfill"]["state"])
 

@@ -14,8 +14,18 @@ import pytest
 
 BIN = Path(sys.executable).parent
 SETTING_PREFIXES = (
-    "DATABASE_", "BITFINEX_", "BACKFILL_", "GAP_", "REST_", "UPDATE_", "RETENTION_", "WS_",
-    "RATE_LIMIT_", "CLEANUP_", "API_", "LOG_",
+    "DATABASE_",
+    "BITFINEX_",
+    "BACKFILL_",
+    "GAP_",
+    "REST_",
+    "UPDATE_",
+    "RETENTION_",
+    "WS_",
+    "RATE_LIMIT_",
+    "CLEANUP_",
+    "API_",
+    "LOG_",
 )
 
 

@@ -60,14 +60,16 @@ async def _series(d: DaemonProcess, symbol: str, timeframe: str) -> dict[str, An
 
 
 async def _trigger_repair(d: DaemonProcess) -> bool:
-    response = await d.client.post("/gaps/repair", params={"max": 5},
-                                   headers={"Authorization": f"Bearer {TOKEN}"})
+    response = await d.client.post(
+        "/gaps/repair", params={"max": 5}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code in (202, 409), response.text  # 409: the loop is repairing now
     return response.status_code == 202
 
 
-async def _scenario(sim: Simulator, url: str, tmp_path: Path, name: str, log_format: str
-                    ) -> tuple[float, DaemonProcess]:
+async def _scenario(
+    sim: Simulator, url: str, tmp_path: Path, name: str, log_format: str
+) -> tuple[float, DaemonProcess]:
     d = await start_daemon(tmp_path, name, **_settings(sim, url, log_format))
     try:
         health = await wait_for(lambda: d.get("/health"), 20, f"{name}: the API")
@@ -85,10 +87,12 @@ async def _scenario(sim: Simulator, url: str, tmp_path: Path, name: str, log_for
 
         async def live() -> bool:
             status = await d.json("/status")
-            btc = next(s for s in status["series"] if s["symbol"] == "BTCUSD"
-                       and s["timeframe"] == "1m")
+            btc = next(
+                s for s in status["series"] if s["symbol"] == "BTCUSD" and s["timeframe"] == "1m"
+            )
             return status["written_by_source"].get("ws", 0) > 0 and (
-                btc["last_closed_candle"] > baseline)
+                btc["last_closed_candle"] > baseline
+            )
 
         await wait_for(live, LIVE_WAIT_S, f"{name}: a new closed 1m candle from the stream", 1.0)
         health = await d.json("/health")
@@ -121,15 +125,22 @@ async def _check_database(sim: Simulator, url: str, signalled: float) -> None:
                 first = await store.first_candle(key)
                 assert first is not None, key
                 stored = await store.candles_in_range(key, first.ts, cutoff, limit=100_000)
-                truth = [c for c in sim.market.truth(symbol, tf, first.ts, cutoff)
-                         if next_open(c.ts, tf) <= cutoff]
+                truth = [
+                    c
+                    for c in sim.market.truth(symbol, tf, first.ts, cutoff)
+                    if next_open(c.ts, tf) <= cutoff
+                ]
                 got = {c.ts: c for c in stored}
                 missing = [c.ts for c in truth if c.ts not in got]
                 assert not missing, f"{key}: {len(missing)} closed candles missing: {missing[:5]}"
                 for c in truth:
                     mine = got[c.ts]
                     assert (mine.open, mine.high, mine.low, mine.close) == (
-                        c.open, c.high, c.low, c.close), (key, c, mine)
+                        c.open,
+                        c.high,
+                        c.low,
+                        c.close,
+                    ), (key, c, mine)
                     assert mine.volume == pytest.approx(c.volume, rel=1e-9), (key, c, mine)
                 if tf == "1m":
                     # The comparison above reached the signal (some minutes have no trades, so
@@ -163,9 +174,9 @@ async def test_daemon_on_sqlite_and_postgres(
     if pg is not None:
         # Trust authentication ignores the password; it is there to prove it never leaks.
         backends.append(("postgres", pg.replace("postgres@", f"postgres:{PASSWORD}@", 1), "json"))
-    results = await asyncio.gather(*(
-        _scenario(simulator, url, tmp_path, name, fmt) for name, url, fmt in backends
-    ))
+    results = await asyncio.gather(
+        *(_scenario(simulator, url, tmp_path, name, fmt) for name, url, fmt in backends)
+    )
     for (_, url, fmt), (signalled, d) in zip(backends, results, strict=True):
         _check_logs(d, fmt)
         await _check_database(simulator, url, signalled)

@@ -53,6 +53,7 @@ async def test_killed_daemon_jobs_fail_at_restart_and_sigterm_cancels_stuck_work
 
     second = await start_daemon(tmp_path, "second", **_base(sim, url))
     try:
+
         async def marked_failed() -> bool:
             jobs = (await second.json("/jobs", params={"job_type": "backfill"}))["jobs"]
             job = next(j for j in jobs if j["id"] == killed_job)
@@ -82,23 +83,35 @@ async def test_unreachable_database_and_exchange_degrade_but_never_crash(
     fresh_database_url: Any, tmp_path: Path
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    common = {"BITFINEX_REST_URL": f"http://{dead}", "BITFINEX_WS_URL": f"ws://{dead}/ws/2",
-              "BITFINEX_SYMBOLS": "BTCUSD", "BITFINEX_TIMEFRAMES": "1h", "RATE_LIMIT_DELAY": "0.01"}
+    common = {
+        "BITFINEX_REST_URL": f"http://{dead}",
+        "BITFINEX_WS_URL": f"ws://{dead}/ws/2",
+        "BITFINEX_SYMBOLS": "BTCUSD",
+        "BITFINEX_TIMEFRAMES": "1h",
+        "RATE_LIMIT_DELAY": "0.01",
+    }
     no_db = await start_daemon(
-        tmp_path, "no-db", DATABASE_URL=f"postgresql://md:hunter2hunter2@{dead}/md", **common)
+        tmp_path, "no-db", DATABASE_URL=f"postgresql://md:hunter2hunter2@{dead}/md", **common
+    )
     no_exchange = await start_daemon(
-        tmp_path, "no-exchange", DATABASE_URL=fresh_database_url("sqlite"), **common)
+        tmp_path, "no-exchange", DATABASE_URL=fresh_database_url("sqlite"), **common
+    )
     try:
+
         async def db_down() -> bool:
             response = await no_db.get("/health")
             return response.status_code == 503 and (
-                response.json()["checks"]["database"]["status"] == "down")
+                response.json()["checks"]["database"]["status"] == "down"
+            )
 
         async def exchange_down() -> bool:
             response = await no_exchange.get("/health")
             body = response.json()
-            return response.status_code == 200 and body["status"] == "degraded" and (
-                body["checks"]["exchange"]["status"] == "degraded")
+            return (
+                response.status_code == 200
+                and body["status"] == "degraded"
+                and (body["checks"]["exchange"]["status"] == "degraded")
+            )
 
         await wait_for(db_down, 20, "/health 503 without a database")
         await wait_for(exchange_down, 30, "/health degraded without the exchange")
@@ -121,8 +134,12 @@ async def test_unreachable_database_and_exchange_degrade_but_never_crash(
 
 async def _run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -130,8 +147,9 @@ async def _run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
 
 
 async def test_bad_setting_exits_2_in_one_line_and_taken_port_exits_1(tmp_path: Path) -> None:
-    code, out = await _run("-m", "market_data.daemon",
-                           env=clean_env(GAP_REPAIR_INTERVAL_MINUTES="soon"), cwd=tmp_path)
+    code, out = await _run(
+        "-m", "market_data.daemon", env=clean_env(GAP_REPAIR_INTERVAL_MINUTES="soon"), cwd=tmp_path
+    )
     assert code == 2
     assert out.strip().count("\n") == 0, out
     assert "GAP_REPAIR_INTERVAL_MINUTES" in out
@@ -141,7 +159,9 @@ async def test_bad_setting_exits_2_in_one_line_and_taken_port_exits_1(tmp_path: 
         taken.listen()
         port = taken.getsockname()[1]
         code, out = await _run(
-            "-m", "market_data", "run",
+            "-m",
+            "market_data",
+            "run",
             env=clean_env(API_PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path}/x.db"),
             cwd=tmp_path,
         )
@@ -153,20 +173,32 @@ async def test_bad_setting_exits_2_in_one_line_and_taken_port_exits_1(tmp_path: 
 async def test_demo_runs_simulator_daemon_and_api_until_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "market_data", "demo", "--port", str(port),
-        "--database", str(tmp_path / "demo.db"), "--days", "0.1",
-        env=clean_env(), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "market_data",
+        "demo",
+        "--port",
+        str(port),
+        "--database",
+        str(tmp_path / "demo.db"),
+        "--days",
+        "0.1",
+        env=clean_env(),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
             async def backfilled() -> bool:
                 jobs = (await client.get("/jobs", params={"job_type": "backfill"})).json()
                 return sum(j["status"] == "success" for j in jobs["jobs"]) >= 6
 
             await wait_for(backfilled, 60, "the demo's backfill")
-            candles = (await client.get("/candles", params={"symbol": "BTCUSD",
-                                                             "timeframe": "4h"})).json()
+            candles = (
+                await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "4h"})
+            ).json()
             assert candles["count"] >= 1
         proc.send_signal(signal.SIGINT)
         out, _ = await asyncio.wait_for(proc.communicate(), 15)

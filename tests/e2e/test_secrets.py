@@ -27,9 +27,19 @@ PASSWORD_RAW = "S3cr3tPassw0rd%21x"  # as written in the URL
 PASSWORD = "S3cr3tPassw0rd!x"  # as decoded
 TOKEN = "t0ken-5ecret-9a8b7c6d"
 SECRETS = (PASSWORD_RAW, PASSWORD, TOKEN, "S3cr3tPassw0rd")
-PATHS = ("/health", "/status", "/metrics", "/jobs", "/gaps", "/docs", "/openapi.json",
-         "/candles?symbol=BTCUSD&timeframe=1m", "/candles?symbol=%27&timeframe=x",
-         "/jobs?limit=abc", "/nope")
+PATHS = (
+    "/health",
+    "/status",
+    "/metrics",
+    "/jobs",
+    "/gaps",
+    "/docs",
+    "/openapi.json",
+    "/candles?symbol=BTCUSD&timeframe=1m",
+    "/candles?symbol=%27&timeframe=x",
+    "/jobs?limit=abc",
+    "/nope",
+)
 
 
 def _with_password(url: str) -> str:
@@ -44,11 +54,14 @@ async def _allow_connections(database: str, allowed: bool) -> None:
     conn = await asyncpg.connect(ADMIN_URL, timeout=5)
     try:
         await conn.execute(
-            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'
+        )
         if not allowed:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
     finally:
         await conn.close()
 
@@ -56,28 +69,46 @@ async def _allow_connections(database: str, allowed: bool) -> None:
 async def _collect(d: DaemonProcess, seen: list[str]) -> None:
     for path in PATHS:
         response = await d.get(path)
-        seen.append(f"GET {path} -> {response.status_code} {dict(response.headers)}\n"
-                    f"{response.text}")
+        seen.append(
+            f"GET {path} -> {response.status_code} {dict(response.headers)}\n{response.text}"
+        )
     for path in ("/backfill", "/gaps/repair"):
-        for headers in ({}, {"Authorization": "Bearer wrong"},
-                        {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Basic abc"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Bearer {TOKEN}"},
+            {"Authorization": "Basic abc"},
+        ):
             response = await d.client.post(path, headers=headers)
             seen.append(f"POST {path} -> {response.status_code}\n{response.text}")
 
 
 async def _daemon_with_errors(
-    sim: Simulator, url: str, tmp_path: Path, name: str, log_format: str, exchange_ok: bool,
+    sim: Simulator,
+    url: str,
+    tmp_path: Path,
+    name: str,
+    log_format: str,
+    exchange_ok: bool,
 ) -> tuple[DaemonProcess, list[str]]:
     dead = f"http://127.0.0.1:{free_port()}"
     d = await start_daemon(
-        tmp_path, name,
+        tmp_path,
+        name,
         DATABASE_URL=url,
         BITFINEX_REST_URL=sim.rest_url if exchange_ok else dead,
         BITFINEX_WS_URL=sim.ws_url if exchange_ok else dead.replace("http", "ws") + "/ws/2",
-        BITFINEX_SYMBOLS="BTCUSD", BITFINEX_TIMEFRAMES="1m,4h", BACKFILL_DAYS="0.05",
-        GAP_DETECTION_INTERVAL_MINUTES="0.02", GAP_REPAIR_INTERVAL_MINUTES="0.02",
-        WS_RECONNECT_INITIAL_BACKOFF="0.2", WS_RECONNECT_MAX_BACKOFF="0.5",
-        RATE_LIMIT_DELAY="0", API_TOKEN=TOKEN, LOG_FORMAT=log_format, LOG_LEVEL="DEBUG",
+        BITFINEX_SYMBOLS="BTCUSD",
+        BITFINEX_TIMEFRAMES="1m,4h",
+        BACKFILL_DAYS="0.05",
+        GAP_DETECTION_INTERVAL_MINUTES="0.02",
+        GAP_REPAIR_INTERVAL_MINUTES="0.02",
+        WS_RECONNECT_INITIAL_BACKOFF="0.2",
+        WS_RECONNECT_MAX_BACKOFF="0.5",
+        RATE_LIMIT_DELAY="0",
+        API_TOKEN=TOKEN,
+        LOG_FORMAT=log_format,
+        LOG_LEVEL="DEBUG",
     )
     seen: list[str] = []
     database = url.rsplit("/", 1)[1]
@@ -117,7 +148,9 @@ async def _status_ok(d: DaemonProcess) -> bool:
 
 
 async def test_no_secret_in_logs_responses_or_errors(
-    simulator: Simulator, fresh_database_url: Callable[[str], str], tmp_path: Path,
+    simulator: Simulator,
+    fresh_database_url: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     urls = [_with_password(fresh_database_url("postgres")) for _ in range(2)]
     runs = await asyncio.gather(
@@ -141,29 +174,40 @@ async def test_no_secret_in_logs_responses_or_errors(
 
 async def _cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "market_data", *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "market_data",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
 
 
-@pytest.mark.parametrize(("url", "args"), [
-    # Nothing listens on that port: connection refused.
-    (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["db", "upgrade"]),
-    # A host name that cannot resolve.
-    (f"postgresql://admin:{PASSWORD_RAW}@no-such-host.invalid:5432/md", ["db", "upgrade"]),
-    # The server is there, the database is not.
-    (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:5432/md_no_such_db_41", ["db", "upgrade"]),
-    (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["status"]),
-    (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["gaps", "list"]),
-])
+@pytest.mark.parametrize(
+    ("url", "args"),
+    [
+        # Nothing listens on that port: connection refused.
+        (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["db", "upgrade"]),
+        # A host name that cannot resolve.
+        (f"postgresql://admin:{PASSWORD_RAW}@no-such-host.invalid:5432/md", ["db", "upgrade"]),
+        # The server is there, the database is not.
+        (
+            f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:5432/md_no_such_db_41",
+            ["db", "upgrade"],
+        ),
+        (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["status"]),
+        (f"postgresql://postgres:{PASSWORD_RAW}@127.0.0.1:{{port}}/md", ["gaps", "list"]),
+    ],
+)
 async def test_cli_errors_never_print_the_password(
     url: str, args: list[str], tmp_path: Path
 ) -> None:
-    env = clean_env(DATABASE_URL=url.format(port=free_port()), API_TOKEN=TOKEN,
-                    LOG_LEVEL="DEBUG")
+    env = clean_env(DATABASE_URL=url.format(port=free_port()), API_TOKEN=TOKEN, LOG_LEVEL="DEBUG")
     code, out = await _cli(args, env, tmp_path)
     assert code == 1, out
     assert out.strip(), "an error message was expected"

@@ -26,12 +26,24 @@ BOOL = ["abc", "2", "maybe", "yes please", ""]
 
 # CONTRACT section 2, every name, each with values that must be refused.
 GARBAGE: dict[str, list[str]] = {
-    "DATABASE_URL": ["ftp://x", "abc", "", "mysql://u:p@h/db", "postgresql://", "sqlite://",
-                     "postgresql://u:p@h:notaport/db", "http://127.0.0.1/db",
-                     "postgresql://u:p@127.0.0.1:99999/db", "postgresql://u:p@h:0/db",
-                     "postgresql://u:p@h:-1/db", "postgresql://u:p@bad host/db",
-                     "postgresql://u:p@h/a/b", f"postgresql://u:p@h/{'d' * 64}",
-                     "postgresql://u:p@h/db\x01", "sqlite:///x\x01.db"],
+    "DATABASE_URL": [
+        "ftp://x",
+        "abc",
+        "",
+        "mysql://u:p@h/db",
+        "postgresql://",
+        "sqlite://",
+        "postgresql://u:p@h:notaport/db",
+        "http://127.0.0.1/db",
+        "postgresql://u:p@127.0.0.1:99999/db",
+        "postgresql://u:p@h:0/db",
+        "postgresql://u:p@h:-1/db",
+        "postgresql://u:p@bad host/db",
+        "postgresql://u:p@h/a/b",
+        f"postgresql://u:p@h/{'d' * 64}",
+        "postgresql://u:p@h/db\x01",
+        "sqlite:///x\x01.db",
+    ],
     "BITFINEX_SYMBOLS": ["", ",,,", "B$D", "BTC USD", "x" * 80, "💥"],
     "BITFINEX_TIMEFRAMES": ["", "abc", "2x", "-1", "1h,bogus", "0m"],
     "BACKFILL_ON_STARTUP": BOOL,
@@ -76,8 +88,10 @@ GARBAGE: dict[str, list[str]] = {
 CASES = [(name, value) for name, values in GARBAGE.items() for value in values]
 # Pairs that are only wrong together.
 PAIRS = [
-    ({"WS_RECONNECT_INITIAL_BACKOFF": "10", "WS_RECONNECT_MAX_BACKOFF": "5"},
-     "WS_RECONNECT_MAX_BACKOFF"),
+    (
+        {"WS_RECONNECT_INITIAL_BACKOFF": "10", "WS_RECONNECT_MAX_BACKOFF": "5"},
+        "WS_RECONNECT_MAX_BACKOFF",
+    ),
     ({"RATE_LIMIT_INITIAL_BACKOFF": "10", "RATE_LIMIT_MAX_BACKOFF": "5"}, "RATE_LIMIT_MAX_BACKOFF"),
 ]
 SECRET = "Sup3rS3cretPw"
@@ -131,9 +145,15 @@ def test_a_bad_value_in_dotenv_is_named_too(tmp_path: Path) -> None:
 
 
 def test_database_url_errors_never_echo_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    for url in (f"mysql://u:{SECRET}@h/db", f"postgresql://u:{SECRET}@h:notaport/db",
-                f"ftp://u:{SECRET}@x/", BAD_PORT, f"postgresql://u:{SECRET}@h:1x/db",
-                f"postgresql://u:{SECRET}@x@h:1x/db", f"postgresql://u:{SECRET}@h/a/b"):
+    for url in (
+        f"mysql://u:{SECRET}@h/db",
+        f"postgresql://u:{SECRET}@h:notaport/db",
+        f"ftp://u:{SECRET}@x/",
+        BAD_PORT,
+        f"postgresql://u:{SECRET}@h:1x/db",
+        f"postgresql://u:{SECRET}@x@h:1x/db",
+        f"postgresql://u:{SECRET}@h/a/b",
+    ):
         monkeypatch.setenv("DATABASE_URL", url)
         with pytest.raises(ConfigError) as caught:
             load_settings()
@@ -144,9 +164,12 @@ def test_database_url_errors_never_echo_the_password(monkeypatch: pytest.MonkeyP
 def test_database_url_errors_name_the_part_and_show_the_masked_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for url, part in ((BAD_PORT, "port 99999"), (f"postgresql://u:{SECRET}@h:1x/db", "port"),
-                      (f"postgresql://u:{SECRET}@bad host/db", "host 'bad host'"),
-                      (f"postgresql://u:{SECRET}@h/a/b", "database name 'a/b'")):
+    for url, part in (
+        (BAD_PORT, "port 99999"),
+        (f"postgresql://u:{SECRET}@h:1x/db", "port"),
+        (f"postgresql://u:{SECRET}@bad host/db", "host 'bad host'"),
+        (f"postgresql://u:{SECRET}@h/a/b", "database name 'a/b'"),
+    ):
         monkeypatch.setenv("DATABASE_URL", url)
         with pytest.raises(ConfigError) as caught:
             load_settings()
@@ -156,8 +179,11 @@ def test_database_url_errors_name_the_part_and_show_the_masked_url(
 
 async def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -202,8 +228,13 @@ async def test_entry_points_exit_2_naming_the_variable(tmp_path: Path) -> None:
     failures = []
     for name, value, code, out, err in results:
         lines = [line for line in (out + err).splitlines() if line.strip()]
-        ok = (code == 2 and len(lines) == 1 and name in lines[0]
-              and "Traceback" not in out + err and SECRET not in out + err)
+        ok = (
+            code == 2
+            and len(lines) == 1
+            and name in lines[0]
+            and "Traceback" not in out + err
+            and SECRET not in out + err
+        )
         if not ok:
             failures.append(f"{name}={value!r}: exit {code}, output {(out + err)[-400:]!r}")
     assert not failures, "\n".join(failures)

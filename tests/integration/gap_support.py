@@ -85,8 +85,9 @@ def rig(
 ) -> Rig:
     limiter = RateLimiter.from_settings(settings)
     # One attempt per call: the repair's own backoff is what the tests look at.
-    rest = RecordingRest(settings.bitfinex_rest_url, limiter, unavailable_attempts=1,
-                         retry_backoff=0)
+    rest = RecordingRest(
+        settings.bitfinex_rest_url, limiter, unavailable_attempts=1, retry_backoff=0
+    )
     sink = CandleSink(store, settings)
     extra: dict[str, Any] = {}
     if clock is not None:
@@ -96,8 +97,9 @@ def rig(
     return Rig(settings, store, rest, exchange, sink, gaps)
 
 
-async def fill(sink: CandleSink, sim: Simulator, symbol: str, tf: str, start: int,
-               end: int) -> list[Candle]:
+async def fill(
+    sink: CandleSink, sim: Simulator, symbol: str, tf: str, start: int, end: int
+) -> list[Candle]:
     truth = sim.market.truth(symbol, tf, start, end)
     await sink.write(truth, "backfill")
     return truth
@@ -107,10 +109,15 @@ async def punch(store: SqlStore, series: SeriesKey, start: int, end: int) -> int
     """Delete stored candles in [start, end) behind the store's back (as an operator might)."""
     t = candles_table
     async with store.engine.begin() as conn:
-        result = await conn.execute(t.delete().where(
-            t.c.exchange == "bitfinex", t.c.symbol == series.symbol,
-            t.c.timeframe == series.timeframe, t.c.ts >= start, t.c.ts < end,
-        ))
+        result = await conn.execute(
+            t.delete().where(
+                t.c.exchange == "bitfinex",
+                t.c.symbol == series.symbol,
+                t.c.timeframe == series.timeframe,
+                t.c.ts >= start,
+                t.c.ts < end,
+            )
+        )
     return int(result.rowcount)
 
 
@@ -128,4 +135,3 @@ def rows_before(truth: list[Candle], cutoff: int) -> int:
 
 def messages(records: list[Any]) -> list[str]:
     return [r.getMessage() for r in records]
-

@@ -40,8 +40,9 @@ def _settings(database_url: str, **overrides: Any):
 
 
 def _candle(series: SeriesKey, ts: int, price: float = 100.0, final: bool = True) -> Candle:
-    return Candle(series.symbol, series.timeframe, ts, price, price + 2, price - 1, price + 1,
-                  3.5, final)
+    return Candle(
+        series.symbol, series.timeframe, ts, price, price + 2, price - 1, price + 1, 3.5, final
+    )
 
 
 @pytest.fixture
@@ -51,16 +52,25 @@ async def daemon(database_url: str) -> AsyncIterator[Daemon]:
     built.state.phase = "running"
     store = built.store
     await store.upsert_candles([_candle(BTC_1M, T0 + i * MINUTE_MS, 100.0 + i) for i in range(300)])
-    await store.upsert_candles([_candle(SeriesKey("DOGEUSD", "1h"), T0 + i * HOUR_MS, 0.1 + i)
-                                for i in range(5)])
+    await store.upsert_candles(
+        [_candle(SeriesKey("DOGEUSD", "1h"), T0 + i * HOUR_MS, 0.1 + i) for i in range(5)]
+    )
     await store.upsert_candles([_candle(SeriesKey("BTCUSD", "1d"), T0)])
-    gaps = await record_gaps(store, BTC_1M, [(T0 + 400 * MINUTE_MS, T0 + 403 * MINUTE_MS),
-                                            (T0 + 500 * MINUTE_MS, T0 + 501 * MINUTE_MS)])
+    gaps = await record_gaps(
+        store,
+        BTC_1M,
+        [
+            (T0 + 400 * MINUTE_MS, T0 + 403 * MINUTE_MS),
+            (T0 + 500 * MINUTE_MS, T0 + 501 * MINUTE_MS),
+        ],
+    )
     await record_gaps(store, SeriesKey("DOGEUSD", "1h"), [(T0 + 10 * HOUR_MS, T0 + 12 * HOUR_MS)])
     await store.close_gap(gaps[0].id, "repaired", 3, T0 + 1000 * MINUTE_MS)
-    for job_type, status, symbol in [("backfill", "success", "BTCUSD"),
-                                     ("gap_repair", "failed", None),
-                                     ("backfill", "failed", "DOGEUSD")]:
+    for job_type, status, symbol in [
+        ("backfill", "success", "BTCUSD"),
+        ("gap_repair", "failed", None),
+        ("backfill", "failed", "DOGEUSD"),
+    ]:
         job = await store.create_job(job_type, symbol, "1m" if symbol else None)
         await store.finish_job(job, status, 7, "boom" if status == "failed" else None)
     await store.create_job("update")  # still running
@@ -86,13 +96,22 @@ def _bad(response: httpx.Response, name: str) -> None:
 
 # -- /candles ---------------------------------------------------------------------------------
 
+
 async def test_candles_range_ascending_with_iso_and_epoch_bounds(client: httpx.AsyncClient) -> None:
     start, end = T0 + 10 * MINUTE_MS, T0 + 20 * MINUTE_MS
-    by_iso = await client.get("/candles", params={
-        "symbol": "tBTCUSD", "timeframe": "1m",
-        "start": "2026-01-01T00:10:00Z", "end": "2026-01-01T00:20:00+00:00"})
-    by_ms = await client.get("/candles", params={
-        "symbol": "btcusd", "timeframe": "1m", "start": str(start), "end": str(end)})
+    by_iso = await client.get(
+        "/candles",
+        params={
+            "symbol": "tBTCUSD",
+            "timeframe": "1m",
+            "start": "2026-01-01T00:10:00Z",
+            "end": "2026-01-01T00:20:00+00:00",
+        },
+    )
+    by_ms = await client.get(
+        "/candles",
+        params={"symbol": "btcusd", "timeframe": "1m", "start": str(start), "end": str(end)},
+    )
     assert by_iso.status_code == 200, by_iso.text
     body = by_iso.json()
     assert body == by_ms.json()
@@ -105,37 +124,66 @@ async def test_candles_range_ascending_with_iso_and_epoch_bounds(client: httpx.A
     assert times[-1] == "2026-01-01T00:19:00Z"
     assert all(ISO.match(t) for t in times)
     first = body["candles"][0]
-    assert first == {"ts": "2026-01-01T00:10:00Z", "open": 110.0, "high": 112.0, "low": 109.0,
-                     "close": 111.0, "volume": 3.5, "final": True}
+    assert first == {
+        "ts": "2026-01-01T00:10:00Z",
+        "open": 110.0,
+        "high": 112.0,
+        "low": 109.0,
+        "close": 111.0,
+        "volume": 3.5,
+        "final": True,
+    }
 
 
 async def test_candles_limits_and_defaults(client: httpx.AsyncClient) -> None:
-    page = await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                                "start": str(T0), "limit": 7})
+    page = await client.get(
+        "/candles", params={"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0), "limit": 7}
+    )
     assert [c["ts"] for c in page.json()["candles"]][-1] == "2026-01-01T00:06:00Z"
     assert page.json()["count"] == 7
-    default = await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                                   "start": str(T0)})
+    default = await client.get(
+        "/candles", params={"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0)}
+    )
     assert default.json()["count"] == 300  # under the default limit of 1000
-    _bad(await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                              "limit": 10_001}), "limit")
-    _bad(await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                              "limit": 0}), "limit")
+    _bad(
+        await client.get(
+            "/candles", params={"symbol": "BTCUSD", "timeframe": "1m", "limit": 10_001}
+        ),
+        "limit",
+    )
+    _bad(
+        await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m", "limit": 0}),
+        "limit",
+    )
     # Without start: the `limit` periods before end.
-    tail = await client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                                "end": str(T0 + 300 * MINUTE_MS), "limit": 5})
+    tail = await client.get(
+        "/candles",
+        params={
+            "symbol": "BTCUSD",
+            "timeframe": "1m",
+            "end": str(T0 + 300 * MINUTE_MS),
+            "limit": 5,
+        },
+    )
     assert [c["ts"][11:16] for c in tail.json()["candles"]] == [
-        "04:55", "04:56", "04:57", "04:58", "04:59"]
+        "04:55",
+        "04:56",
+        "04:57",
+        "04:58",
+        "04:59",
+    ]
 
 
 async def test_candles_timeframe_spellings_and_colon_symbols(client: httpx.AsyncClient) -> None:
-    daily = await client.get("/candles", params={"symbol": "tBTC:USD", "timeframe": "1D",
-                                                 "start": "2026-01-01"})
+    daily = await client.get(
+        "/candles", params={"symbol": "tBTC:USD", "timeframe": "1D", "start": "2026-01-01"}
+    )
     assert daily.status_code == 200, daily.text
     assert daily.json()["timeframe"] == "1d"
     assert [c["ts"] for c in daily.json()["candles"]] == ["2026-01-01T00:00:00Z"]
-    doge = await client.get("/candles", params={"symbol": "doge:usd", "timeframe": "1H",
-                                                "start": "2026-01-01T00:00:00"})
+    doge = await client.get(
+        "/candles", params={"symbol": "doge:usd", "timeframe": "1H", "start": "2026-01-01T00:00:00"}
+    )
     assert doge.json()["symbol"] == "DOGEUSD"
     assert doge.json()["count"] == 5
 
@@ -162,6 +210,7 @@ async def test_candles_bad_parameters_are_422_naming_them(client: httpx.AsyncCli
 
 # -- /gaps and /jobs --------------------------------------------------------------------------
 
+
 async def test_gaps_filters_order_and_limits(client: httpx.AsyncClient) -> None:
     everything = (await client.get("/gaps")).json()
     assert everything["count"] == 3
@@ -169,7 +218,9 @@ async def test_gaps_filters_order_and_limits(client: httpx.AsyncClient) -> None:
     assert starts == sorted(starts, reverse=True)
     open_ = (await client.get("/gaps", params={"repaired": "false"})).json()["gaps"]
     assert {(g["symbol"], g["gap_start"]) for g in open_} == {
-        ("BTCUSD", "2026-01-01T08:20:00Z"), ("DOGEUSD", "2026-01-01T10:00:00Z")}
+        ("BTCUSD", "2026-01-01T08:20:00Z"),
+        ("DOGEUSD", "2026-01-01T10:00:00Z"),
+    }
     closed = (await client.get("/gaps", params={"repaired": "true"})).json()["gaps"]
     assert len(closed) == 1
     assert closed[0]["status"] == "repaired"
@@ -195,8 +246,9 @@ async def test_jobs_filters_order_and_validation(client: httpx.AsyncClient) -> N
     failed = (await client.get("/jobs", params={"status": "failed"})).json()["jobs"]
     assert {j["job_type"] for j in failed} == {"gap_repair", "backfill"}
     assert all(j["last_error"] == "boom" for j in failed)
-    backfills = (await client.get("/jobs", params={"job_type": "backfill",
-                                                   "symbol": "doge:usd"})).json()["jobs"]
+    backfills = (
+        await client.get("/jobs", params={"job_type": "backfill", "symbol": "doge:usd"})
+    ).json()["jobs"]
     assert [(j["symbol"], j["status"]) for j in backfills] == [("DOGEUSD", "failed")]
     assert (await client.get("/jobs", params={"limit": 2})).json()["count"] == 2
     _bad(await client.get("/jobs", params={"job_type": "reticulate"}), "job_type")
@@ -206,6 +258,7 @@ async def test_jobs_filters_order_and_validation(client: httpx.AsyncClient) -> N
 
 
 # -- /status, /health, /metrics, /docs -----------------------------------------------------------
+
 
 async def test_status_reports_series_from_stats_loops_and_websocket(
     client: httpx.AsyncClient,
@@ -227,7 +280,10 @@ async def test_status_reports_series_from_stats_loops_and_websocket(
     assert body["database_reachable"] is True
     loops = {loop["name"] for loop in body["loops"]}
     assert {"gap_detection", "gap_repair", "cleanup", "wal_checkpoint"} & loops >= {
-        "gap_detection", "gap_repair", "cleanup"}
+        "gap_detection",
+        "gap_repair",
+        "cleanup",
+    }
     assert body["websocket"]["enabled"] is True
     assert body["websocket"]["connections"] == 0
     assert ISO.match(body["now"])
@@ -282,14 +338,23 @@ async def test_metrics_exposes_the_state_objects(client: httpx.AsyncClient, daem
 async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
-    for path in ("/health", "/status", "/gaps", "/jobs", "/candles", "/metrics", "/backfill",
-                 "/gaps/repair"):
+    for path in (
+        "/health",
+        "/status",
+        "/gaps",
+        "/jobs",
+        "/candles",
+        "/metrics",
+        "/backfill",
+        "/gaps/repair",
+    ):
         assert path in spec["paths"], path
     candles = spec["paths"]["/candles"]["get"]["responses"]["200"]["content"]["application/json"]
     assert candles["schema"]["$ref"].endswith("/CandlesOut")
 
 
 # -- state-changing endpoints -------------------------------------------------------------------
+
 
 async def test_tokens_401_403_and_disabled(client: httpx.AsyncClient, daemon: Daemon) -> None:
     for path in ("/backfill", "/gaps/repair"):
@@ -313,11 +378,26 @@ async def test_tokens_401_403_and_disabled(client: httpx.AsyncClient, daemon: Da
 
 
 async def test_garbage_parameters_never_500(client: httpx.AsyncClient) -> None:
-    junk = ["", " ", "-1", "1e999", "nan", "\x00", "%", "9" * 40, "2026-02-30", "true",
-            "tBTC:USD:EUR", "1M", "0"]
-    names = {"/candles": ["symbol", "timeframe", "start", "end", "limit"],
-             "/gaps": ["symbol", "timeframe", "repaired", "limit"],
-             "/jobs": ["symbol", "job_type", "status", "limit"]}
+    junk = [
+        "",
+        " ",
+        "-1",
+        "1e999",
+        "nan",
+        "\x00",
+        "%",
+        "9" * 40,
+        "2026-02-30",
+        "true",
+        "tBTC:USD:EUR",
+        "1M",
+        "0",
+    ]
+    names = {
+        "/candles": ["symbol", "timeframe", "start", "end", "limit"],
+        "/gaps": ["symbol", "timeframe", "repaired", "limit"],
+        "/jobs": ["symbol", "job_type", "status", "limit"],
+    }
     for path, params in names.items():
         for name in params:
             for value in junk:

@@ -38,8 +38,12 @@ TOKEN = "schema-token-0c4f2a"
 BASE_URL = "http://127.0.0.1:8100"
 T0 = align(1_767_225_600_000, "1d")  # 2026-01-01T00:00:00Z
 MAX_EXAMPLES = 50
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 CASES_RUN: dict[str, int] = {}
 
 
@@ -48,12 +52,28 @@ async def _populate(url: str) -> None:
     try:
         await store.upgrade()
         btc = SeriesKey("BTCUSD", "1m")
-        await store.upsert_candles([
-            Candle("BTCUSD", "1m", T0 + i * MINUTE_MS, 100.0 + i, 102.0 + i, 99.0 + i, 101.0 + i,
-                   3.5, True) for i in range(200)])
-        await store.upsert_candles([
-            Candle("DOGEUSD", "1h", T0 + i * HOUR_MS, 0.1, 0.2, 0.05, 0.15, 1e6, True)
-            for i in range(10)])
+        await store.upsert_candles(
+            [
+                Candle(
+                    "BTCUSD",
+                    "1m",
+                    T0 + i * MINUTE_MS,
+                    100.0 + i,
+                    102.0 + i,
+                    99.0 + i,
+                    101.0 + i,
+                    3.5,
+                    True,
+                )
+                for i in range(200)
+            ]
+        )
+        await store.upsert_candles(
+            [
+                Candle("DOGEUSD", "1h", T0 + i * HOUR_MS, 0.1, 0.2, 0.05, 0.15, 1e6, True)
+                for i in range(10)
+            ]
+        )
         await record_gaps(store, btc, [(T0 + 300 * MINUTE_MS, T0 + 303 * MINUTE_MS)])
         job = await store.create_job("backfill", "BTCUSD", "1m")
         await store.finish_job(job, "success", 200)
@@ -77,17 +97,25 @@ def api_app(
         clone = clones.take()
         url = _url_for(clone)
     run_sync(_populate(url))
-    daemon = Daemon(load_settings(
-        env_file=None, database_url=url, bitfinex_symbols="BTCUSD,DOGEUSD",
-        bitfinex_timeframes="1m,1h,4h", bitfinex_rest_url="http://127.0.0.1:9",
-        bitfinex_ws_url="ws://127.0.0.1:9/ws/2", api_token=TOKEN,
-    ))
+    daemon = Daemon(
+        load_settings(
+            env_file=None,
+            database_url=url,
+            bitfinex_symbols="BTCUSD,DOGEUSD",
+            bitfinex_timeframes="1m,1h,4h",
+            bitfinex_rest_url="http://127.0.0.1:9",
+            bitfinex_ws_url="ws://127.0.0.1:9/ws/2",
+            api_token=TOKEN,
+        )
+    )
     daemon.state.database_ready = True
     daemon.state.phase = "running"
     yield create_app(daemon)
     total = sum(CASES_RUN.values())
-    print(f"\nschemathesis ({request.param}): {total} cases run over {len(CASES_RUN)} operations: "
-          + ", ".join(f"{op} {n}" for op, n in sorted(CASES_RUN.items())))
+    print(
+        f"\nschemathesis ({request.param}): {total} cases run over {len(CASES_RUN)} operations: "
+        + ", ".join(f"{op} {n}" for op, n in sorted(CASES_RUN.items()))
+    )
     CASES_RUN.clear()
     if clones is not None and clone is not None:
         # The app's connections live on schemathesis's event loop; dropping the database
@@ -98,7 +126,8 @@ def api_app(
 @pytest.fixture(scope="module")
 def api_schema(api_app: FastAPI) -> Any:
     return schemathesis.openapi.from_asgi(
-        "/openapi.json", api_app, headers={"Host": BASE_URL.removeprefix("http://")})
+        "/openapi.json", api_app, headers={"Host": BASE_URL.removeprefix("http://")}
+    )
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -112,8 +141,12 @@ def test_api_conforms_to_its_openapi(api_schema: Any, mode: GenerationMode) -> N
             continue  # nothing to make invalid (GET /health, /status, /metrics)
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case: Any) -> None:
             label = f"{case.method} {case.path} ({mode.value})"
             CASES_RUN[label] = CASES_RUN.get(label, 0) + 1
@@ -181,18 +214,23 @@ def test_injection_shaped_parameters_are_refused_or_empty(
 def test_injections_left_the_tables_alone(client: Any) -> None:
     for _, params in INJECTIONS:
         client.get("/candles", params=params)
-    body = client.get("/candles", params={"symbol": "BTCUSD", "timeframe": "1m",
-                                          "start": str(T0), "limit": 10_000}).json()
+    body = client.get(
+        "/candles",
+        params={"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0), "limit": 10_000},
+    ).json()
     assert body["count"] == 200
     assert client.get("/gaps").json()["count"] == 1
     assert client.get("/jobs").json()["count"] == 2
 
 
-@pytest.mark.parametrize(("path", "name", "maximum", "extra"), [
-    ("/candles", "limit", 10_000, {"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0)}),
-    ("/gaps", "limit", 1000, {}),
-    ("/jobs", "limit", 1000, {}),
-])
+@pytest.mark.parametrize(
+    ("path", "name", "maximum", "extra"),
+    [
+        ("/candles", "limit", 10_000, {"symbol": "BTCUSD", "timeframe": "1m", "start": str(T0)}),
+        ("/gaps", "limit", 1000, {}),
+        ("/jobs", "limit", 1000, {}),
+    ],
+)
 def test_every_limit_is_enforced(
     client: Any, path: str, name: str, maximum: int, extra: dict[str, Any]
 ) -> None:
@@ -205,9 +243,17 @@ def test_every_limit_is_enforced(
 
 def test_post_limits_are_enforced(client: Any) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    for params in ({"max": 0}, {"max": 100_001}, {"max": -3}, {"days": 0}, {"days": 36_501},
-                   {"days": "nan"}, {"days": "inf"}, {"symbol": "' OR 1=1"},
-                   {"timeframe": "1h;DROP TABLE candles"}):
+    for params in (
+        {"max": 0},
+        {"max": 100_001},
+        {"max": -3},
+        {"days": 0},
+        {"days": 36_501},
+        {"days": "nan"},
+        {"days": "inf"},
+        {"symbol": "' OR 1=1"},
+        {"timeframe": "1h;DROP TABLE candles"},
+    ):
         path = "/gaps/repair" if "max" in params else "/backfill"
         response = client.post(path, params=params, headers=auth)
         assert response.status_code == 422, (params, response.text)
@@ -218,8 +264,13 @@ def test_state_changing_endpoints_need_the_token(client: Any, path: str) -> None
     missing = client.post(path)
     assert missing.status_code == 401, missing.text
     assert missing.headers.get("www-authenticate") == "Bearer"
-    for header in (f"Bearer {TOKEN}x", "Bearer ", f"Bearer {TOKEN[:-1]}", "Bearer ' OR 1=1 --",
-                   f"bearer {TOKEN.upper()}"):
+    for header in (
+        f"Bearer {TOKEN}x",
+        "Bearer ",
+        f"Bearer {TOKEN[:-1]}",
+        "Bearer ' OR 1=1 --",
+        f"bearer {TOKEN.upper()}",
+    ):
         wrong = client.post(path, headers={"Authorization": header})
         assert wrong.status_code in (401, 403), (header, wrong.text)
     assert client.post(path, headers={"Authorization": "Bearer nope"}).status_code == 403
@@ -234,7 +285,14 @@ def test_state_changing_endpoints_need_the_token(client: Any, path: str) -> None
 
 def test_schema_documents_every_endpoint(client: Any) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/health", "/status", "/gaps", "/jobs", "/candles", "/metrics", "/backfill",
-                 "/gaps/repair"):
+    for path in (
+        "/health",
+        "/status",
+        "/gaps",
+        "/jobs",
+        "/candles",
+        "/metrics",
+        "/backfill",
+        "/gaps/repair",
+    ):
         assert path in paths, sorted(paths)
-

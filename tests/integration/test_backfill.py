@@ -24,8 +24,9 @@ from tests.plugins.sim import SimulatorFactory
 NO_RETENTION = {"1m": 0, "1h": 0, "4h": 0, "1d": 0}
 
 
-def make_settings(database_url: str, sim: Simulator, symbols: str, timeframes: str,
-                  **overrides: Any) -> Settings:
+def make_settings(
+    database_url: str, sim: Simulator, symbols: str, timeframes: str, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "bitfinex_rest_url": sim.rest_url,
@@ -71,7 +72,8 @@ async def assert_matches_truth(
     missing = [c.ts for c in truth if c.ts not in by_ts]
     extra = sorted(set(by_ts) - {c.ts for c in truth})
     different = [
-        c.ts for c in truth
+        c.ts
+        for c in truth
         if c.ts in by_ts and not _same(by_ts[c.ts], c, exact=key.timeframe != "4h")
     ]
     assert (missing, extra, different) == ([], [], []), f"{key}: differs from the truth"
@@ -83,7 +85,8 @@ def _same(a: Any, b: Any, *, exact: bool) -> bool:
     if exact:
         return bool(a.same_values(b))
     return (a.open, a.high, a.low, a.close) == (b.open, b.high, b.low, b.close) and math.isclose(
-        a.volume, b.volume, rel_tol=1e-9)
+        a.volume, b.volume, rel_tol=1e-9
+    )
 
 
 async def min_requests(store: Store, keys: Sequence[SeriesKey]) -> int:
@@ -108,7 +111,11 @@ async def test_backfill_equals_truth(
     # APTUSD was listed 5 days ago: its walk must stop at its first candle.
     sim = await simulator_factory(pairs=pairs("BTCUSD", "DOGE:USD", "ZRXUSD", "APTUSD"))
     settings = make_settings(
-        database_url, sim, "BTCUSD,DOGE:USD,ZRXUSD,APTUSD", "1m,4h", backfill_days=40,
+        database_url,
+        sim,
+        "BTCUSD,DOGE:USD,ZRXUSD,APTUSD",
+        "1m,4h",
+        backfill_days=40,
         retention_days={**NO_RETENTION, "1m": 9},
     )
     before = sim.market.now_ms()
@@ -121,11 +128,14 @@ async def test_backfill_equals_truth(
         start_1m = before - 9 * DAY_MS
         start_1h = align(before - 40 * DAY_MS, "1h")
         compared += await assert_matches_truth(
-            store, sim, SeriesKey(symbol, "1m"), start_1m, before)
+            store, sim, SeriesKey(symbol, "1m"), start_1m, before
+        )
         compared += await assert_matches_truth(
-            store, sim, SeriesKey(symbol, "1h"), start_1h, before)
+            store, sim, SeriesKey(symbol, "1h"), start_1h, before
+        )
         compared += await assert_matches_truth(
-            store, sim, SeriesKey(symbol, "4h"), align(start_1h, "4h"), before)
+            store, sim, SeriesKey(symbol, "4h"), align(start_1h, "4h"), before
+        )
         # retention: nothing older than 9 days of 1m was fetched
         first_1m = await store.first_candle(SeriesKey(symbol, "1m"))
         assert first_1m is not None
@@ -138,8 +148,9 @@ async def test_backfill_equals_truth(
     assert first.ts >= listing
     assert await store.empty_ranges(SeriesKey("APTUSD", "1m"), 0, first.ts)
     # the fewest requests: one per 10,000 candles, plus at most one per series
-    natives = [SeriesKey(s, tf) for s in ("BTCUSD", "DOGEUSD", "ZRXUSD", "APTUSD")
-               for tf in ("1m", "1h")]
+    natives = [
+        SeriesKey(s, tf) for s in ("BTCUSD", "DOGEUSD", "ZRXUSD", "APTUSD") for tf in ("1m", "1h")
+    ]
     assert report.requests == hist_requests(sim)
     assert report.requests <= await min_requests(store, natives) + len(natives)
     # one job per series, all successful, candle counts recorded
@@ -159,7 +170,8 @@ async def test_open_candle_is_stored_open_and_rerun_fetches_only_the_tail(
         assert (await service.run()).ok
     fetched_at = simulator.market.now_ms()
     stored = await store.candles_in_range(
-        SeriesKey("BTCUSD", "1h"), align(fetched_at, "1h") - DAY_MS, fetched_at + DAY_MS)
+        SeriesKey("BTCUSD", "1h"), align(fetched_at, "1h") - DAY_MS, fetched_at + DAY_MS
+    )
     open_ones = [c for c in stored if next_open(c.ts, "1h") > fetched_at - 5_000]
     assert open_ones, "the still-open hour was fetched"
     assert all(not c.final for c in open_ones)
@@ -184,7 +196,8 @@ async def test_unknown_symbol_is_skipped_and_others_run(
     assert report.unknown_symbols == ["NOPEUSD"]
     assert not report.ok
     assert await assert_matches_truth(
-        store, simulator, SeriesKey("BTCUSD", "1h"), align(before - 3 * DAY_MS, "1h"), before)
+        store, simulator, SeriesKey("BTCUSD", "1h"), align(before - 3 * DAY_MS, "1h"), before
+    )
     jobs = {(j.symbol, j.status) for j in await store.list_jobs(job_type="backfill")}
     assert jobs == {("NOPEUSD", "failed"), ("BTCUSD", "success")}
 

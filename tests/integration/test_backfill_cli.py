@@ -32,23 +32,30 @@ BTC = SeriesKey("BTCUSD", "1m")
 
 def cli_env(database_url: str, sim: Simulator, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETENTION_", "BITFINEX_"))}
-    env.update({
-        "DATABASE_URL": database_url,
-        "BITFINEX_REST_URL": sim.rest_url,
-        "BITFINEX_SYMBOLS": "BTCUSD",
-        "BITFINEX_TIMEFRAMES": "1h",
-        "RATE_LIMIT_DELAY": "0",
-        "RETENTION_1M": "0",
-        "LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "BITFINEX_REST_URL": sim.rest_url,
+            "BITFINEX_SYMBOLS": "BTCUSD",
+            "BITFINEX_TIMEFRAMES": "1h",
+            "RATE_LIMIT_DELAY": "0",
+            "RETENTION_1M": "0",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
     env.update(extra)
     return env
 
 
 async def start(env: dict[str, str], cwd: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *CLI, "backfill", *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        "backfill",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -59,8 +66,9 @@ async def run(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str
     return proc.returncode, out.decode(), err.decode()
 
 
-async def wait_for_candles(database_url: str, key: SeriesKey, proc: asyncio.subprocess.Process
-                           ) -> int:
+async def wait_for_candles(
+    database_url: str, key: SeriesKey, proc: asyncio.subprocess.Process
+) -> int:
     store = open_store(database_url)
     deadline = time.monotonic() + 30
     try:
@@ -88,8 +96,9 @@ async def wait_for_candles(database_url: str, key: SeriesKey, proc: asyncio.subp
         ["--days", "-1"],
     ],
 )
-def test_bad_usage_exits_2(args: list[str], tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_usage_exits_2(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unused.db'}")
     result = CliRunner().invoke(app, ["backfill", *args])
@@ -108,8 +117,18 @@ async def test_exit_codes(database_url: str, simulator: Simulator, tmp_path: Pat
     code, out, err = await run(env, tmp_path, "--days", "2")
     assert code == 0, err
     assert "BTCUSD/1h: success" in out
-    code, out, err = await run(env, tmp_path, "--symbol", "NOPEUSD", "--symbol", "btcusd",
-                               "--timeframe", "1H", "--days", "2")
+    code, out, err = await run(
+        env,
+        tmp_path,
+        "--symbol",
+        "NOPEUSD",
+        "--symbol",
+        "btcusd",
+        "--timeframe",
+        "1H",
+        "--days",
+        "2",
+    )
     assert code == 1
     assert "NOPEUSD" in err
     assert re.search(r"BTCUSD/1h: success, [01] candles, 1 requests", out)  # resumed: the tail
@@ -122,8 +141,9 @@ async def test_exit_codes(database_url: str, simulator: Simulator, tmp_path: Pat
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_ctrl_c_stops_cleanly(database_url: str, simulator: Simulator,
-                                    tmp_path: Path) -> None:
+async def test_ctrl_c_stops_cleanly(
+    database_url: str, simulator: Simulator, tmp_path: Path
+) -> None:
     env = cli_env(database_url, simulator, RATE_LIMIT_DELAY="0.4")
     proc = await start(env, tmp_path, "--timeframe", "1m", "--days", "25")
     await wait_for_candles(database_url, BTC, proc)
@@ -154,8 +174,9 @@ async def test_killed_backfill_resumes_with_only_the_missing_pages(
         now = simulator.market.now_ms()
         last = await store.last_candle(BTC, final_only=True)
         assert last is not None
-        missing = len(simulator.market.truth("BTCUSD", "1m", next_open(last.ts, "1m"),
-                                             now + DAY_MS)) + 1
+        missing = (
+            len(simulator.market.truth("BTCUSD", "1m", next_open(last.ts, "1m"), now + DAY_MS)) + 1
+        )
         settings = make_settings(database_url, simulator, "BTCUSD", "1m", backfill_days=25)
         before = hist_requests(simulator)
         async with backfill_service(settings, store) as service:

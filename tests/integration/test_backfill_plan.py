@@ -25,26 +25,39 @@ def test_subtract() -> None:
 
 
 def test_order_series_puts_sources_of_derived_first() -> None:
-    natives, derived = order_series([
-        SeriesKey("BTCUSD", "1m"), SeriesKey("BTCUSD", "4h"), SeriesKey("ETHUSD", "1d"),
-        SeriesKey("ETHUSD", "8h"), SeriesKey("BTCUSD", "1h"),
-    ])
-    assert natives == [SeriesKey("BTCUSD", "1h"), SeriesKey("ETHUSD", "1h"),
-                       SeriesKey("BTCUSD", "1m"), SeriesKey("ETHUSD", "1d")]
+    natives, derived = order_series(
+        [
+            SeriesKey("BTCUSD", "1m"),
+            SeriesKey("BTCUSD", "4h"),
+            SeriesKey("ETHUSD", "1d"),
+            SeriesKey("ETHUSD", "8h"),
+            SeriesKey("BTCUSD", "1h"),
+        ]
+    )
+    assert natives == [
+        SeriesKey("BTCUSD", "1h"),
+        SeriesKey("ETHUSD", "1h"),
+        SeriesKey("BTCUSD", "1m"),
+        SeriesKey("ETHUSD", "1d"),
+    ]
     assert derived == [SeriesKey("BTCUSD", "4h"), SeriesKey("ETHUSD", "8h")]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_plan_skips_what_is_stored_and_known_empty(store: Store, database_url: str) -> None:
-    settings = load_settings(env_file=None, database_url=database_url,
-                             retention_days={"1h": 0, "1m": 0, "4h": 0, "1d": 0})
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        retention_days={"1h": 0, "1m": 0, "4h": 0, "1d": 0},
+    )
     service = BackfillService(settings, store, None, None)  # type: ignore[arg-type]
     key = SeriesKey("BTCUSD", "1h")
     start, now = T0, T0 + 10 * DAY_MS + 30 * 60_000
     assert await service.plan(key, start, now, now) == [(start, now)]
     # stored: hours 48..99 final, hour 100 still open; known empty: hours 0..10
-    rows = [Candle("BTCUSD", "1h", T0 + h * HOUR_MS, 1, 1, 1, 1, 1, h < 100)
-            for h in range(48, 101)]
+    rows = [
+        Candle("BTCUSD", "1h", T0 + h * HOUR_MS, 1, 1, 1, 1, 1, h < 100) for h in range(48, 101)
+    ]
     await store.upsert_candles(rows)
     await store.add_empty_ranges(key, [(T0, T0 + 10 * HOUR_MS)])
     assert await service.plan(key, start, now, now) == [

@@ -73,7 +73,8 @@ async def test_stopped_backfill_resumes_with_only_the_missing_pages(
 
     now = simulator.market.now_ms()
     expected = await pages_missing(store, simulator, BTC, now) + await pages_missing(
-        store, simulator, ETH, now)
+        store, simulator, ETH, now
+    )
     before = hist_requests(simulator)
     async with backfill_service(settings, store) as service:
         second = await service.run()
@@ -110,8 +111,11 @@ async def test_429_storm_slows_the_backfill_and_loses_nothing(
     assert limited >= 1
     assert waits == limited
     assert elapsed >= storm * 0.9  # nothing got through while the storm lasted
-    refused = sum(n for (endpoint, outcome), n in simulator.stats.rest_counts.items()
-                  if endpoint == "candles_hist" and outcome != "ok")
+    refused = sum(
+        n
+        for (endpoint, outcome), n in simulator.stats.rest_counts.items()
+        if endpoint == "candles_hist" and outcome != "ok"
+    )
     assert refused >= 1
     for key in (BTC, SeriesKey("DOGEUSD", "1m")):
         await assert_matches_truth(store, simulator, key, align(now - 12 * DAY_MS, "1m"), now)
@@ -125,8 +129,14 @@ async def test_limiter_spacing_and_penalty_are_honoured(
     # which is faster, so the exchange's 429 and our penalty box both come into play.
     sim = await simulator_factory(rest_rate_limit=5, rest_rate_window=0.5, rest_ban_seconds=0.3)
     # 24 small series: one quick request each, so the pacing, not the work, sets the rate.
-    settings = make_settings(database_url, sim, "BTCUSD,ETHUSD,SOLUSD,DOGEUSD",
-                             "5m,15m,30m,1h,3h,6h", backfill_days=2, rate_limit_delay=0.05)
+    settings = make_settings(
+        database_url,
+        sim,
+        "BTCUSD,ETHUSD,SOLUSD,DOGEUSD",
+        "5m,15m,30m,1h,3h,6h",
+        backfill_days=2,
+        rate_limit_delay=0.05,
+    )
     # Compared up to the start: a candle still open when fetched is rightly stored open, even
     # if its period ends while the backfill runs.
     started = sim.market.now_ms()
@@ -145,5 +155,6 @@ async def test_limiter_spacing_and_penalty_are_honoured(
     assert refused
     for t in refused:
         assert sum(1 for u in times if t < u < t + 0.18) <= 1
-    await assert_matches_truth(store, sim, SeriesKey("SOLUSD", "5m"),
-                               align(started - 2 * DAY_MS, "5m"), started)
+    await assert_matches_truth(
+        store, sim, SeriesKey("SOLUSD", "5m"), align(started - 2 * DAY_MS, "5m"), started
+    )

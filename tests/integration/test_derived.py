@@ -17,13 +17,18 @@ H1 = SeriesKey("BTCUSD", "1h")
 
 
 def settings_for(database_url: str) -> Settings:
-    return load_settings(env_file=None, database_url=database_url, bitfinex_symbols="BTCUSD",
-                         bitfinex_timeframes="1h,4h,8h")
+    return load_settings(
+        env_file=None,
+        database_url=database_url,
+        bitfinex_symbols="BTCUSD",
+        bitfinex_timeframes="1h,4h,8h",
+    )
 
 
 def hour(i: int, price: float, volume: float = 1.0, *, final: bool = True) -> Candle:
-    return Candle("BTCUSD", "1h", T0 + i * HOUR_MS, price, price + 2, price - 1, price + 1,
-                  volume, final)
+    return Candle(
+        "BTCUSD", "1h", T0 + i * HOUR_MS, price, price + 2, price - 1, price + 1, volume, final
+    )
 
 
 async def test_sink_writes_derived_periods_touched(store: Store, database_url: str) -> None:
@@ -41,9 +46,7 @@ async def test_sink_writes_derived_periods_touched(store: Store, database_url: s
     assert sink.stats.derived_written == 3
 
 
-async def test_changed_source_candle_recomputes_its_period(
-    store: Store, database_url: str
-) -> None:
+async def test_changed_source_candle_recomputes_its_period(store: Store, database_url: str) -> None:
     sink = CandleSink(store, settings_for(database_url))
     await sink.write([hour(i, 100) for i in range(8)], "backfill")
     # A late correction of one hour inside the second 4h period: only that period changes.

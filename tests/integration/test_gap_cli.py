@@ -19,8 +19,15 @@ BTC1H = SeriesKey("BTCUSD", "1h")
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "market_data", "--env-file", "", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "market_data",
+        "--env-file",
+        "",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
@@ -43,9 +50,13 @@ async def test_gap_and_cleanup_commands(tmp_path: Path, simulator: Simulator) ->
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("RETENTION_", "GAP_"))},
-        "DATABASE_URL": url, "BITFINEX_REST_URL": simulator.rest_url,
-        "BITFINEX_SYMBOLS": "BTCUSD", "BITFINEX_TIMEFRAMES": "1h", "RATE_LIMIT_DELAY": "0",
-        "RETENTION_1H": "2", "LOG_LEVEL": "INFO",
+        "DATABASE_URL": url,
+        "BITFINEX_REST_URL": simulator.rest_url,
+        "BITFINEX_SYMBOLS": "BTCUSD",
+        "BITFINEX_TIMEFRAMES": "1h",
+        "RATE_LIMIT_DELAY": "0",
+        "RETENTION_1H": "2",
+        "LOG_LEVEL": "INFO",
     }
     bad_db = {**env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
     usage, unreachable, bad_setting = await asyncio.gather(

@@ -14,13 +14,18 @@ S = SeriesKey("BTCUSD", "1h")
 
 
 def hours(first: int, last: int, *, skip: tuple[int, ...] = (), final: bool = True) -> list[Candle]:
-    return [Candle("BTCUSD", "1h", T0 + i * HOUR_MS, 100, 101, 99, 100.5, 1, final)
-            for i in range(first, last) if i not in skip]
+    return [
+        Candle("BTCUSD", "1h", T0 + i * HOUR_MS, 100, 101, 99, 100.5, 1, final)
+        for i in range(first, last)
+        if i not in skip
+    ]
 
 
 def ranges(gaps: list[object]) -> list[tuple[int, int]]:
-    return [((g.gap_start - T0) // HOUR_MS, (g.gap_end - T0) // HOUR_MS)  # type: ignore[attr-defined]
-            for g in gaps]
+    return [
+        ((g.gap_start - T0) // HOUR_MS, (g.gap_end - T0) // HOUR_MS)  # type: ignore[attr-defined]
+        for g in gaps
+    ]
 
 
 async def test_cycles_look_only_at_what_changed(store: SqlStore, database_url: str) -> None:

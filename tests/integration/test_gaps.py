@@ -33,8 +33,12 @@ async def test_punched_holes_are_detected_exactly_and_repaired_to_the_truth(
     store: SqlStore, database_url: str, simulator: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="market_data.services")
-    settings = make_settings(database_url, simulator.rest_url, bitfinex_symbols="BTCUSD,ETHUSD",
-                             bitfinex_timeframes="1h,4h")
+    settings = make_settings(
+        database_url,
+        simulator.rest_url,
+        bitfinex_symbols="BTCUSD,ETHUSD",
+        bitfinex_timeframes="1h,4h",
+    )
     r = rig(settings, store)
     now = simulator.market.now_ms()
     start, end = align(now - 3 * DAY_MS, "1d"), align(now, "1h")
@@ -52,8 +56,10 @@ async def test_punched_holes_are_detected_exactly_and_repaired_to_the_truth(
     detection = await r.gaps.detect()
     found = {(g.symbol, g.timeframe, g.gap_start, g.gap_end) for g in detection.new_gaps}
     assert found == {
-        ("BTCUSD", "1h", h(20), h(23)), ("BTCUSD", "1h", h(28), h(32)),
-        ("BTCUSD", "4h", h(28), h(32)), ("ETHUSD", "1h", h(40), h(41)),
+        ("BTCUSD", "1h", h(20), h(23)),
+        ("BTCUSD", "1h", h(28), h(32)),
+        ("BTCUSD", "4h", h(28), h(32)),
+        ("ETHUSD", "1h", h(40), h(41)),
         ("ETHUSD", "4h", h(8), h(12)),
     }
     assert detection.open_gaps == 5
@@ -64,8 +70,11 @@ async def test_punched_holes_are_detected_exactly_and_repaired_to_the_truth(
     for series, rows in truth.items():
         assert values(await store.candles_in_range(series, start, end)) == values(rows)
     for series in (BTC4H, ETH4H):
-        expected = [c for c in derived.aggregate(truth[SeriesKey(series.symbol, "1h")], "4h",
-                                                 now_ms=now) if c.final]
+        expected = [
+            c
+            for c in derived.aggregate(truth[SeriesKey(series.symbol, "1h")], "4h", now_ms=now)
+            if c.final
+        ]
         stored = await store.candles_in_range(series, start, expected[-1].ts + 1)
         assert values(stored) == values(expected)
     # The derived gap whose source was complete was recomputed without asking the exchange.
@@ -78,12 +87,15 @@ async def test_punched_holes_are_detected_exactly_and_repaired_to_the_truth(
     assert "Repaired gap with 3 candles" in log
     assert "Gap maintenance complete: 5 new gaps, 5 repaired, 0 failures, open_gaps=0" in log
     assert log.index(f"Gap detected: BTCUSD/1h {span(h(20), h(23))}") < log.index(
-        "Repaired gap with 3 candles")
+        "Repaired gap with 3 candles"
+    )
 
     closed = await store.list_gaps(repaired=True)
     assert {g.status for g in closed} == {"repaired"}
     assert {(g.gap_start, g.candles_repaired) for g in closed if g.series == BTC1H} == {
-        (h(20), 3), (h(28), 4)}
+        (h(20), 3),
+        (h(28), 4),
+    }
     assert (await r.gaps.detect()).new_gaps == []
     jobs = {j.job_type: j for j in await store.list_jobs(limit=10)}
     assert jobs["gap_detection"].status == "success"
@@ -95,8 +107,9 @@ async def test_punched_holes_are_detected_exactly_and_repaired_to_the_truth(
 async def test_thin_pair_empty_minutes_close_as_empty_and_stay_closed(
     store: SqlStore, database_url: str, simulator: Simulator
 ) -> None:
-    settings = make_settings(database_url, simulator.rest_url, bitfinex_symbols=THIN_PAIR,
-                             bitfinex_timeframes="1m")
+    settings = make_settings(
+        database_url, simulator.rest_url, bitfinex_symbols=THIN_PAIR, bitfinex_timeframes="1m"
+    )
     r = rig(settings, store)
     series = SeriesKey(THIN_PAIR.replace(":", ""), "1m")
     now = simulator.market.now_ms()
@@ -137,8 +150,10 @@ async def test_a_stretch_without_any_trades_is_closed_once_not_retried(
     first, last = listing - 10 * DAY_MS, listing - 2 * DAY_MS
     fake = await fill(r.sink, simulator, "BTCUSD", "1h", first, first + HOUR_MS)
     fake += await fill(r.sink, simulator, "BTCUSD", "1h", last, last + HOUR_MS)
-    await r.sink.write([c.__class__(NEW_PAIR, "1h", c.ts, c.open, c.high, c.low, c.close,
-                                    c.volume) for c in fake], "backfill")
+    await r.sink.write(
+        [c.__class__(NEW_PAIR, "1h", c.ts, c.open, c.high, c.low, c.close, c.volume) for c in fake],
+        "backfill",
+    )
 
     gaps = (await r.gaps.detect()).new_gaps
     assert [(g.gap_start, g.gap_end) for g in gaps] == [(first + HOUR_MS, last)]
@@ -196,13 +211,16 @@ async def test_detection_is_skipped_while_too_many_gaps_are_open(
     skipped = await r.gaps.detect(full=True)
     assert skipped.new_gaps == []
     assert skipped.skipped_reason
-    assert "Gap detection skipped: 3 open gaps exceed GAP_DETECTION_MAX_OPEN_GAPS=2; " \
-           "repairs first" in messages(caplog.records)
+    assert (
+        "Gap detection skipped: 3 open gaps exceed GAP_DETECTION_MAX_OPEN_GAPS=2; "
+        "repairs first" in messages(caplog.records)
+    )
     job = (await store.list_jobs(job_type="gap_detection", limit=1))[0]
     assert job.status == "cancelled"
     assert "GAP_DETECTION_MAX_OPEN_GAPS" in (job.last_error or "")
 
     await r.gaps.repair(max_repairs=2)  # one open gap left: under the limit again
     assert [(g.gap_start, g.gap_end) for g in (await r.gaps.detect(full=True)).new_gaps] == [
-        (start + 20 * HOUR_MS, start + 21 * HOUR_MS)]
+        (start + 20 * HOUR_MS, start + 21 * HOUR_MS)
+    ]
     await r.close()

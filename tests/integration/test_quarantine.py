@@ -41,10 +41,16 @@ async def sim(simulator_factory: SimulatorFactory) -> Simulator:
 @pytest.fixture
 async def daemon(database_url: str, sim: Simulator) -> AsyncIterator[Daemon]:
     settings = load_settings(
-        env_file=None, database_url=database_url, bitfinex_symbols=",".join(SYMBOLS),
-        bitfinex_timeframes=",".join(TIMEFRAMES), bitfinex_rest_url=sim.rest_url,
-        bitfinex_ws_url=sim.ws_url, backfill_days=DAYS, rate_limit_delay=0,
-        gap_repair_max_repairs_per_run=0, ws_save_flush_seconds=0.1,
+        env_file=None,
+        database_url=database_url,
+        bitfinex_symbols=",".join(SYMBOLS),
+        bitfinex_timeframes=",".join(TIMEFRAMES),
+        bitfinex_rest_url=sim.rest_url,
+        bitfinex_ws_url=sim.ws_url,
+        backfill_days=DAYS,
+        rate_limit_delay=0,
+        gap_repair_max_repairs_per_run=0,
+        ws_save_flush_seconds=0.1,
     )
     built = Daemon(settings)
     built.state.database_ready = True
@@ -88,8 +94,12 @@ async def _compare_with_truth(daemon: Daemon, sim: Simulator, start_ms: int) -> 
             first = first if first >= start_ms else next_open(first, tf)
             cutoff = align(now, tf)
             truth = sim.market.truth(symbol, tf, first, cutoff)
-            stored = {c.ts: c for c in await daemon.store.candles_in_range(
-                SeriesKey(symbol, tf), first, cutoff, 10_000)}
+            stored = {
+                c.ts: c
+                for c in await daemon.store.candles_in_range(
+                    SeriesKey(symbol, tf), first, cutoff, 10_000
+                )
+            }
             for c in truth:
                 mine = stored.pop(c.ts, None)
                 if mine is None:
@@ -132,8 +142,11 @@ async def test_broken_rest_rows_are_quarantined_counted_and_never_stored(
         assert math.isfinite(row.volume)
         assert row.volume >= 0
         assert row.high >= row.low
-    assert not [p for p in await _compare_with_truth(daemon, sim, started - int(DAYS * DAY_MS))
-                if "missing" not in p]
+    assert not [
+        p
+        for p in await _compare_with_truth(daemon, sim, started - int(DAYS * DAY_MS))
+        if "missing" not in p
+    ]
 
     # Healed: a clean backfill plus gap repair fills every slot. No broken row was taken for
     # "no trades here" (an empty range is never fetched again).
@@ -157,9 +170,11 @@ async def test_broken_gap_repair_rows_are_quarantined_not_closed_as_empty(
     # Make holes the detector will find, then repair them while every row comes back broken.
     victims = [c.ts for c in stored[10:40]]
     async with daemon.store.engine.begin() as conn:  # type: ignore[attr-defined]
-        await conn.execute(sa.delete(candles).where(
-            candles.c.symbol == "BTCUSD", candles.c.timeframe == "1m",
-            candles.c.ts.in_(victims)))
+        await conn.execute(
+            sa.delete(candles).where(
+                candles.c.symbol == "BTCUSD", candles.c.timeframe == "1m", candles.c.ts.in_(victims)
+            )
+        )
     await daemon.gaps.detect()
     sim.set_faults(rest_corrupt_rate=1.0)
     await daemon.gaps.repair()
@@ -191,6 +206,7 @@ async def test_broken_websocket_rows_are_quarantined_and_counted(
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.ws.run(stop))
     try:
+
         async def quarantined() -> bool:
             return any(row.source == "ws" for row in await _quarantine(daemon))
 

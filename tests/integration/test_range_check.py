@@ -134,9 +134,7 @@ async def test_a_full_page_proves_only_its_newest_ten_thousand_candles(
     await sink.write([oldest, *truth[1:-1], newest], "ws")
     async with BitfinexRest(sim.rest_url, RateLimiter.from_settings(settings)) as rest:
         checker = RangeChecker(store, BitfinexExchange(rest, sim.ws_url), sink, source=SOURCE)
-        result = await checker.check(
-            KEY, "BTCUSD", start, end, closed_before_ms=now
-        )
+        result = await checker.check(KEY, "BTCUSD", start, end, closed_before_ms=now)
     assert result.compared == 10_000
     assert result.corrected == 1  # the newest; the oldest was not on the page
     assert result.unproven == (start, truth[50].ts - 1)

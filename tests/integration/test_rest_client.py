@@ -23,19 +23,36 @@ pytestmark = pytest.mark.timeout(60)
 FROZEN_MS = align(int(time.time() * 1000), "1h") - 5 * HOUR_MS + 30 * MINUTE_MS
 
 
-def fast_limiter(delay: float = 0.0, *, max_retries: int = 3, initial: float = 0.1,
-                 min_backoff: float = 0.2, max_backoff: float = 1.0) -> RateLimiter:
+def fast_limiter(
+    delay: float = 0.0,
+    *,
+    max_retries: int = 3,
+    initial: float = 0.1,
+    min_backoff: float = 0.2,
+    max_backoff: float = 1.0,
+) -> RateLimiter:
     return RateLimiter(delay, max_retries, initial, min_backoff, max_backoff)
 
 
 @asynccontextmanager
-async def client(sim: Simulator, limiter: RateLimiter | None = None, *, timeout: float = 5.0,
-                 attempts: int = 3, backoff: float = 0.01,
-                 sleep: Callable[[float], Awaitable[None]] | None = None
-                 ) -> AsyncIterator[BitfinexRest]:
-    rest = BitfinexRest(sim.rest_url, limiter or fast_limiter(), timeout=timeout,
-                        unavailable_attempts=attempts, retry_backoff=backoff,
-                        clock_ms=sim.market.now_ms, sleep=sleep or asyncio.sleep)
+async def client(
+    sim: Simulator,
+    limiter: RateLimiter | None = None,
+    *,
+    timeout: float = 5.0,
+    attempts: int = 3,
+    backoff: float = 0.01,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> AsyncIterator[BitfinexRest]:
+    rest = BitfinexRest(
+        sim.rest_url,
+        limiter or fast_limiter(),
+        timeout=timeout,
+        unavailable_attempts=attempts,
+        retry_backoff=backoff,
+        clock_ms=sim.market.now_ms,
+        sleep=sleep or asyncio.sleep,
+    )
     async with rest:
         yield rest
 
@@ -88,8 +105,9 @@ async def test_sort_descending_and_inclusive_bounds(frozen: Simulator) -> None:
 
 async def test_the_open_candle_is_not_final(frozen: Simulator) -> None:
     async with client(frozen) as rest:
-        page = await rest.fetch_candles("BTCUSD", "1h", FROZEN_MS - 3 * HOUR_MS, FROZEN_MS,
-                                        priority=Priority.URGENT)
+        page = await rest.fetch_candles(
+            "BTCUSD", "1h", FROZEN_MS - 3 * HOUR_MS, FROZEN_MS, priority=Priority.URGENT
+        )
     newest = page.candles[-1]
     assert newest.ts == align(FROZEN_MS, "1h")
     assert newest.final is False
@@ -193,7 +211,8 @@ def _max_in_window(times: list[float], window: float) -> int:
 
 
 async def test_limiter_spacing_keeps_requests_under_the_exchange_limit(
-        simulator_factory: SimulatorFactory) -> None:
+    simulator_factory: SimulatorFactory,
+) -> None:
     # The exchange allows 4 requests a second; the limiter spaces starts 0.35 s apart.
     sim = await simulator_factory(rest_rate_limit=4, rest_rate_window=1.0, rest_ban_seconds=1.0)
     limiter = fast_limiter(delay=0.35)
@@ -211,7 +230,8 @@ async def test_limiter_spacing_keeps_requests_under_the_exchange_limit(
 
 
 async def test_without_spacing_the_same_burst_is_rate_limited(
-        simulator_factory: SimulatorFactory) -> None:
+    simulator_factory: SimulatorFactory,
+) -> None:
     sim = await simulator_factory(rest_rate_limit=4, rest_rate_window=1.0, rest_ban_seconds=1.0)
     limiter = fast_limiter(delay=0.0, max_retries=0)
     async with client(sim, limiter) as rest:

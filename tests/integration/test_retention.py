@@ -33,7 +33,10 @@ async def test_retention_deletes_exactly_the_old_candles_and_nobody_refetches_th
 ) -> None:
     caplog.set_level(logging.INFO, logger="market_data.services")
     settings = make_settings(
-        database_url, simulator.rest_url, bitfinex_timeframes="1h,4h", backfill_days=5,
+        database_url,
+        simulator.rest_url,
+        bitfinex_timeframes="1h,4h",
+        backfill_days=5,
         retention_days={**NO_RETENTION, "1h": 2, "4h": 3.5},
     )
     r = rig(settings, store)
@@ -43,17 +46,22 @@ async def test_retention_deletes_exactly_the_old_candles_and_nobody_refetches_th
     four = await store.candles_in_range(BTC4H, start, end)
     cut_1h, cut_4h = cutoff_ms(now, 2 * DAY_MS, "1h"), cutoff_ms(now, round(3.5 * DAY_MS), "4h")
     assert start < cut_4h < cut_1h
-    await record_gaps(store, BTC1H, [(start + HOUR_MS, start + 2 * HOUR_MS),
-                                    (cut_1h + HOUR_MS, cut_1h + 2 * HOUR_MS)])
+    await record_gaps(
+        store,
+        BTC1H,
+        [(start + HOUR_MS, start + 2 * HOUR_MS), (cut_1h + HOUR_MS, cut_1h + 2 * HOUR_MS)],
+    )
 
     retention = RetentionService(settings, store, clock=lambda: now, batch_size=7)
     deleted = await retention.run_once()
     expected = rows_before(truth, cut_1h) + rows_before(four, cut_4h)
     assert deleted == expected > 0
     assert values(await store.candles_in_range(BTC1H, 0, end)) == values(
-        [c for c in truth if c.ts >= cut_1h])
+        [c for c in truth if c.ts >= cut_1h]
+    )
     assert [c.ts for c in await store.candles_in_range(BTC4H, 0, end)] == [
-        c.ts for c in four if c.ts >= cut_4h]
+        c.ts for c in four if c.ts >= cut_4h
+    ]
     assert [g.gap_start for g in await store.list_gaps()] == [cut_1h + HOUR_MS]
     assert await store.get_retention_horizon(BTC1H) == cut_1h
     assert f"Deleted {deleted} old candles" in messages(caplog.records)[-1]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from market_data.exchanges.bitfinex.wire import parse_pair_list
+from market_data.exchanges.bitfinex.pairs import parse_pair_list
 from market_data.models import canonical_symbol, exchange_pair_map
 from market_data.simulator import Market, Simulator, exchange_pairs
 from market_data.simulator.exchange import MAJOR_PAIRS, is_test_pair

@@ -132,7 +132,7 @@ async def test_maintenance_pauses_then_asks_to_resubscribe(
         # An update already in flight may arrive before the notice; none may arrive after it.
         notice = next(i for i, f in enumerate(frames) if isinstance(f, dict))
         assert frames[notice]["code"] == 20060
-        assert all(f == [chan, "hb"] for f in frames[notice + 1:])  # heartbeats go on
+        assert all(f == [chan, "hb"] for f in frames[notice + 1 :])  # heartbeats go on
         async with httpx.AsyncClient(base_url=sim.rest_url) as client:
             assert (await client.get(STATUS)).json() == [0]
         end = await recv(ws)
@@ -164,8 +164,9 @@ async def test_stall_silences_everything(simulator_factory: SimulatorFactory) ->
 
 
 async def test_lost_updates(simulator_factory: SimulatorFactory) -> None:
-    sim = await simulator_factory(pairs=(BUSY,), speed=30.0, faults=Faults(ws_loss_rate=1.0),
-                                  ws_heartbeat_seconds=0.2)
+    sim = await simulator_factory(
+        pairs=(BUSY,), speed=30.0, faults=Faults(ws_loss_rate=1.0), ws_heartbeat_seconds=0.2
+    )
     async with await open_ws(sim) as ws:
         chan, _ = await subscribe(ws, "trade:1m:tBTCUSD")
         frames = await frames_for(ws, 0.8)

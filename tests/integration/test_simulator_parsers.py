@@ -20,7 +20,8 @@ from market_data.exchanges.bitfinex.frames import (
     SubscribedEvent,
     parse_ws_message,
 )
-from market_data.exchanges.bitfinex.wire import parse_pair_list, parse_rest_candles
+from market_data.exchanges.bitfinex.pairs import parse_pair_list
+from market_data.exchanges.bitfinex.wire import parse_rest_candles
 from market_data.simulator import Simulator
 from tests.integration.test_simulator_ws import BUSY, frames_for, open_ws, recv
 from tests.plugins.sim import SimulatorFactory
@@ -41,7 +42,10 @@ def jsonl(name: str) -> list[Any]:
 async def test_rest_candles_parse_like_the_recorded_ones(simulator: Simulator) -> None:
     real = parse_rest_candles(
         (FIXTURES / "rest_candles_hist_tBTCUSD_1m_limit0_2025-08-10_bbgo.json").read_bytes(),
-        "BTCUSD", "1m", NOW_MS)
+        "BTCUSD",
+        "1m",
+        NOW_MS,
+    )
     async with httpx.AsyncClient(base_url=simulator.rest_url) as client:
         hist = await client.get("/v2/candles/trade:1m:tBTCUSD/hist")
         last = await client.get("/v2/candles/trade:1m:tBTCUSD/last")
@@ -57,7 +61,8 @@ async def test_rest_candles_parse_like_the_recorded_ones(simulator: Simulator) -
     assert single.raw_count == 1
     assert single.candles[0].ts == ours.candles[0].ts
     real_pairs = parse_pair_list(
-        (FIXTURES / "rest_conf_pub_list_pair_exchange_2021-04-17_cryptofeed.json").read_bytes())
+        (FIXTURES / "rest_conf_pub_list_pair_exchange_2021-04-17_cryptofeed.json").read_bytes()
+    )
     our_pairs = parse_pair_list(pairs.content)
     assert "AAVE:USD" in real_pairs
     assert "DOGE:USD" in our_pairs
@@ -71,9 +76,12 @@ async def test_rest_candles_parse_like_the_recorded_ones(simulator: Simulator) -
 
 def _recorded_ws_frames() -> list[Any]:
     frames = []
-    for name in ("ws_candles_docs_example.jsonl", "ws_candles_ccxt_pro_comment_examples.jsonl",
-                 "ws_error_frames_observed.jsonl",
-                 "ws_session_ticker_trades_book_2025-08-15_bbgo.jsonl"):
+    for name in (
+        "ws_candles_docs_example.jsonl",
+        "ws_candles_ccxt_pro_comment_examples.jsonl",
+        "ws_error_frames_observed.jsonl",
+        "ws_session_ticker_trades_book_2025-08-15_bbgo.jsonl",
+    ):
         for entry in jsonl(name):
             if isinstance(entry, dict) and "raw" in entry:
                 frames.append(entry["raw"])  # an envelope around the exact text frame
@@ -89,10 +97,12 @@ async def test_ws_frames_parse_like_the_recorded_ones(simulator_factory: Simulat
     sim = await simulator_factory(pairs=(BUSY,), speed=30.0, ws_heartbeat_seconds=0.2)
     raw_frames: list[str] = []
     async with await open_ws(sim) as ws:
-        await ws.send(json.dumps({"event": "subscribe", "channel": "candles",
-                                  "key": "trade:1m:tBTCUSD"}))
-        await ws.send(json.dumps({"event": "subscribe", "channel": "candles",
-                                  "key": "trade:1m:tBTCUSD"}))
+        await ws.send(
+            json.dumps({"event": "subscribe", "channel": "candles", "key": "trade:1m:tBTCUSD"})
+        )
+        await ws.send(
+            json.dumps({"event": "subscribe", "channel": "candles", "key": "trade:1m:tBTCUSD"})
+        )
         raw_frames = [json.dumps(f) for f in await frames_for(ws, 0.6)]
         await ws.send(json.dumps({"event": "conf", "flags": 65536 + 32768}))
         # Data frames already in flight may arrive before the ack: read up to the ack first.

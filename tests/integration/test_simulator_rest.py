@@ -91,8 +91,9 @@ async def test_timeframes_bitfinex_does_not_serve_are_refused(
     assert resp.json() == ["error", 10020, "time_frame: invalid"]
 
 
-@pytest.mark.parametrize("tf", ["5m", "15m", "30m", "1h", "3h", "6h", "12h", "1D", "1W", "14D",
-                                "1M"])
+@pytest.mark.parametrize(
+    "tf", ["5m", "15m", "30m", "1h", "3h", "6h", "12h", "1D", "1W", "14D", "1M"]
+)
 async def test_native_timeframes_are_served_aligned(simulator: Simulator, tf: str) -> None:
     rows = (await get(simulator, f"/v2/candles/trade:{tf}:tETHUSD/hist", limit=3)).json()
     assert len(rows) == 3

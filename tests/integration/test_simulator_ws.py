@@ -56,11 +56,24 @@ async def test_info_conf_subscribe_snapshot(simulator: Simulator) -> None:
     async with await open_ws(simulator) as ws:
         await ws.send(json.dumps({"event": "conf", "flags": 65536}))
         assert await recv(ws) == {"event": "conf", "status": "OK", "flags": 65536}
-        await ws.send(json.dumps({"event": "subscribe", "channel": "candles",
-                                  "key": "trade:1m:tBTCUSD", "subId": "s1"}))
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "subscribe",
+                    "channel": "candles",
+                    "key": "trade:1m:tBTCUSD",
+                    "subId": "s1",
+                }
+            )
+        )
         ack = await recv(ws)
-        assert ack == {"event": "subscribed", "channel": "candles", "chanId": ack["chanId"],
-                       "key": "trade:1m:tBTCUSD", "subId": "s1"}
+        assert ack == {
+            "event": "subscribed",
+            "channel": "candles",
+            "chanId": ack["chanId"],
+            "key": "trade:1m:tBTCUSD",
+            "subId": "s1",
+        }
         snapshot = await recv(ws)
         assert snapshot[0] == ack["chanId"]
         rows = snapshot[1]
@@ -75,8 +88,9 @@ async def test_info_conf_subscribe_snapshot(simulator: Simulator) -> None:
 
 
 async def test_updates_only_when_candle_changes(simulator_factory: SimulatorFactory) -> None:
-    sim = await simulator_factory(pairs=(BUSY,), speed=20.0, ws_resend_probability=0.0,
-                                  ws_snapshot_length=10)
+    sim = await simulator_factory(
+        pairs=(BUSY,), speed=20.0, ws_resend_probability=0.0, ws_snapshot_length=10
+    )
     async with await open_ws(sim) as ws:
         chan, snapshot = await subscribe(ws, "trade:1m:tBTCUSD")
         assert len(snapshot) == 10
@@ -93,14 +107,13 @@ async def test_updates_only_when_candle_changes(simulator_factory: SimulatorFact
 async def test_previous_candle_is_resent_after_rollover(
     simulator_factory: SimulatorFactory,
 ) -> None:
-    sim = await simulator_factory(pairs=(BUSY,), speed=60.0, ws_resend_probability=1.0,
-                                  ws_snapshot_length=1)
+    sim = await simulator_factory(
+        pairs=(BUSY,), speed=60.0, ws_resend_probability=1.0, ws_snapshot_length=1
+    )
     async with await open_ws(sim) as ws:
         chan, _ = await subscribe(ws, "trade:1m:tBTCUSD")
         updates = [f[1] for f in await frames_for(ws, 2.5) if f[0] == chan and f[1] != "hb"]
-    resent = [
-        (prev, row) for prev, row in itertools.pairwise(updates) if row[0] < prev[0]
-    ]
+    resent = [(prev, row) for prev, row in itertools.pairwise(updates) if row[0] < prev[0]]
     assert resent
     _, old = resent[0]
     truth = sim.market.candle_at("BTCUSD", "1m", old[0])
@@ -132,7 +145,7 @@ async def test_unsubscribe_and_ping(simulator: Simulator) -> None:
         assert pong["cid"] == 42
         assert isinstance(pong["ts"], int)
         assert {"event": "unsubscribed", "status": "OK", "chanId": chan} in events
-        after = seen[seen.index({"event": "unsubscribed", "status": "OK", "chanId": chan}) + 1:]
+        after = seen[seen.index({"event": "unsubscribed", "status": "OK", "chanId": chan}) + 1 :]
         assert after == []  # no more heartbeats on that channel
         await ws.send(json.dumps({"event": "unsubscribe", "chanId": chan}))
         error = await recv(ws)
@@ -164,16 +177,18 @@ async def test_duplicate_and_channel_limit(simulator_factory: SimulatorFactory) 
     sim = await simulator_factory(ws_channel_limit=2)
     async with await open_ws(sim) as ws:
         chan, _ = await subscribe(ws, "trade:1m:tBTCUSD")
-        await ws.send(json.dumps({"event": "subscribe", "channel": "candles",
-                                  "key": "trade:1m:tBTCUSD"}))
+        await ws.send(
+            json.dumps({"event": "subscribe", "channel": "candles", "key": "trade:1m:tBTCUSD"})
+        )
         dup = await recv(ws)
         assert dup["code"] == 10301
         assert dup["msg"] == "subscribe: dup"
         assert dup["chanId"] == chan
         assert dup["key"] == "trade:1m:tBTCUSD"
         await subscribe(ws, "trade:5m:tBTCUSD")
-        await ws.send(json.dumps({"event": "subscribe", "channel": "candles",
-                                  "key": "trade:15m:tBTCUSD"}))
+        await ws.send(
+            json.dumps({"event": "subscribe", "channel": "candles", "key": "trade:15m:tBTCUSD"})
+        )
         limit = await recv(ws)
         assert limit["code"] == 10305
         assert limit["msg"] == "subscribe: limit"

@@ -25,8 +25,15 @@ def candle(
     i: int, series: SeriesKey = BTC, price: float = 100.0, final: bool = True, step: int = M
 ) -> Candle:
     return Candle(
-        series.symbol, series.timeframe, T0 + i * step,
-        open=price, high=price + 2, low=price - 2, close=price + 1, volume=1.5, final=final,
+        series.symbol,
+        series.timeframe,
+        T0 + i * step,
+        open=price,
+        high=price + 2,
+        low=price - 2,
+        close=price + 1,
+        volume=1.5,
+        final=final,
     )
 
 
@@ -85,8 +92,10 @@ async def test_duplicate_keys_in_a_batch_last_wins(writer: SqlStore) -> None:
         candle(0, price=1, final=False),
         candle(0, price=2, final=False),
         candle(0, price=3, final=False),
-        candle(1, price=5), candle(1, price=6, final=False),  # a final is not displaced
-        candle(2, price=7, final=False), candle(2, price=8),
+        candle(1, price=5),
+        candle(1, price=6, final=False),  # a final is not displaced
+        candle(2, price=7, final=False),
+        candle(2, price=8),
     ]
     result = await writer.upsert_candles(batch)
     assert result.written == 3
@@ -116,9 +125,11 @@ async def test_invalid_rows_are_rejected_quarantined_and_the_rest_land(writer: S
     assert await writer.candles_in_range(BTC, T0, T0 + 20 * M) == good
     assert await count_rows(writer, rejected_candles) == len(bad)
     async with writer.engine.connect() as conn:
-        rows = (await conn.execute(
-            sa.select(rejected_candles).order_by(rejected_candles.c.id)
-        )).mappings().all()
+        rows = (
+            (await conn.execute(sa.select(rejected_candles).order_by(rejected_candles.c.id)))
+            .mappings()
+            .all()
+        )
     assert [r["ts"] for r in rows] == [c.ts for c in bad]
     assert rows[1]["symbol"] == "BTCUSD"
     assert "below low" in rows[1]["reason"]
@@ -143,10 +154,18 @@ async def test_only_invalid_rows_write_nothing(store: SqlStore) -> None:
         # identical final: nothing to do
         (candle(0, price=1), candle(0, price=1), 0, candle(0, price=1)),
         # a non-final row is updated while it changes
-        (candle(0, price=1, final=False), candle(0, price=2, final=False), 1,
-         candle(0, price=2, final=False)),
-        (candle(0, price=1, final=False), candle(0, price=1, final=False), 0,
-         candle(0, price=1, final=False)),
+        (
+            candle(0, price=1, final=False),
+            candle(0, price=2, final=False),
+            1,
+            candle(0, price=2, final=False),
+        ),
+        (
+            candle(0, price=1, final=False),
+            candle(0, price=1, final=False),
+            0,
+            candle(0, price=1, final=False),
+        ),
         # and becomes final even with the same values
         (candle(0, price=1, final=False), candle(0, price=1), 1, candle(0, price=1)),
     ],
@@ -186,7 +205,9 @@ async def test_candles_in_range_bounds_and_limit(store: SqlStore) -> None:
 async def test_open_times_in_range(store: SqlStore) -> None:
     await store.upsert_candles([candle(i) for i in (0, 1, 2, 5, 8)])
     assert await store.open_times_in_range(BTC, T0 + M, T0 + 8 * M) == [
-        T0 + M, T0 + 2 * M, T0 + 5 * M,
+        T0 + M,
+        T0 + 2 * M,
+        T0 + 5 * M,
     ]
     assert await store.open_times_in_range(BTC, T0 + 9 * M, T0 + 20 * M) == []
 
@@ -202,9 +223,7 @@ async def test_find_missing_ranges_exact_bounds(store: SqlStore) -> None:
     everything = await holes(store, BTC, T0, T0 + 10 * M, M)
     assert everything == [(T0 + 3 * M, T0 + 5 * M), (T0 + 7 * M, T0 + 9 * M)]
     # both window ends are inclusive; holes at the window's edges are not reported
-    assert await holes(store, BTC, T0 + 2 * M, T0 + 5 * M, M) == [
-        (T0 + 3 * M, T0 + 5 * M)
-    ]
+    assert await holes(store, BTC, T0 + 2 * M, T0 + 5 * M, M) == [(T0 + 3 * M, T0 + 5 * M)]
     assert await holes(store, BTC, T0 + 3 * M, T0 + 8 * M, M) == []
     assert await holes(store, BTC, T0 + 6 * M, T0 + 9 * M - 1, M) == []
     assert await holes(store, ETH, T0, T0 + 10 * H, H) == []
@@ -224,7 +243,10 @@ async def test_delete_candles_before_in_batches_keeps_stats(store: SqlStore) -> 
     stats = {(s.symbol, s.timeframe): s for s in await store.series_stats()}
     gone = stats[("BTCUSD", "1m")]
     assert (gone.candle_count, gone.first_ts, gone.last_ts, gone.last_final_ts) == (
-        0, None, None, None
+        0,
+        None,
+        None,
+        None,
     )
     assert stats[("ETHUSD", "1h")].candle_count == 3
 

@@ -110,10 +110,17 @@ def test_translation_of_driver_errors() -> None:
 
     broken = translate(
         asyncpg.exceptions.InternalClientError(
-            "cannot switch to state 12; another operation (2) is in progress"), "h:1/d")
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
+        "h:1/d",
+    )
     assert isinstance(broken, StorageUnavailable)
-    busy = translate(asyncpg.exceptions.InterfaceError(
-        "cannot perform operation: another operation is in progress"), "h:1/d")
+    busy = translate(
+        asyncpg.exceptions.InterfaceError(
+            "cannot perform operation: another operation is in progress"
+        ),
+        "h:1/d",
+    )
     assert isinstance(busy, StorageUnavailable)
 
 

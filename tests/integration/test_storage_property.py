@@ -20,9 +20,13 @@ T0 = 1_699_999_200_000
 SYMBOLS = ("AAA", "BBB")
 
 candle_st = st.builds(
-    lambda sym, i, price, final: Candle(sym, "1m", T0 + i * M, price, price + 1, price - 1,
-                                        price, 1.0, final),
-    st.sampled_from(SYMBOLS), st.integers(0, 40), st.sampled_from([1.0, 2.0]), st.booleans(),
+    lambda sym, i, price, final: Candle(
+        sym, "1m", T0 + i * M, price, price + 1, price - 1, price, 1.0, final
+    ),
+    st.sampled_from(SYMBOLS),
+    st.integers(0, 40),
+    st.sampled_from([1.0, 2.0]),
+    st.booleans(),
 )
 upsert_st = st.tuples(st.just("upsert"), st.lists(candle_st, max_size=30))
 delete_st = st.tuples(

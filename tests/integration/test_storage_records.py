@@ -103,7 +103,8 @@ async def test_create_gaps_skips_recorded_ranges(clocked: tuple[SqlStore, Clock]
     store, _ = clocked
     created = await record_gaps(store, BTC, [(T0 + 5 * H, T0 + 8 * H), (T0, T0 + 2 * H)])
     assert [(g.gap_start, g.gap_end) for g in created] == [
-        (T0, T0 + 2 * H), (T0 + 5 * H, T0 + 8 * H),
+        (T0, T0 + 2 * H),
+        (T0 + 5 * H, T0 + 8 * H),
     ]
     gap = created[0]
     assert (gap.status, gap.attempts, gap.repaired_at) == ("open", 0, None)
@@ -111,8 +112,8 @@ async def test_create_gaps_skips_recorded_ranges(clocked: tuple[SqlStore, Clock]
     assert gap.series == BTC
     # open or closed, a recorded start is never recorded twice; other series are separate
     await store.close_gap(created[1].id, "repaired", 3, T0 + 100 * H)
-    again = await record_gaps(store,
-        BTC, [(T0, T0 + 2 * H), (T0 + 5 * H, T0 + 9 * H), (T0 + 20 * H, T0 + 21 * H)]
+    again = await record_gaps(
+        store, BTC, [(T0, T0 + 2 * H), (T0 + 5 * H, T0 + 9 * H), (T0 + 20 * H, T0 + 21 * H)]
     )
     assert [(g.gap_start, g.gap_end) for g in again] == [(T0 + 20 * H, T0 + 21 * H)]
     assert len(await record_gaps(store, ETH, [(T0, T0 + 2 * H)])) == 1
@@ -135,7 +136,9 @@ async def test_list_gaps_filters_and_order(clocked: tuple[SqlStore, Clock]) -> N
     assert [g.id for g in everything] == [btc[3].id, btc[2].id, eth[0].id, btc[1].id, btc[0].id]
     assert [g.id for g in await store.list_gaps(repaired=True)] == [btc[1].id, btc[0].id]
     assert [g.id for g in await store.list_gaps(repaired=False)] == [
-        btc[3].id, btc[2].id, eth[0].id,
+        btc[3].id,
+        btc[2].id,
+        eth[0].id,
     ]
     assert [g.id for g in await store.list_gaps(status="failed")] == [btc[2].id]
     assert [g.id for g in await store.list_gaps(symbol="ETHUSD")] == [eth[0].id]
@@ -148,7 +151,9 @@ async def test_list_gaps_filters_and_order(clocked: tuple[SqlStore, Clock]) -> N
 
     repaired = next(g for g in everything if g.id == btc[0].id)
     assert (repaired.status, repaired.candles_repaired, repaired.repaired_at) == (
-        "repaired", 2, T0 + 99 * H,
+        "repaired",
+        2,
+        T0 + 99 * H,
     )
     assert next(g for g in everything if g.id == btc[1].id).status == GapStatus.EMPTY
 
@@ -173,14 +178,15 @@ async def test_gap_failures_and_counts(store: SqlStore) -> None:
 
 
 async def test_delete_gaps_and_empty_ranges_before(store: SqlStore) -> None:
-    await record_gaps(store,
-        BTC, [(T0, T0 + H), (T0 + 5 * H, T0 + 7 * H), (T0 + 9 * H, T0 + 10 * H)]
+    await record_gaps(
+        store, BTC, [(T0, T0 + H), (T0 + 5 * H, T0 + 7 * H), (T0 + 9 * H, T0 + 10 * H)]
     )
     await record_gaps(store, ETH, [(T0, T0 + H)])
     await store.add_empty_ranges(BTC, [(T0, T0 + H), (T0 + 6 * H, T0 + 8 * H)])
     assert await store.delete_gaps_before(BTC, T0 + 7 * H) == 2
     assert [(g.gap_start, g.symbol) for g in await store.list_gaps()] == [
-        (T0 + 9 * H, "BTCUSD"), (T0, "ETHUSD"),
+        (T0 + 9 * H, "BTCUSD"),
+        (T0, "ETHUSD"),
     ]
     assert await store.empty_ranges(BTC, 0, T0 + 100 * H) == [(T0 + 6 * H, T0 + 8 * H)]
 
@@ -191,12 +197,14 @@ async def test_empty_ranges(store: SqlStore) -> None:
     await store.add_empty_ranges(BTC, [(T0 + 2 * H, T0 + 5 * H), (T0 + 2 * H, T0 + 3 * H)])
     await store.add_empty_ranges(ETH, [(T0, T0 + H), (T0 + H, T0 + H)])
     assert await store.empty_ranges(BTC, T0, T0 + 10 * H) == [
-        (T0 + 2 * H, T0 + 5 * H), (T0 + 6 * H, T0 + 7 * H),
+        (T0 + 2 * H, T0 + 5 * H),
+        (T0 + 6 * H, T0 + 7 * H),
     ]
     # overlap with [start, end): touching ends do not count
     assert await store.empty_ranges(BTC, T0 + 5 * H, T0 + 6 * H) == []
     assert await store.empty_ranges(BTC, T0 + 4 * H, T0 + 6 * H + 1) == [
-        (T0 + 2 * H, T0 + 5 * H), (T0 + 6 * H, T0 + 7 * H),
+        (T0 + 2 * H, T0 + 5 * H),
+        (T0 + 6 * H, T0 + 7 * H),
     ]
     assert await store.empty_ranges(ETH, T0, T0 + 10 * H) == [(T0, T0 + H)]
 

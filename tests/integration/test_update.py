@@ -13,8 +13,13 @@ from tests.integration.gap_support import candles_requests, make_settings, rig, 
 async def test_update_writes_the_latest_candles_and_records_a_job(
     store: SqlStore, database_url: str, simulator: Simulator
 ) -> None:
-    settings = make_settings(database_url, simulator.rest_url, bitfinex_symbols="BTCUSD,ETHUSD",
-                             bitfinex_timeframes="1h,4h", rest_update_enabled=True)
+    settings = make_settings(
+        database_url,
+        simulator.rest_url,
+        bitfinex_symbols="BTCUSD,ETHUSD",
+        bitfinex_timeframes="1h,4h",
+        rest_update_enabled=True,
+    )
     r = rig(settings, store)
     update = UpdateService(settings, store, r.exchange, r.sink)
     before = candles_requests(simulator)
@@ -30,7 +35,8 @@ async def test_update_writes_the_latest_candles_and_records_a_job(
         closed = [c for c in stored if c.ts < open_period]
         assert all(c.final for c in closed)
         assert values(closed) == values(
-            simulator.market.truth(symbol, "1h", closed[0].ts, open_period))
+            simulator.market.truth(symbol, "1h", closed[0].ts, open_period)
+        )
         if stored[-1].ts == open_period:  # a trade happened already in this hour
             assert not stored[-1].final
         assert await store.candles_in_range(SeriesKey(symbol, "4h"), 0, now + HOUR_MS)
@@ -54,7 +60,8 @@ async def test_an_unlisted_symbol_is_skipped_and_the_rest_updated(
     assert await update.run_once() >= 9
     assert await store.series_stats()
     assert not await store.candles_in_range(
-        SeriesKey("NOPEUSD", "1h"), 0, simulator.market.now_ms())
+        SeriesKey("NOPEUSD", "1h"), 0, simulator.market.now_ms()
+    )
     job = (await store.list_jobs(job_type="update", limit=1))[0]
     assert job.status == "success"
     await r.close()

@@ -67,7 +67,11 @@ async def ingesting(
     async with BitfinexRest(sim.rest_url, limiter, clock_ms=sim.market.now_ms) as rest:
         exchange = BitfinexExchange(rest, sim.ws_url)
         ingestion = WsIngestion(
-            settings, store, exchange, CandleSink(store, settings), clock_ms=sim.market.now_ms,
+            settings,
+            store,
+            exchange,
+            CandleSink(store, settings),
+            clock_ms=sim.market.now_ms,
             **options,
         )
         stop = asyncio.Event()
@@ -82,14 +86,11 @@ async def ingesting(
 
 async def duplicate_keys(store: SqlStore) -> int:
     c = candles.c
-    stmt = (
-        sa.select(sa.func.count())
-        .select_from(
-            sa.select(c.symbol, c.timeframe, c.ts)
-            .group_by(c.symbol, c.timeframe, c.ts)
-            .having(sa.func.count() > 1)
-            .subquery()
-        )
+    stmt = sa.select(sa.func.count()).select_from(
+        sa.select(c.symbol, c.timeframe, c.ts)
+        .group_by(c.symbol, c.timeframe, c.ts)
+        .having(sa.func.count() > 1)
+        .subquery()
     )
     async with store.engine.connect() as conn:
         return int((await conn.execute(stmt)).scalar_one())
@@ -115,7 +116,10 @@ async def test_ten_series_on_shards_of_three(
     sim = await simulator_factory()
     symbols = ["BTCUSD", "ETHUSD", "SOLUSD", "DOGE:USD", "ZRXUSD"]
     settings = ws_settings(
-        sim, database_url, bitfinex_symbols=symbols, bitfinex_timeframes=["1m", "5m"],
+        sim,
+        database_url,
+        bitfinex_symbols=symbols,
+        bitfinex_timeframes=["1m", "5m"],
         ws_max_subscriptions_per_connection=3,
     )
     series = settings.native_series()
@@ -194,8 +198,12 @@ async def test_open_candle_is_stored_open_then_final_and_corrections_apply(
 async def database_outage(database_url: str, ingestion: WsIngestion) -> AsyncIterator[None]:
     """A real outage: PostgreSQL refuses connections; SQLite is locked by another writer."""
     if database_url.startswith("sqlite"):
-        lock = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None,
-                               timeout=10, check_same_thread=False)
+        lock = sqlite3.connect(
+            database_url.removeprefix("sqlite:///"),
+            isolation_level=None,
+            timeout=10,
+            check_same_thread=False,
+        )
         await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
         try:
             await wait_until(lambda: ingestion.state.db_outage, "the writer to see the outage", 20)
@@ -239,8 +247,13 @@ async def test_every_closed_candle_survives_every_fault(
     simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
 ) -> None:
     faults = Faults(
-        ws_drop_after=60, ws_restart_every=13, ws_maintenance_every=19,
-        ws_maintenance_duration=3, ws_stall_every=11, ws_stall_duration=4, ws_loss_rate=0.1,
+        ws_drop_after=60,
+        ws_restart_every=13,
+        ws_maintenance_every=19,
+        ws_maintenance_duration=3,
+        ws_stall_every=11,
+        ws_stall_duration=4,
+        ws_loss_rate=0.1,
     )
     pairs = (
         PairSpec("BTCUSD", 60_000.0, trade_probability=0.95, trades_per_minute=30.0),
@@ -251,7 +264,10 @@ async def test_every_closed_candle_survives_every_fault(
     sim = await simulator_factory(speed=12.0, faults=faults, pairs=pairs)
     symbols = ["BTCUSD", "ETHUSD", "SOLUSD", "DOGE:USD"]
     settings = ws_settings(
-        sim, database_url, bitfinex_symbols=symbols, ws_max_subscriptions_per_connection=2,
+        sim,
+        database_url,
+        bitfinex_symbols=symbols,
+        ws_max_subscriptions_per_connection=2,
     )
     series = settings.native_series()
     start = sim.market.now_ms()
@@ -306,7 +322,8 @@ async def test_lost_last_updates_are_corrected_from_rest(
     async with ingesting(sim, store, settings) as ingestion:
         await wait_until(
             lambda: sim.market.now_ms() >= align(start, "1m") + 3 * MINUTE_MS,
-            "three minutes of market time", 40,
+            "three minutes of market time",
+            40,
         )
         end = align(sim.market.now_ms(), "1m")
 

@@ -51,8 +51,12 @@ async def running_pool(
         frames.setdefault(frame.series, []).append(frame)
 
     options = WsOptions(
-        url=sim.ws_url, clock_ms=sim.market.now_ms, max_per_connection=max_per_connection,
-        heartbeat_timeout=2.0, backoff_initial=0.1, backoff_max=1.0,
+        url=sim.ws_url,
+        clock_ms=sim.market.now_ms,
+        max_per_connection=max_per_connection,
+        heartbeat_timeout=2.0,
+        backoff_initial=0.1,
+        backoff_max=1.0,
     )
     pool = ShardPool(options, subs, deliver, lambda _shard, series: ready.extend(series))
     stop = asyncio.Event()

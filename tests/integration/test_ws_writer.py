@@ -28,8 +28,9 @@ FLUSH_SECONDS = 0.05
 
 
 def candle(ts: int, close: float, volume: float = 1.0) -> Candle:
-    return Candle("BTCUSD", "1m", ts, 100.0, max(100.0, close), min(100.0, close), close, volume,
-                  final=False)
+    return Candle(
+        "BTCUSD", "1m", ts, 100.0, max(100.0, close), min(100.0, close), close, volume, final=False
+    )
 
 
 def frame(clock: VirtualClock, *candles: Candle, snapshot: bool = False) -> CandleFrame:
@@ -37,7 +38,9 @@ def frame(clock: VirtualClock, *candles: Candle, snapshot: bool = False) -> Cand
 
 
 async def put(
-    queue: asyncio.Queue[QueueItem], clock: VirtualClock, item: CandleFrame,
+    queue: asyncio.Queue[QueueItem],
+    clock: VirtualClock,
+    item: CandleFrame,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> None:
     """Queue a frame and let its flush deadline pass."""
@@ -51,14 +54,22 @@ async def advance_to(clock: VirtualClock, ms: int) -> None:
 
 @asynccontextmanager
 async def running_writer(
-    store: SqlStore, clock: VirtualClock, batch_size: int = 200,
+    store: SqlStore,
+    clock: VirtualClock,
+    batch_size: int = 200,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> AsyncIterator[tuple[asyncio.Queue[QueueItem], CandleWriter]]:
     settings = Settings(database_url="sqlite:///unused.db", bitfinex_timeframes=["1m"])
     queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=100)
     writer = CandleWriter(
-        CandleSink(store, settings), queue, batch_size=batch_size, flush_seconds=flush_seconds,
-        grace_ms=GRACE_MS, clock=clock, backoff_initial=0.05, backoff_max=0.2,
+        CandleSink(store, settings),
+        queue,
+        batch_size=batch_size,
+        flush_seconds=flush_seconds,
+        grace_ms=GRACE_MS,
+        clock=clock,
+        backoff_initial=0.05,
+        backoff_max=0.2,
     )
     task = asyncio.create_task(writer.run())
     try:
@@ -120,8 +131,11 @@ async def test_open_candle_becomes_final_on_rollover_and_corrections_stay_final(
         assert writer.stats.corrections == 1
 
         # A snapshot after a reconnect carries the same history: nothing goes back to open.
-        await put(queue, clock, frame(clock, candle(T0, 99.5, 2.5), candle(T0 + 60_000, 103.5),
-                                      snapshot=True))
+        await put(
+            queue,
+            clock,
+            frame(clock, candle(T0, 99.5, 2.5), candle(T0 + 60_000, 103.5), snapshot=True),
+        )
 
         async def snapshot_applied() -> bool:
             row = await stored(store, T0 + 60_000)
@@ -156,6 +170,7 @@ async def test_timer_finalizes_an_ended_period_without_new_trades(store: SqlStor
 
         await clock.advance(FLUSH_SECONDS)  # the next tick is past the grace: final
         await clock.advance(FLUSH_SECONDS)  # and the final row's flush deadline
+
         async def finalized() -> bool:
             row = await stored(store, T0)
             return row is not None and row.final and row.close == 101.0

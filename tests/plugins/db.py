@@ -265,11 +265,16 @@ async def counted_stats(store: SqlStore) -> Stats:
     last_final)} for every series that has candles."""
     c = candles.c
     stmt = sa.select(
-        c.symbol, c.timeframe, sa.func.count(), sa.func.min(c.ts), sa.func.max(c.ts),
+        c.symbol,
+        c.timeframe,
+        sa.func.count(),
+        sa.func.min(c.ts),
+        sa.func.max(c.ts),
         sa.func.max(sa.case((c.final, c.ts))),
     ).group_by(c.symbol, c.timeframe)
     async with store.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
+
     def ms(value: Any) -> int | None:
         if value is None:
             return None

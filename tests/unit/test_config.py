@@ -324,9 +324,15 @@ def test_allowed_hosts_default_to_the_loopback_names_and_api_host() -> None:
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("a b", "not a host name"), ("md.example.com:443", "without a port"),
-     ("[::1]:8100", "without a port"), ("http://md.example.com", "not a host name"),
-     ("*example.com", "*.domain"), ("-bad.example", "not a host name"), ("x" * 300, "host name")],
+    [
+        ("a b", "not a host name"),
+        ("md.example.com:443", "without a port"),
+        ("[::1]:8100", "without a port"),
+        ("http://md.example.com", "not a host name"),
+        ("*example.com", "*.domain"),
+        ("-bad.example", "not a host name"),
+        ("x" * 300, "host name"),
+    ],
 )
 def test_bad_allowed_hosts_are_named(value: str, fragment: str) -> None:
     error = config_error(API_ALLOWED_HOSTS=value)

@@ -14,8 +14,17 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, aligned to 8h
 LATER = T0 + 100 * 24 * HOUR_MS
 
 
-def hour(i: int, *, o: float = 10, h: float = 12, lo: float = 9, c: float = 11, v: float = 1,
-         final: bool = True, symbol: str = "BTCUSD") -> Candle:
+def hour(
+    i: int,
+    *,
+    o: float = 10,
+    h: float = 12,
+    lo: float = 9,
+    c: float = 11,
+    v: float = 1,
+    final: bool = True,
+    symbol: str = "BTCUSD",
+) -> Candle:
     return Candle(symbol, "1h", T0 + i * HOUR_MS, o, h, lo, c, v, final)
 
 
@@ -43,7 +52,9 @@ def test_periods_align_to_utc_and_empty_periods_yield_nothing() -> None:
     assert result[0].volume == 2
     assert [c.ts for c in aggregate(source, "8h", now_ms=LATER)] == [T0, T0 + 8 * HOUR_MS]
     assert [c.ts for c in aggregate(source, "2h", now_ms=LATER)] == [
-        T0, T0 + 2 * HOUR_MS, T0 + 12 * HOUR_MS,
+        T0,
+        T0 + 2 * HOUR_MS,
+        T0 + 12 * HOUR_MS,
     ]
 
 

@@ -118,6 +118,11 @@ def test_same_values_ignores_finality_and_compares_numbers() -> None:
 
 def test_job_enums_match_the_contract() -> None:
     assert {t.value for t in JobType} == {
-        "backfill", "gap_detection", "gap_repair", "update", "cleanup", "ws_catchup",
+        "backfill",
+        "gap_detection",
+        "gap_repair",
+        "update",
+        "cleanup",
+        "ws_catchup",
     }
     assert {s.value for s in JobStatus} == {"running", "success", "failed", "cancelled"}

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from market_data.errors import MarketDataError, PayloadError
 from market_data.exchanges.bitfinex.frames import parse_ws_message
+from market_data.exchanges.bitfinex.pairs import parse_pair_list
 from market_data.exchanges.bitfinex.wire import (
     CLOCK_SKEW_MS,
     classify_http_error,
     is_error_body,
     parse_candle_key,
     parse_candle_row,
-    parse_pair_list,
     parse_rest_candles,
 )
 from market_data.timeframes import align, next_open
@@ -37,8 +37,9 @@ numbers = st.one_of(
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20))
 json_values = st.recursive(
     scalars,
-    lambda children: st.one_of(st.lists(children, max_size=8),
-                               st.dictionaries(st.text(max_size=8), children, max_size=5)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=8), st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=40,
 )
 timeframes = st.sampled_from(["1m", "5m", "1h", "3h", "1d", "1w", "14d", "1M"])
@@ -60,12 +61,25 @@ hostile_texts = st.one_of(
     json_values.map(_text),
     st.integers(1, 200_000).map(deep),
     st.integers(1, 200_000).map(lambda n: deep(n, "{")),
-    st.sampled_from([
-        "<!DOCTYPE html><html><head><title>502</title></head><body>Bad Gateway</body></html>",
-        "NaN", "Infinity", "-Infinity", "[NaN]", "[[1,NaN,1,1,1,1]]", '["error"]',
-        '["error",{},[]]', '{"error":null}', "1" * 5000, "[" + "1" * 5000 + "]",
-        '[7,"hb"', "\ufeff[]", "[1e999]", "[[1e999,1,1,1,1,1]]",
-    ]),
+    st.sampled_from(
+        [
+            "<!DOCTYPE html><html><head><title>502</title></head><body>Bad Gateway</body></html>",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "[NaN]",
+            "[[1,NaN,1,1,1,1]]",
+            '["error"]',
+            '["error",{},[]]',
+            '{"error":null}',
+            "1" * 5000,
+            "[" + "1" * 5000 + "]",
+            '[7,"hb"',
+            "\ufeff[]",
+            "[1e999]",
+            "[[1e999,1,1,1,1,1]]",
+        ]
+    ),
     st.tuples(json_values.map(_text), st.integers(0, 400)).map(lambda t: t[0][: t[1]]),
 )
 hostile_bytes = st.one_of(st.binary(max_size=300), hostile_texts.map(str.encode))
@@ -107,8 +121,9 @@ def test_pair_lists_only_raise_payload_errors(body: Any) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.text(max_size=60), json_values,
-                 st.text(max_size=20).map(lambda s: f"trade:{s}")))
+@given(
+    st.one_of(st.text(max_size=60), json_values, st.text(max_size=20).map(lambda s: f"trade:{s}"))
+)
 def test_candle_keys_only_raise_payload_errors(key: Any) -> None:
     try:
         pair, tf = parse_candle_key(key)
@@ -152,11 +167,15 @@ plausible_numbers = st.one_of(
 @st.composite
 def plausible_rows(draw: st.DrawFn) -> tuple[str, list[Any]]:
     tf = draw(timeframes)
-    ts = draw(st.one_of(
-        _aligned_times(tf),
-        st.integers(0, NOW + 10**9),  # misaligned or in the future, mostly
-        st.sampled_from([NOW, align(NOW, tf), next_open(NOW, tf), -60_000, float(align(NOW, tf))]),
-    ))
+    ts = draw(
+        st.one_of(
+            _aligned_times(tf),
+            st.integers(0, NOW + 10**9),  # misaligned or in the future, mostly
+            st.sampled_from(
+                [NOW, align(NOW, tf), next_open(NOW, tf), -60_000, float(align(NOW, tf))]
+            ),
+        )
+    )
     values = [draw(plausible_numbers) for _ in range(5)]
     return tf, [ts, *values]
 
@@ -172,9 +191,14 @@ def _valid(tf: str, row: list[Any]) -> bool:
     if any(isinstance(v, int) and abs(v) > 10**300 for v in values):
         return False
     open_, close, high, low, volume = (float(v) for v in values)
-    return (all(math.isfinite(v) for v in (open_, close, high, low, volume))
-            and 0 <= ts <= NOW + CLOCK_SKEW_MS and align(ts, tf) == ts
-            and min(open_, close, high, low) > 0 and volume >= 0 and high >= low)
+    return (
+        all(math.isfinite(v) for v in (open_, close, high, low, volume))
+        and 0 <= ts <= NOW + CLOCK_SKEW_MS
+        and align(ts, tf) == ts
+        and min(open_, close, high, low) > 0
+        and volume >= 0
+        and high >= low
+    )
 
 
 @settings(max_examples=400, deadline=None)
@@ -189,7 +213,9 @@ def test_plausible_rows_are_accepted_exactly_when_valid(case: tuple[str, list[An
     assert _valid(tf, row), f"invalid row accepted: {row}"
     # Field order: [MTS, OPEN, CLOSE, HIGH, LOW, VOLUME].
     assert (candle.ts, candle.open, candle.close, candle.high, candle.low, candle.volume) == (
-        int(row[0]), *(float(v) for v in row[1:]))
+        int(row[0]),
+        *(float(v) for v in row[1:]),
+    )
     assert candle.final == (next_open(candle.ts, tf) <= NOW)
     assert candle.problem() is None
 
@@ -197,10 +223,14 @@ def test_plausible_rows_are_accepted_exactly_when_valid(case: tuple[str, list[An
 @settings(max_examples=100, deadline=None)
 @given(st.lists(plausible_rows(), min_size=1, max_size=30))
 def test_a_page_keeps_every_valid_row_and_refuses_the_rest(
-        cases: list[tuple[str, list[Any]]]) -> None:
+    cases: list[tuple[str, list[Any]]],
+) -> None:
     rows = [row for _, row in cases]
-    body = json.dumps(rows, allow_nan=True) if not any(
-        isinstance(v, int) and abs(v) > 10**300 for r in rows for v in r) else rows
+    body = (
+        json.dumps(rows, allow_nan=True)
+        if not any(isinstance(v, int) and abs(v) > 10**300 for r in rows for v in r)
+        else rows
+    )
     tf = cases[0][0]  # the page's timeframe; other rows' times may be misaligned for it
     page = parse_rest_candles(body, "BTCUSD", tf, NOW)
     assert page.raw_count == len(rows)
@@ -216,7 +246,8 @@ def test_deep_nesting_inside_a_row_is_refused(depth: int) -> None:
     nested: Any = 1
     for _ in range(depth):
         nested = [nested]
-    page = parse_rest_candles([[NOW - 60_000, nested, 1, 1, 1, 1], [NOW - 60_000, 1, 1, 1, 1, 1]],
-                              "BTCUSD", "1m", NOW)
+    page = parse_rest_candles(
+        [[NOW - 60_000, nested, 1, 1, 1, 1], [NOW - 60_000, 1, 1, 1, 1, 1]], "BTCUSD", "1m", NOW
+    )
     assert len(page.candles) == 1
     assert page.rejected_count == 1

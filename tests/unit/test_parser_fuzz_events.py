@@ -33,13 +33,33 @@ EXAMPLES = 300
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 garbage = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-    st.text(max_size=30), st.lists(st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
     st.sampled_from([20051, 20060, 20061, 10300, 10301, 10305, 11010, "20051", 1e400, -1]),
 )
-FIELDS = ("event", "code", "msg", "version", "platform", "chanId", "channel", "key", "subId",
-          "status", "flags", "cid", "ts", "serverId", "pair", "symbol")
+FIELDS = (
+    "event",
+    "code",
+    "msg",
+    "version",
+    "platform",
+    "chanId",
+    "channel",
+    "key",
+    "subId",
+    "status",
+    "flags",
+    "cid",
+    "ts",
+    "serverId",
+    "pair",
+    "symbol",
+)
 EVENTS = ("info", "error", "subscribed", "unsubscribed", "conf", "pong", "auth", "hb", "")
 
 
@@ -60,13 +80,26 @@ frames = st.one_of(
 )
 
 _TYPES: dict[type, dict[str, tuple[type, ...]]] = {
-    InfoEvent: {"version": (int, type(None)), "code": (int, type(None)), "msg": (str,),
-                "platform_status": (int, type(None))},
-    ErrorEvent: {"code": (int, type(None)), "msg": (str,), "chan_id": (int, type(None)),
-                 "key": (str, type(None)), "channel": (str, type(None)),
-                 "sub_id": (str, type(None))},
-    SubscribedEvent: {"chan_id": (int,), "channel": (str,), "key": (str, type(None)),
-                      "sub_id": (str, type(None))},
+    InfoEvent: {
+        "version": (int, type(None)),
+        "code": (int, type(None)),
+        "msg": (str,),
+        "platform_status": (int, type(None)),
+    },
+    ErrorEvent: {
+        "code": (int, type(None)),
+        "msg": (str,),
+        "chan_id": (int, type(None)),
+        "key": (str, type(None)),
+        "channel": (str, type(None)),
+        "sub_id": (str, type(None)),
+    },
+    SubscribedEvent: {
+        "chan_id": (int,),
+        "channel": (str,),
+        "key": (str, type(None)),
+        "sub_id": (str, type(None)),
+    },
     UnsubscribedEvent: {"chan_id": (int,), "status": (str,)},
     ConfAck: {"status": (str,), "flags": (int,)},
     PongEvent: {"cid": (int, type(None)), "ts": (int, type(None))},
@@ -88,9 +121,21 @@ def _parse_all_forms(message: Any) -> None:
             parsed = parse_ws_message(form)
         except PayloadError:
             continue
-        assert isinstance(parsed, (InfoEvent, ErrorEvent, SubscribedEvent, UnsubscribedEvent,
-                                   ConfAck, PongEvent, Heartbeat, CandleSnapshot, CandleUpdate,
-                                   UnknownFrame)), parsed
+        assert isinstance(
+            parsed,
+            (
+                InfoEvent,
+                ErrorEvent,
+                SubscribedEvent,
+                UnsubscribedEvent,
+                ConfAck,
+                PongEvent,
+                Heartbeat,
+                CandleSnapshot,
+                CandleUpdate,
+                UnknownFrame,
+            ),
+        ), parsed
         _check_types(parsed)
 
 

@@ -50,18 +50,27 @@ async def clock() -> AsyncIterator[VirtualClock]:
     runner.cancel()
 
 
-def make(clock: VirtualClock, *, delay: float = 6.0, max_retries: int = 10,
-         initial: float = 2.0, min_backoff: float = 60.0, max_backoff: float = 120.0
-         ) -> RateLimiter:
-    return RateLimiter(delay, max_retries, initial, min_backoff, max_backoff,
-                       now=clock.now, sleep=clock.sleep)
+def make(
+    clock: VirtualClock,
+    *,
+    delay: float = 6.0,
+    max_retries: int = 10,
+    initial: float = 2.0,
+    min_backoff: float = 60.0,
+    max_backoff: float = 120.0,
+) -> RateLimiter:
+    return RateLimiter(
+        delay, max_retries, initial, min_backoff, max_backoff, now=clock.now, sleep=clock.sleep
+    )
 
 
-def recorder(clock: VirtualClock, log: list[tuple[str, float]], name: str,
-             result: object = None) -> Callable[[], Awaitable[object]]:
+def recorder(
+    clock: VirtualClock, log: list[tuple[str, float]], name: str, result: object = None
+) -> Callable[[], Awaitable[object]]:
     async def fn() -> object:
         log.append((name, clock.now()))
         return result
+
     return fn
 
 
@@ -69,7 +78,8 @@ async def test_spacing_between_request_starts(clock: VirtualClock) -> None:
     limiter = make(clock, delay=6.0)
     starts: list[tuple[str, float]] = []
     results = await asyncio.gather(
-        *(limiter.call(recorder(clock, starts, f"r{i}", i)) for i in range(5)))
+        *(limiter.call(recorder(clock, starts, f"r{i}", i)) for i in range(5))
+    )
     assert results == [0, 1, 2, 3, 4]
     times = [t for _, t in starts]
     assert times[0] == 1000.0  # the first request does not wait
@@ -83,8 +93,14 @@ async def test_waiting_callers_served_by_priority_then_fifo(clock: VirtualClock)
     limiter = make(clock, delay=5.0)
     starts: list[tuple[str, float]] = []
     await limiter.call(recorder(clock, starts, "first"))
-    order = [("b1", Priority.BULK), ("n1", Priority.NORMAL), ("b2", Priority.BULK),
-             ("u1", Priority.URGENT), ("n2", Priority.NORMAL), ("u2", Priority.URGENT)]
+    order = [
+        ("b1", Priority.BULK),
+        ("n1", Priority.NORMAL),
+        ("b2", Priority.BULK),
+        ("u1", Priority.URGENT),
+        ("n2", Priority.NORMAL),
+        ("u2", Priority.URGENT),
+    ]
     await asyncio.gather(*(limiter.call(recorder(clock, starts, n), priority=p) for n, p in order))
     assert [n for n, _ in starts] == ["first", "u1", "u2", "n1", "n2", "b1", "b2"]
 
@@ -103,8 +119,9 @@ async def test_urgent_arrival_overtakes_a_sleeping_bulk_caller(clock: VirtualClo
     assert starts[2][1] == pytest.approx(1020.0)
 
 
-async def test_penalty_box_applies_to_everyone(clock: VirtualClock, caplog: pytest.LogCaptureFixture
-                                               ) -> None:
+async def test_penalty_box_applies_to_everyone(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     limiter = make(clock, delay=1.0, initial=2.0, min_backoff=60.0)
     starts: list[tuple[str, float]] = []
     failures = iter([True])
@@ -117,7 +134,8 @@ async def test_penalty_box_applies_to_everyone(clock: VirtualClock, caplog: pyte
 
     with caplog.at_level(logging.INFO, logger="market_data.rate_limiter"):
         results = await asyncio.gather(
-            limiter.call(flaky), limiter.call(recorder(clock, starts, "other", "fine")))
+            limiter.call(flaky), limiter.call(recorder(clock, starts, "other", "fine"))
+        )
     assert results == ["ok", "fine"]
     assert starts[0] == ("flaky", 1000.0)
     # Nobody starts during the penalty: max(min_backoff=60, backoff=2).
@@ -185,7 +203,8 @@ async def test_other_errors_propagate_without_retry(clock: VirtualClock) -> None
 
 
 async def test_requests_in_flight_during_a_429_do_not_double_the_backoff(
-        clock: VirtualClock) -> None:
+    clock: VirtualClock,
+) -> None:
     limiter = make(clock, delay=1.0, initial=4.0, min_backoff=0.0, max_backoff=100.0)
     gate = asyncio.Event()
     first_attempt: dict[str, bool] = {}
@@ -197,6 +216,7 @@ async def test_requests_in_flight_during_a_429_do_not_double_the_backoff(
                 await gate.wait()
                 raise RateLimited("429")
             return name
+
         return fn
 
     calls = [asyncio.create_task(limiter.call(slow_429(n))) for n in ("a", "b", "c")]
@@ -237,8 +257,13 @@ async def test_from_settings_reads_the_settings_fields() -> None:
         rate_limit_max_backoff = 120.0
 
     limiter = RateLimiter.from_settings(S())
-    assert (limiter.delay, limiter.max_retries, limiter.initial_backoff, limiter.min_backoff,
-            limiter.max_backoff) == (6.0, 10, 2.0, 60.0, 120.0)
+    assert (
+        limiter.delay,
+        limiter.max_retries,
+        limiter.initial_backoff,
+        limiter.min_backoff,
+        limiter.max_backoff,
+    ) == (6.0, 10, 2.0, 60.0, 120.0)
 
 
 def test_negative_settings_are_refused() -> None:

@@ -57,7 +57,8 @@ def test_prepare_groups_dedupes_and_sorts() -> None:
     )
     assert rejected == []
     assert [(b.symbol, [r[3] // 60_000 for r in b.rows]) for b in batches] == [
-        ("BTCUSD", [1, 2, 3, 4]), ("ETHUSD", [2]),
+        ("BTCUSD", [1, 2, 3, 4]),
+        ("ETHUSD", [2]),
     ]
     btc = batches[0]
     assert btc.rows[0] == ("bitfinex", "BTCUSD", "1m", 60_000, 6.0, 7.0, 5.0, 6.0, 2.0, True)

@@ -53,8 +53,11 @@ def create_app(daemon: DaemonView) -> FastAPI:
     )
 
     app = FastAPI(
-        title="market-data", version=__version__, description=DESCRIPTION,
-        docs_url="/docs", redoc_url=None,
+        title="market-data",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
     )
     app.state.daemon = daemon
     # Only the names the API is reached by (API_ALLOWED_HOSTS): a page that rebinds its own
@@ -77,7 +80,8 @@ def create_app(daemon: DaemonView) -> FastAPI:
     async def _unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
         log.warning("API %s: database unavailable", request.url.path)
         return JSONResponse(
-            {"detail": "database unavailable"}, status_code=503,
+            {"detail": "database unavailable"},
+            status_code=503,
             headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
         )
 
@@ -86,7 +90,8 @@ def create_app(daemon: DaemonView) -> FastAPI:
         if not daemon.state.database_ready:
             # Starting: the schema may not exist yet (migrations run after the API is up).
             return JSONResponse(
-                {"detail": "database not ready yet"}, status_code=503,
+                {"detail": "database not ready yet"},
+                status_code=503,
                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
             )
         log.error("API %s failed: %s", request.url.path, type(exc).__name__)

@@ -78,13 +78,15 @@ def require_token(
         raise HTTPException(403, "state-changing endpoints are disabled: API_TOKEN is not set")
     if not authorization:
         raise HTTPException(
-            401, "missing Authorization: Bearer <API_TOKEN>",
+            401,
+            "missing Authorization: Bearer <API_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
     scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise HTTPException(
-            401, "expected Authorization: Bearer <API_TOKEN>",
+            401,
+            "expected Authorization: Bearer <API_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not secrets.compare_digest(given.strip().encode(), token.get_secret_value().encode()):

@@ -128,11 +128,19 @@ class GapOut(BaseModel):
     @classmethod
     def of(cls, gap: Gap, missing: int | None) -> GapOut:
         return cls(
-            id=gap.id, exchange=gap.exchange, symbol=gap.symbol, timeframe=gap.timeframe,
-            gap_start=format_ts(gap.gap_start), gap_end=format_ts(gap.gap_end),
-            missing_candles=missing, status=gap.status, detected_at=format_ts(gap.detected_at),
-            repaired_at=iso(gap.repaired_at), candles_repaired=gap.candles_repaired,
-            attempts=gap.attempts, next_attempt_at=iso(gap.next_attempt_at),
+            id=gap.id,
+            exchange=gap.exchange,
+            symbol=gap.symbol,
+            timeframe=gap.timeframe,
+            gap_start=format_ts(gap.gap_start),
+            gap_end=format_ts(gap.gap_end),
+            missing_candles=missing,
+            status=gap.status,
+            detected_at=format_ts(gap.detected_at),
+            repaired_at=iso(gap.repaired_at),
+            candles_repaired=gap.candles_repaired,
+            attempts=gap.attempts,
+            next_attempt_at=iso(gap.next_attempt_at),
             last_error=gap.last_error,
         )
 
@@ -161,10 +169,17 @@ class JobOut(BaseModel):
         if job.completed_at is not None:
             duration = round((job.completed_at - job.started_at) / 1000, 3)
         return cls(
-            id=job.id, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe,
-            job_type=job.job_type, status=job.status, started_at=format_ts(job.started_at),
-            completed_at=iso(job.completed_at), duration_seconds=duration,
-            candles_fetched=job.candles_fetched, last_error=job.last_error,
+            id=job.id,
+            exchange=job.exchange,
+            symbol=job.symbol,
+            timeframe=job.timeframe,
+            job_type=job.job_type,
+            status=job.status,
+            started_at=format_ts(job.started_at),
+            completed_at=iso(job.completed_at),
+            duration_seconds=duration,
+            candles_fetched=job.candles_fetched,
+            last_error=job.last_error,
         )
 
 

@@ -36,13 +36,12 @@ WS_DOWN_GRACE_S = 15.0
 _UNREACHABLE = ("connection_error", "timeout", "server_error")
 
 
-
-
 def check(ok: bool, detail: str) -> CheckOut:
     return CheckOut(status="ok" if ok else "degraded", detail=detail)
 
 
 # -- series -----------------------------------------------------------------------------------
+
 
 async def open_gaps_by_series(daemon: DaemonView) -> Counter[SeriesKey]:
     gaps = await daemon.store.list_gaps(repaired=False, limit=OPEN_GAPS_SCAN)
@@ -66,14 +65,21 @@ def series_rows(
         st = by_key.get(key)
         last = st.last_ts if st else None
         lag = None if last is None else max(0.0, (now - next_open(last, key.timeframe)) / 1000)
-        rows.append(SeriesOut(
-            symbol=key.symbol, timeframe=key.timeframe, derived=key in derived,
-            configured=key in set(configured), candle_count=st.candle_count if st else 0,
-            first_candle=iso(st.first_ts if st else None), last_candle=iso(last),
-            last_closed_candle=iso(st.last_final_ts if st else None), lag_seconds=lag,
-            open_gaps=open_gaps.get(key, 0),
-            **_completeness(st, (empty_ms or {}).get(key, 0)),
-        ))
+        rows.append(
+            SeriesOut(
+                symbol=key.symbol,
+                timeframe=key.timeframe,
+                derived=key in derived,
+                configured=key in set(configured),
+                candle_count=st.candle_count if st else 0,
+                first_candle=iso(st.first_ts if st else None),
+                last_candle=iso(last),
+                last_closed_candle=iso(st.last_final_ts if st else None),
+                lag_seconds=lag,
+                open_gaps=open_gaps.get(key, 0),
+                **_completeness(st, (empty_ms or {}).get(key, 0)),
+            )
+        )
     return rows
 
 
@@ -104,22 +110,30 @@ def _completeness(st: SeriesStats | None, empty_ms: int) -> dict[str, Any]:
     # Empty ranges lie on period bounds; a month's length varies, so months are approximate.
     empty = empty_ms // nominal_ms(tf)
     ratio = None if expected <= 0 else min(1.0, (st.candle_count + empty) / expected)
-    return {"expected_candles": expected, "empty_candles": empty,
-            "completeness": None if ratio is None else round(ratio, 6)}
+    return {
+        "expected_candles": expected,
+        "empty_candles": empty,
+        "completeness": None if ratio is None else round(ratio, 6),
+    }
 
 
 def rate_limiter(daemon: DaemonView) -> RateLimiterOut:
     st = daemon.limiter_stats
     return RateLimiterOut(
-        delay_seconds=daemon.settings.rate_limit_delay, requests=st.requests,
-        rate_limited=st.rate_limited, gave_up=st.gave_up,
-        waited_seconds=round(st.waited_seconds, 3), current_backoff_seconds=st.current_backoff,
+        delay_seconds=daemon.settings.rate_limit_delay,
+        requests=st.requests,
+        rate_limited=st.rate_limited,
+        gave_up=st.gave_up,
+        waited_seconds=round(st.waited_seconds, 3),
+        current_backoff_seconds=st.current_backoff,
         penalty_seconds_left=round(daemon.rate_limit_penalty_seconds(), 3),
-        waiting=dict(st.waiting), rest_outcomes=dict(daemon.rest_stats.requests),
+        waiting=dict(st.waiting),
+        rest_outcomes=dict(daemon.rest_stats.requests),
     )
 
 
 # -- loops, WebSocket, backfill ---------------------------------------------------------------
+
 
 def loop_rows(daemon: DaemonView) -> list[LoopOut]:
     return [_loop(status) for status in daemon.loop_statuses]
@@ -127,11 +141,19 @@ def loop_rows(daemon: DaemonView) -> list[LoopOut]:
 
 def _loop(s: LoopStatus) -> LoopOut:
     return LoopOut(
-        name=s.name, interval_seconds=s.interval_s, running=s.running, runs=s.runs,
-        failures=s.failures, consecutive_failures=s.consecutive_failures,
-        last_start=iso(s.last_start_ms), last_finish=iso(s.last_finish_ms),
-        last_success=iso(s.last_success_ms), last_duration_seconds=s.last_duration_s,
-        last_result=s.last_result, last_error=s.last_error, last_error_at=iso(s.last_error_ms),
+        name=s.name,
+        interval_seconds=s.interval_s,
+        running=s.running,
+        runs=s.runs,
+        failures=s.failures,
+        consecutive_failures=s.consecutive_failures,
+        last_start=iso(s.last_start_ms),
+        last_finish=iso(s.last_finish_ms),
+        last_success=iso(s.last_success_ms),
+        last_duration_seconds=s.last_duration_s,
+        last_result=s.last_result,
+        last_error=s.last_error,
+        last_error_at=iso(s.last_error_ms),
         next_run=iso(s.next_run_ms),
     )
 
@@ -165,10 +187,14 @@ def websocket(daemon: DaemonView) -> WebSocketOut:
             "final_corrections": st.final_check.corrections,
             "shards": [
                 {
-                    "id": c.id, "state": c.state, "subscriptions": len(c.subscriptions),
+                    "id": c.id,
+                    "state": c.state,
+                    "subscriptions": len(c.subscriptions),
                     "connected_since": iso(c.connected_since_ms),
-                    "last_message": iso(c.last_message_ms), "reconnects": c.reconnects,
-                    "messages": c.messages, "last_error": c.last_error,
+                    "last_message": iso(c.last_message_ms),
+                    "reconnects": c.reconnects,
+                    "messages": c.messages,
+                    "last_error": c.last_error,
                 }
                 for c in conns
             ],
@@ -204,12 +230,19 @@ def backfill(daemon: DaemonView) -> BackfillOut:
     series: list[dict[str, object]] = []
     for p in list(daemon.backfill_progress.values()):
         eta = p.eta_seconds(now) if p.state == "running" else None
-        series.append({
-            "symbol": p.symbol, "timeframe": p.timeframe, "state": p.state,
-            "fraction": round(p.fraction, 4), "candles": p.candles, "requests": p.requests,
-            "rejected": p.rejected, "eta_seconds": None if eta is None else round(eta, 1),
-            "error": p.error,
-        })
+        series.append(
+            {
+                "symbol": p.symbol,
+                "timeframe": p.timeframe,
+                "state": p.state,
+                "fraction": round(p.fraction, 4),
+                "candles": p.candles,
+                "requests": p.requests,
+                "rejected": p.rejected,
+                "eta_seconds": None if eta is None else round(eta, 1),
+                "error": p.error,
+            }
+        )
     return BackfillOut(state=daemon.state.backfill, series=series)
 
 

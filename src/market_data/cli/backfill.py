@@ -54,8 +54,9 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
     try:
         return from_datetime(datetime.fromisoformat(raw.replace("Z", "+00:00")))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a date (2026-01-31, "
-                                 "2026-01-31T12:00:00Z or epoch ms)") from None
+        raise typer.BadParameter(
+            f"{text!r} is not a date (2026-01-31, 2026-01-31T12:00:00Z or epoch ms)"
+        ) from None
 
 
 def _series(settings: Settings, symbols: list[str], timeframes: list[str]) -> list[SeriesKey]:
@@ -89,7 +90,10 @@ async def _watch(service: BackfillService, progress: Progress) -> None:
 
 
 async def _backfill(
-    settings: Settings, series: list[SeriesKey], start_ms: int | None, end_ms: int | None,
+    settings: Settings,
+    series: list[SeriesKey],
+    start_ms: int | None,
+    end_ms: int | None,
     console: Console,
 ) -> BackfillReport | None:
     from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
@@ -120,10 +124,13 @@ async def _backfill(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, interrupt)
         columns = (
-            TextColumn("{task.description:<16}"), BarColumn(),
-            TextColumn("{task.fields[candles]:>9} candles {task.fields[requests]:>5} requests "
-                       "{task.fields[waits]:>3} rate-limit waits  ETA {task.fields[eta]:>6}  "
-                       "{task.fields[state]}"),
+            TextColumn("{task.description:<16}"),
+            BarColumn(),
+            TextColumn(
+                "{task.fields[candles]:>9} candles {task.fields[requests]:>5} requests "
+                "{task.fields[waits]:>3} rate-limit waits  ETA {task.fields[eta]:>6}  "
+                "{task.fields[state]}"
+            ),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console) as progress:
@@ -150,23 +157,34 @@ async def _watch_once(service: BackfillService, progress: Progress) -> None:
     ids = {task.description: task.id for task in progress.tasks}
     for key, prog in service.progress.items():
         if str(key) in ids:
-            progress.update(ids[str(key)], completed=round(prog.fraction * 1000),
-                            **_describe(prog))
+            progress.update(ids[str(key)], completed=round(prog.fraction * 1000), **_describe(prog))
 
 
 def backfill(
-    symbol: Annotated[list[str] | None, typer.Option(
-        "--symbol", "-s",
-        help="Symbol to backfill (repeatable); default BITFINEX_SYMBOLS.")] = None,
-    timeframe: Annotated[list[str] | None, typer.Option(
-        "--timeframe", "-t",
-        help="Timeframe (repeatable, e.g. 1m, 1h, 4h); default BITFINEX_TIMEFRAMES.")] = None,
-    days: Annotated[float | None, typer.Option(
-        help="Days of history up to now; default BACKFILL_DAYS.")] = None,
-    start: Annotated[str | None, typer.Option(
-        help="Start: 2026-01-01, 2026-01-01T06:00:00Z or epoch ms (UTC).")] = None,
-    end: Annotated[str | None, typer.Option(
-        help="End (exclusive; a bare date includes that day); default now.")] = None,
+    symbol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbol", "-s", help="Symbol to backfill (repeatable); default BITFINEX_SYMBOLS."
+        ),
+    ] = None,
+    timeframe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--timeframe",
+            "-t",
+            help="Timeframe (repeatable, e.g. 1m, 1h, 4h); default BITFINEX_TIMEFRAMES.",
+        ),
+    ] = None,
+    days: Annotated[
+        float | None, typer.Option(help="Days of history up to now; default BACKFILL_DAYS.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Start: 2026-01-01, 2026-01-01T06:00:00Z or epoch ms (UTC).")
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="End (exclusive; a bare date includes that day); default now."),
+    ] = None,
 ) -> None:
     """Fetch candle history from Bitfinex into the database, resuming where it stopped."""
     if days is not None and (start is not None or end is not None):
@@ -194,8 +212,10 @@ def backfill(
         typer.echo("backfill aborted; run it again to resume", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     for result in report.results:
-        line = (f"{result.symbol}/{result.timeframe}: {result.status}, {result.candles} candles, "
-                f"{result.requests} requests")
+        line = (
+            f"{result.symbol}/{result.timeframe}: {result.status}, {result.candles} candles, "
+            f"{result.requests} requests"
+        )
         typer.echo(line + (f" ({result.error})" if result.error else ""))
     if report.unknown_symbols:
         typer.echo(f"unknown symbols skipped: {', '.join(report.unknown_symbols)}", err=True)

@@ -57,9 +57,12 @@ async def _with_service(settings: Settings, work: Callable[[GapService], Awaitab
 
 @gaps_app.command("detect")
 def detect(
-    full: Annotated[bool, typer.Option(
-        "--full", help="Re-scan every series whole, not only what changed since the last run."
-    )] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Re-scan every series whole, not only what changed since the last run."
+        ),
+    ] = False,
 ) -> None:
     """Find missing candles in every configured series and record them as gaps."""
     settings = settings_or_exit()
@@ -68,8 +71,10 @@ def detect(
         report = await service.detect(full=full)
         if report.skipped_reason:
             return f"detection skipped: {report.skipped_reason}"
-        return (f"{len(report.new_gaps)} new gaps in {report.series_scanned} series; "
-                f"open gaps: {report.open_gaps}")
+        return (
+            f"{len(report.new_gaps)} new gaps in {report.series_scanned} series; "
+            f"open gaps: {report.open_gaps}"
+        )
 
     try:
         typer.echo(run_async(_with_service(settings, work)))
@@ -79,19 +84,28 @@ def detect(
 
 @gaps_app.command("repair")
 def repair(
-    max_repairs: Annotated[int | None, typer.Option(
-        "--max", min=0,
-        help="Gaps to repair, most recent first (0 = all); default GAP_REPAIR_MAX_REPAIRS_PER_RUN.",
-    )] = None,
+    max_repairs: Annotated[
+        int | None,
+        typer.Option(
+            "--max",
+            min=0,
+            help=(
+                "Gaps to repair, most recent first (0 = all); "
+                "default GAP_REPAIR_MAX_REPAIRS_PER_RUN."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Fetch the missing candles of open gaps from Bitfinex and store them."""
     settings = settings_or_exit()
 
     async def work(service: GapService) -> tuple[str, int]:
         report = await service.repair(max_repairs)
-        return (f"{report.repaired} repaired, {report.empty} closed as empty (no trades), "
-                f"{report.failures} failures, {report.candles} candles; "
-                f"open gaps: {report.open_gaps}"), report.failures
+        return (
+            f"{report.repaired} repaired, {report.empty} closed as empty (no trades), "
+            f"{report.failures} failures, {report.candles} candles; "
+            f"open gaps: {report.open_gaps}"
+        ), report.failures
 
     try:
         line, failures = run_async(_with_service(settings, work))
@@ -109,17 +123,38 @@ def _when(ts_ms: int | None) -> str:
 def _gap_table(gaps: list[Gap], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     with_errors = any(g.last_error for g in gaps)
-    names = ["id", "series", "from (UTC)", "to (UTC)", "missing", "status", "candles", "tries",
-             "detected", "closed"] + (["last error"] if with_errors else [])
+    names = [
+        "id",
+        "series",
+        "from (UTC)",
+        "to (UTC)",
+        "missing",
+        "status",
+        "candles",
+        "tries",
+        "detected",
+        "closed",
+    ] + (["last error"] if with_errors else [])
     for name in names:
         right = name in ("id", "missing", "candles", "tries")
-        table.add_column(name, justify="right" if right else "left",
-                         no_wrap=name != "last error", overflow="fold")
+        table.add_column(
+            name,
+            justify="right" if right else "left",
+            no_wrap=name != "last error",
+            overflow="fold",
+        )
     for g in gaps:
         row = [
-            str(g.id), f"{g.symbol}/{g.timeframe}", _when(g.gap_start), _when(g.gap_end),
-            f"{count_periods(g.gap_start, g.gap_end, g.timeframe):,}", g.status,
-            f"{g.candles_repaired:,}", str(g.attempts), _when(g.detected_at), _when(g.repaired_at),
+            str(g.id),
+            f"{g.symbol}/{g.timeframe}",
+            _when(g.gap_start),
+            _when(g.gap_end),
+            f"{count_periods(g.gap_start, g.gap_end, g.timeframe):,}",
+            g.status,
+            f"{g.candles_repaired:,}",
+            str(g.attempts),
+            _when(g.detected_at),
+            _when(g.repaired_at),
         ]
         table.add_row(*row, *([(g.last_error or "")[:120]] if with_errors else []))
     if not gaps:
@@ -129,13 +164,19 @@ def _gap_table(gaps: list[Gap], title: str) -> Table:
 
 @gaps_app.command("list")
 def list_gaps(
-    open_only: Annotated[bool, typer.Option(
-        "--open", help="Only gaps not yet repaired (open or failed).")] = False,
+    open_only: Annotated[
+        bool, typer.Option("--open", help="Only gaps not yet repaired (open or failed).")
+    ] = False,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol.")] = None,
-    timeframe: Annotated[str | None, typer.Option(
-        "--timeframe", "-t", help="Only this timeframe.")] = None,
-    limit: Annotated[int, typer.Option(
-        min=1, max=LIST_MAX, help=f"At most this many, newest first (max {LIST_MAX}).")] = 100,
+    timeframe: Annotated[
+        str | None, typer.Option("--timeframe", "-t", help="Only this timeframe.")
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1, max=LIST_MAX, help=f"At most this many, newest first (max {LIST_MAX})."
+        ),
+    ] = 100,
 ) -> None:
     """Show recorded gaps, newest first."""
     try:

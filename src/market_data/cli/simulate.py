@@ -31,8 +31,9 @@ async def _serve(config: SimulatorConfig) -> None:
             pairs = f"{len(listed)} pairs ({', '.join(listed[:6])}, ...)"
         typer.echo(f"Bitfinex simulator (seed {config.seed}) serving {pairs}")
         if config.churn_minutes:
-            typer.echo(f"one pair listed and one delisted every {config.churn_minutes:g} "
-                       "market minutes")
+            typer.echo(
+                f"one pair listed and one delisted every {config.churn_minutes:g} market minutes"
+            )
         typer.echo(f"REST       {sim.rest_url}")
         typer.echo(f"WebSocket  {sim.ws_url}")
         typer.echo(f"export BITFINEX_REST_URL={sim.rest_url} BITFINEX_WS_URL={sim.ws_url}")
@@ -42,8 +43,10 @@ async def _serve(config: SimulatorConfig) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        typer.echo(f"stopped; served {sim.stats.rest_requests()} REST requests and "
-                   f"{sim.stats.ws_opened} WebSocket connections")
+        typer.echo(
+            f"stopped; served {sim.stats.rest_requests()} REST requests and "
+            f"{sim.stats.ws_opened} WebSocket connections"
+        )
 
 
 def simulate(
@@ -52,23 +55,28 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the market: same seed, same candles.")] = 1,
     pairs: Annotated[
         str,
-        typer.Option(help="Comma-separated pairs (default: "
-                     + ",".join(p.pair for p in DEFAULT_PAIRS) + ")."),
+        typer.Option(
+            help="Comma-separated pairs (default: " + ",".join(p.pair for p in DEFAULT_PAIRS) + ")."
+        ),
     ] = "",
     market: Annotated[
         str,
-        typer.Option(help="default: the pairs above; exchange: a whole exchange drawn from the "
-                     "seed (long-tail activity, colon and test pairs, listings over the history, "
-                     "pairs listed and delisted while it runs)."),
+        typer.Option(
+            help="default: the pairs above; exchange: a whole exchange drawn from the "
+            "seed (long-tail activity, colon and test pairs, listings over the history, "
+            "pairs listed and delisted while it runs)."
+        ),
     ] = "default",
     pair_count: Annotated[
         int, typer.Option(help="Pairs of the exchange market, test pairs included.")
     ] = DEFAULT_EXCHANGE_PAIR_COUNT,
     churn_minutes: Annotated[
         float | None,
-        typer.Option(help="Every this many market minutes one pair is listed and one delisted "
-                     f"(0: never; default {DEFAULT_CHURN_MINUTES:g} for the exchange market, "
-                     "0 otherwise)."),
+        typer.Option(
+            help="Every this many market minutes one pair is listed and one delisted "
+            f"(0: never; default {DEFAULT_CHURN_MINUTES:g} for the exchange market, "
+            "0 otherwise)."
+        ),
     ] = None,
     speed: Annotated[float, typer.Option(help="Market time runs this many times faster.")] = 1.0,
     history_days: Annotated[float, typer.Option(help="Days of history before start.")] = 400.0,
@@ -102,21 +110,32 @@ def simulate(
     ] = False,
 ) -> None:
     """Run the Bitfinex simulator (REST and WebSocket on one port) until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+    )
     faults = Faults(
-        rest_storm_every=storm_every, rest_storm_duration=storm_duration, rest_storm_ban=storm_ban,
-        rest_error_rate=error_rate, rest_slow_rate=slow_rate, rest_slow_seconds=slow_seconds,
-        ws_drop_after=drop_after, ws_restart_every=restart_every,
-        ws_maintenance_every=maintenance_every, ws_maintenance_duration=maintenance_duration,
-        ws_stall_every=stall_every, ws_stall_duration=stall_duration, ws_loss_rate=loss_rate,
+        rest_storm_every=storm_every,
+        rest_storm_duration=storm_duration,
+        rest_storm_ban=storm_ban,
+        rest_error_rate=error_rate,
+        rest_slow_rate=slow_rate,
+        rest_slow_seconds=slow_seconds,
+        ws_drop_after=drop_after,
+        ws_restart_every=restart_every,
+        ws_maintenance_every=maintenance_every,
+        ws_maintenance_duration=maintenance_duration,
+        ws_stall_every=stall_every,
+        ws_stall_duration=stall_duration,
+        ws_loss_rate=loss_rate,
         firehose=firehose,
     )
     if market not in MARKETS:
         exit_with_error(f"--market must be one of {', '.join(MARKETS)}", code=EXIT_USAGE)
     if market == "exchange" and pairs:
-        exit_with_error("--pairs is for the default market; the exchange market draws its own "
-                        "(--pair-count)", code=EXIT_USAGE)
+        exit_with_error(
+            "--pairs is for the default market; the exchange market draws its own (--pair-count)",
+            code=EXIT_USAGE,
+        )
     try:
         if market == "exchange":
             chosen = exchange_pairs(seed, pair_count, history_days)
@@ -125,10 +144,19 @@ def simulate(
             chosen = pairs_by_name([p for p in pairs.split(",") if p.strip()]) or DEFAULT_PAIRS
             churn = churn_minutes or 0.0
         config = SimulatorConfig(
-            host=host, port=port, seed=seed, pairs=chosen, speed=speed, churn_minutes=churn,
-            history_days=history_days, rest_rate_limit=rate_limit, rest_ban_seconds=ban_seconds,
-            ws_connection_limit=ws_connection_limit, ws_channel_limit=channel_limit,
-            ws_heartbeat_seconds=heartbeat, ws_restart_close_seconds=restart_close_seconds,
+            host=host,
+            port=port,
+            seed=seed,
+            pairs=chosen,
+            speed=speed,
+            churn_minutes=churn,
+            history_days=history_days,
+            rest_rate_limit=rate_limit,
+            rest_ban_seconds=ban_seconds,
+            ws_connection_limit=ws_connection_limit,
+            ws_channel_limit=channel_limit,
+            ws_heartbeat_seconds=heartbeat,
+            ws_restart_close_seconds=restart_close_seconds,
             faults=faults,
         )
         config.validate()

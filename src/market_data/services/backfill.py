@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from market_data.config import Settings
 from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
@@ -30,6 +29,12 @@ from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.ranges import empty_slots, subtract
 from market_data.rate_limiter import Priority
+from market_data.services.backfill_report import (
+    BackfillReport,
+    SeriesProgress,
+    SeriesResult,
+    order_series,
+)
 from market_data.services.sink import CandleSink
 from market_data.storage.base import Store
 from market_data.timeframes import (
@@ -37,7 +42,6 @@ from market_data.timeframes import (
     align,
     ceil_open,
     format_log_ts,
-    is_native,
     next_open,
     now_ms,
     previous_open,
@@ -48,84 +52,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "backfill"
 
-
-@dataclass(slots=True)
-class SeriesProgress:
-    """Live state of one series, for the CLI's progress bars and /status."""
-
-    symbol: str
-    timeframe: str
-    state: str = "pending"  # pending, running, success, failed, cancelled, skipped
-    candles: int = 0  # rows written (changed or new)
-    fetched: int = 0  # rows received from the exchange
-    rejected: int = 0  # rows refused by the parser or the store
-    requests: int = 0
-    rate_limit_waits: int = 0
-    total_ms: int = 0  # time span to walk
-    done_ms: int = 0  # time span walked so far
-    started: float | None = None  # monotonic
-    finished: float | None = None
-    error: str | None = None
-    exchange_outage: bool = False  # the error says the exchange cannot be reached
-
-    @property
-    def fraction(self) -> float:
-        if self.state in (JobStatus.SUCCESS, "skipped"):
-            return 1.0
-        return min(1.0, self.done_ms / self.total_ms) if self.total_ms else 0.0
-
-    def eta_seconds(self, now: float | None = None) -> float | None:
-        if self.started is None or self.finished is not None or self.done_ms <= 0:
-            return None
-        elapsed = (time.monotonic() if now is None else now) - self.started
-        return elapsed * max(0, self.total_ms - self.done_ms) / self.done_ms
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesResult:
-    symbol: str
-    timeframe: str
-    status: str  # success, failed, cancelled, skipped
-    candles: int
-    requests: int
-    rejected: int
-    error: str | None = None
-    exchange_outage: bool = False  # the error says the exchange cannot be reached
-
-
-@dataclass(slots=True)
-class BackfillReport:
-    results: list[SeriesResult] = field(default_factory=list)
-    unknown_symbols: list[str] = field(default_factory=list)
-    cancelled: bool = False
-
-    @property
-    def failed(self) -> list[SeriesResult]:
-        return [r for r in self.results if r.status == JobStatus.FAILED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.unknown_symbols and not self.cancelled
-
-    @property
-    def candles(self) -> int:
-        return sum(r.candles for r in self.results)
-
-    @property
-    def requests(self) -> int:
-        return sum(r.requests for r in self.results)
-
-
-def order_series(series: Sequence[SeriesKey]) -> tuple[list[SeriesKey], list[SeriesKey]]:
-    """(native series to fetch, sources of derived ones first; derived series to rebuild)."""
-    derived = list(dict.fromkeys(k for k in series if not is_native(k.timeframe)))
-    sources = {SeriesKey(k.symbol, source_of(k.timeframe)) for k in derived}
-    natives = list(dict.fromkeys(
-        [k for k in series if is_native(k.timeframe)] + [SeriesKey(k.symbol, source_of(
-            k.timeframe)) for k in derived]
-    ))
-    natives.sort(key=lambda k: k not in sources)  # stable: configured order otherwise
-    return natives, derived
+# The seed's module is the backfill's public face; its report types live beside it.
+__all__ = ["BackfillReport", "BackfillService", "SeriesProgress", "SeriesResult", "order_series"]
 
 
 class BackfillService:
@@ -171,8 +99,10 @@ class BackfillService:
                 continue
             base = start_ms if start_ms is not None else now - days_ms
             # A source starts at its derived series' period start: no partial first 4h candle.
-            start = min([align(base, key.timeframe)] + [
-                align(base, d.timeframe) for d in self._derived_of(key, derived)])
+            start = min(
+                [align(base, key.timeframe)]
+                + [align(base, d.timeframe) for d in self._derived_of(key, derived)]
+            )
             result = await self._run_native(key, start, end, now, stop)
             report.results.append(result)
             if result.status == "skipped" and key.symbol not in report.unknown_symbols:
@@ -185,21 +115,27 @@ class BackfillService:
                     self.progress[dkey].state = "skipped"
                     continue
                 report.results.append(
-                    await self._run_derived(dkey, align(base, dkey.timeframe), end, now))
+                    await self._run_derived(dkey, align(base, dkey.timeframe), end, now)
+                )
         for key in derived:
             if self.progress[key].state == "pending":
                 self.progress[key].state = JobStatus.CANCELLED
         log.info(
             "Backfill %s: %d candles in %d requests, %d series failed",
             "cancelled" if report.cancelled else "complete",
-            report.candles, report.requests, len(report.failed),
+            report.candles,
+            report.requests,
+            len(report.failed),
         )
         return report
 
     @staticmethod
     def _derived_of(source: SeriesKey, derived: Sequence[SeriesKey]) -> list[SeriesKey]:
-        return [d for d in derived
-                if d.symbol == source.symbol and source_of(d.timeframe) == source.timeframe]
+        return [
+            d
+            for d in derived
+            if d.symbol == source.symbol and source_of(d.timeframe) == source.timeframe
+        ]
 
     async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
         lower = start
@@ -245,11 +181,24 @@ class BackfillService:
         if prog.state != "skipped":
             prog.state = str(job.status)
         prog.error = job.error
-        return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles,
-                            prog.requests, prog.rejected, job.error, prog.exchange_outage)
+        return SeriesResult(
+            key.symbol,
+            key.timeframe,
+            prog.state,
+            prog.candles,
+            prog.requests,
+            prog.rejected,
+            job.error,
+            prog.exchange_outage,
+        )
 
     async def _fetch_series(
-        self, job: JobRecord, key: SeriesKey, start: int, end: int, now: int,
+        self,
+        job: JobRecord,
+        key: SeriesKey,
+        start: int,
+        end: int,
+        now: int,
         stop: asyncio.Event,
     ) -> None:
         """Walk every window still to fetch; the outcome goes on the job."""
@@ -281,12 +230,22 @@ class BackfillService:
 
     async def _fetch(self, pair: str, key: SeriesKey, cursor: int, end: int) -> CandlePage:
         return await self._exchange.fetch_candles(
-            pair, key.timeframe, cursor, end - 1, limit=self._exchange.limits.page_size, sort=1,
+            pair,
+            key.timeframe,
+            cursor,
+            end - 1,
+            limit=self._exchange.limits.page_size,
+            sort=1,
             priority=Priority.BULK,
         )
 
     async def _walk(
-        self, key: SeriesKey, pair: str, window: tuple[int, int], now: int, job: JobRecord,
+        self,
+        key: SeriesKey,
+        pair: str,
+        window: tuple[int, int],
+        now: int,
+        job: JobRecord,
         stop: asyncio.Event,
     ) -> bool:
         """Walk one window forward; False when stopped before its end."""
@@ -294,7 +253,8 @@ class BackfillService:
         w_start, w_end = window
         cursor = w_start
         ahead: asyncio.Task[CandlePage] | None = asyncio.create_task(
-            self._fetch(pair, key, cursor, w_end))
+            self._fetch(pair, key, cursor, w_end)
+        )
         first_page = True
         try:
             while ahead is not None:
@@ -382,7 +342,8 @@ class BackfillService:
                 prog.total_ms = max(0, end - lower)
                 if lower < end:
                     result = await self._sink.derived.recompute(
-                        source, lower, end, timeframes=[key.timeframe], now_ms=self._clock())
+                        source, lower, end, timeframes=[key.timeframe], now_ms=self._clock()
+                    )
                     prog.candles, prog.rejected = result.written, len(result.rejected)
                 prog.done_ms = prog.total_ms
             except MarketDataError as exc:
@@ -390,5 +351,6 @@ class BackfillService:
                 log.error("Backfill %s failed: %s", key, job.error)
             job.candles = prog.candles
         prog.state, prog.error, prog.finished = str(job.status), job.error, time.monotonic()
-        return SeriesResult(key.symbol, key.timeframe, prog.state, prog.candles, 0,
-                            prog.rejected, job.error)
+        return SeriesResult(
+            key.symbol, key.timeframe, prog.state, prog.candles, 0, prog.rejected, job.error
+        )

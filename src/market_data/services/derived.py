@@ -151,9 +151,7 @@ class DerivedAggregator:
             start = max(align(start_ms, derived_tf), ceil_open(floor, derived_tf))
             if start >= end_ms:
                 continue
-            result = await self._recompute_one(
-                series_source, derived_tf, start, end_ms, now_ms=now
-            )
+            result = await self._recompute_one(series_source, derived_tf, start, end_ms, now_ms=now)
             total.written += result.written
             total.rejected.extend(result.rejected)
         self.stats.recomputes += 1
@@ -200,4 +198,3 @@ class DerivedAggregator:
             total.rejected.extend(result.rejected)
             cursor = next_cursor
         return total
-

@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 DELETE_BATCH = 10_000  # rows per delete transaction
 
 
-
-
 @dataclass(slots=True)
 class RetentionStats:
     runs: int = 0
@@ -86,8 +84,12 @@ class RetentionService:
             deleted = job.candles
             seconds = time.perf_counter() - started
             detail = ", ".join(f"{tf}: {n}" for tf, n in sorted(by_tf.items()) if n)
-            log.info("Deleted %d old candles%s in %.1f s", deleted,
-                     f" ({detail})" if detail else "", seconds)
+            log.info(
+                "Deleted %d old candles%s in %.1f s",
+                deleted,
+                f" ({detail})" if detail else "",
+                seconds,
+            )
             st = self.stats
             st.runs += 1
             st.deleted_total += deleted

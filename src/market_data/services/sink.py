@@ -55,13 +55,16 @@ class CandleSink:
         stats.last_write_ms = now_ms()
         stats.written_by_source[source] = stats.written_by_source.get(source, 0) + result.written
         if result.rejected:
-            stats.rejected_by_source[source] = (
-                stats.rejected_by_source.get(source, 0) + len(result.rejected)
+            stats.rejected_by_source[source] = stats.rejected_by_source.get(source, 0) + len(
+                result.rejected
             )
             for rejected in result.rejected[:5]:
                 log.warning(
                     "Rejected candle from %s: %s @ %s: %s",
-                    source, rejected.candle.series, rejected.candle.ts, rejected.reason,
+                    source,
+                    rejected.candle.series,
+                    rejected.candle.ts,
+                    rejected.reason,
                 )
         if derive and result.written and self.derived.derived_series:
             await self._recompute_touched(candles, result)
@@ -80,10 +83,12 @@ class CandleSink:
         stats = self.stats
         stats.rejected_by_source[source] = stats.rejected_by_source.get(source, 0) + refused
         if rows:
-            await self._store.quarantine([
-                QuarantineItem(source, series.symbol, series.timeframe, r.ts, r.raw, r.reason)
-                for r in rows
-            ])
+            await self._store.quarantine(
+                [
+                    QuarantineItem(source, series.symbol, series.timeframe, r.ts, r.raw, r.reason)
+                    for r in rows
+                ]
+            )
 
     async def _recompute_touched(self, candles: Sequence[Candle], result: UpsertResult) -> None:
         refused = {(r.candle.series, r.candle.ts) for r in result.rejected}

@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 UPDATE_CANDLES = 10
 
 
-
-
 @dataclass(slots=True)
 class UpdateStats:
     runs: int = 0
@@ -105,7 +103,13 @@ class UpdateService:
         count = min(UPDATE_CANDLES, self._exchange.limits.page_size)
         start = now - count * tfm.nominal_ms(tf)
         page = await self._exchange.fetch_candles(
-            pair, tf, start, now, limit=count, sort=-1, priority=Priority.NORMAL,
+            pair,
+            tf,
+            start,
+            now,
+            limit=count,
+            sort=-1,
+            priority=Priority.NORMAL,
             now_ms=now,
         )
         self.stats.requests += 1

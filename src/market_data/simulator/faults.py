@@ -58,8 +58,13 @@ class Faults:
             value = getattr(self, f.name)
             if not isinstance(value, bool) and value < 0:
                 raise ValueError(f"fault {f.name} must not be negative")
-        for name in ("rest_error_rate", "rest_slow_rate", "ws_loss_rate", "rest_corrupt_rate",
-                     "ws_corrupt_rate"):
+        for name in (
+            "rest_error_rate",
+            "rest_slow_rate",
+            "ws_loss_rate",
+            "rest_corrupt_rate",
+            "ws_corrupt_rate",
+        ):
             if getattr(self, name) > 1:
                 raise ValueError(f"fault {name} is a share within [0, 1]")
 

@@ -90,8 +90,13 @@ class Market:
         if history_start_ms is None:
             history_start_ms = align(self.started_ms - int(history_days * DAY_MS), "1d")
         self.history_start_ms = history_start_ms
-        self.book = PairBook(seed, pairs, started_ms=self.started_ms,
-                             history_start_ms=history_start_ms, churn_minutes=churn_minutes)
+        self.book = PairBook(
+            seed,
+            pairs,
+            started_ms=self.started_ms,
+            history_start_ms=history_start_ms,
+            churn_minutes=churn_minutes,
+        )
         if not self.book.specs:
             raise ValueError("the market needs at least one pair")
         # The registry's own lists: pairs it lists later appear here too.
@@ -207,8 +212,9 @@ class Market:
         if row is None:
             return None
         final = next_open(row[0], tf) <= now
-        return Candle(self.pairs[index].symbol, tf, row[0], row[1], row[3], row[4], row[2], row[5],
-                      final)
+        return Candle(
+            self.pairs[index].symbol, tf, row[0], row[1], row[3], row[4], row[2], row[5], final
+        )
 
     # ---- candles as tuples (the server's fast path) -----------------------------------------
 
@@ -378,4 +384,3 @@ class Market:
                         return when if when < self._delisting[index] else None
             minute_ts = hour + HOUR_MS
         return None
-

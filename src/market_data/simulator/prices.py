@@ -220,4 +220,3 @@ def group(rows: list[Ohlcv], period_ms: int) -> list[Ohlcv]:
         assert merged is not None
         out.append(merged)
     return out
-

@@ -69,7 +69,7 @@ def answer(market: Market, target: str, maintenance: bool) -> RestAnswer:
         return RestAnswer(200, dumps(conf_answer(market, keys)))
     if path.startswith(_CANDLES_PREFIX):
         try:
-            return _candles(market, path[len(_CANDLES_PREFIX):], parse_qs(parts.query))
+            return _candles(market, path[len(_CANDLES_PREFIX) :], parse_qs(parts.query))
         except BadParam as exc:
             return bad_request(str(exc))
     return RestAnswer(404, error_body(10001, "not found"), "not_found")

@@ -46,16 +46,28 @@ class Simulator:
         config.validate()
         self.config = config
         clock = config.clock or scaled_clock(config.speed)
-        self.market = Market(config.seed, config.pairs, clock=clock,
-                             history_days=config.history_days, churn_minutes=config.churn_minutes)
+        self.market = Market(
+            config.seed,
+            config.pairs,
+            clock=clock,
+            history_days=config.history_days,
+            churn_minutes=config.churn_minutes,
+        )
         self.faults: Faults = config.faults
         self.stats = SimStats()
         self.state = FaultState()
-        self._ctx = SimContext(config, self.market, self.faults, self.stats, self.state,
-                               Random(hash64(config.seed, "faults")))
+        self._ctx = SimContext(
+            config,
+            self.market,
+            self.faults,
+            self.stats,
+            self.state,
+            Random(hash64(config.seed, "faults")),
+        )
         self._hub = Hub(self._ctx)
-        self._rest_limit = RollingLimit(config.rest_rate_limit, config.rest_rate_window,
-                                        config.rest_ban_seconds)
+        self._rest_limit = RollingLimit(
+            config.rest_rate_limit, config.rest_rate_window, config.rest_ban_seconds
+        )
         self._ws_limit = RollingLimit(config.ws_connection_limit, config.ws_connection_window)
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -130,8 +142,9 @@ class Simulator:
     async def restart_connections(self) -> None:
         """Info 20051 to every WebSocket client, then close them all (1012) after
         `ws_restart_close_seconds`, as a server going away does."""
-        self._fired("ws_restart", "WebSocket restart (20051) of %d connections",
-                    len(self._hub.sessions))
+        self._fired(
+            "ws_restart", "WebSocket restart (20051) of %d connections", len(self._hub.sessions)
+        )
         await self._hub.broadcast(
             INFO_RESTART, close_code=1012, close_after=self.config.ws_restart_close_seconds
         )
@@ -142,12 +155,21 @@ class Simulator:
 
     async def _tick_faults(self) -> None:
         periodic: tuple[tuple[str, Callable[[], float], Callable[[], object]], ...] = (
-            ("rest_storm", lambda: self.faults.rest_storm_every,
-             lambda: self.start_rest_storm(self.faults.rest_storm_duration)),
-            ("ws_stall", lambda: self.faults.ws_stall_every,
-             lambda: self.start_stall(self.faults.ws_stall_duration)),
-            ("ws_maintenance", lambda: self.faults.ws_maintenance_every,
-             lambda: self.start_maintenance(self.faults.ws_maintenance_duration)),
+            (
+                "rest_storm",
+                lambda: self.faults.rest_storm_every,
+                lambda: self.start_rest_storm(self.faults.rest_storm_duration),
+            ),
+            (
+                "ws_stall",
+                lambda: self.faults.ws_stall_every,
+                lambda: self.start_stall(self.faults.ws_stall_duration),
+            ),
+            (
+                "ws_maintenance",
+                lambda: self.faults.ws_maintenance_every,
+                lambda: self.start_maintenance(self.faults.ws_maintenance_duration),
+            ),
             ("ws_restart", lambda: self.faults.ws_restart_every, self.restart_connections),
         )
         while True:
@@ -185,8 +207,9 @@ class Simulator:
             return None
         result = await self._rest(peer, request.path)
         self.stats.record_rest(endpoint_of(request.path), result.outcome, result.status, peer)
-        return _response(result.status, result.body,
-                         "text/html" if result.outcome == "server_error" else None)
+        return _response(
+            result.status, result.body, "text/html" if result.outcome == "server_error" else None
+        )
 
     async def _rest(self, peer: str, target: str) -> RestAnswer:
         faults, rng = self.faults, self._ctx.rng
@@ -196,8 +219,11 @@ class Simulator:
             self._rest_limit.ban(peer, faults.rest_storm_ban)
             return RestAnswer(429, _RATE_LIMITED, "storm")
         if not self._rest_limit.admit(peer):
-            logger.warning("simulator: REST client %s over the rate limit, banned for %.0fs",
-                           peer, self.config.rest_ban_seconds)
+            logger.warning(
+                "simulator: REST client %s over the rate limit, banned for %.0fs",
+                peer,
+                self.config.rest_ban_seconds,
+            )
             return RestAnswer(429, _RATE_LIMITED, "rate_limited")
         if faults.rest_slow_rate and rng.random() < faults.rest_slow_rate:
             self._fired("rest_slow", "slow REST answer (%.2fs)", faults.rest_slow_seconds)
@@ -208,8 +234,11 @@ class Simulator:
             html = f"<html><body><h1>{status} Server Error</h1></body></html>"
             return RestAnswer(status, html, "server_error")
         result = answer(self.market, target, self.state.maintenance(time.monotonic()))
-        if faults.rest_corrupt_rate and result.status == 200 and endpoint_of(
-                target.split("?", 1)[0]) == "candles_hist":
+        if (
+            faults.rest_corrupt_rate
+            and result.status == 200
+            and endpoint_of(target.split("?", 1)[0]) == "candles_hist"
+        ):
             result = self._corrupt(result)
         return result
 

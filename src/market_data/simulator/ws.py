@@ -64,8 +64,12 @@ class Session:
         ctx.stats.ws_opened += 1
         ctx.stats.ws_active += 1
         status = 0 if ctx.state.maintenance(time.monotonic()) else 1
-        info = {"event": "info", "version": 2, "serverId": str(uuid.uuid4()),
-                "platform": {"status": status}}
+        info = {
+            "event": "info",
+            "version": 2,
+            "serverId": str(uuid.uuid4()),
+            "platform": {"status": status},
+        }
         helpers = [
             asyncio.create_task(self._heartbeats(), name="sim-ws-hb"),
             asyncio.create_task(self._firehose(), name="sim-ws-firehose"),
@@ -163,8 +167,9 @@ class Session:
         elif event == "unsubscribe":
             await self._unsubscribe(request)
         elif event == "ping":
-            await self._event({"event": "pong", "ts": int(time.time() * 1000),
-                               "cid": request.get("cid")})
+            await self._event(
+                {"event": "pong", "ts": int(time.time() * 1000), "cid": request.get("cid")}
+            )
         elif event == "conf":
             flags = request.get("flags", 0)
             self.flags = flags if isinstance(flags, int) else 0
@@ -200,18 +205,22 @@ class Session:
             await self._error(10305, "subscribe: limit", request)
             return
         tf = from_exchange(fields[1])
-        channel = Channel(self.hub.next_chan_id(), key, index, tf, self,
-                          last_sent=time.monotonic())
+        channel = Channel(self.hub.next_chan_id(), key, index, tf, self, last_sent=time.monotonic())
         self.channels[channel.chan_id] = channel
         self.by_key[key] = channel
-        ack: dict[str, Any] = {"event": "subscribed", "channel": "candles",
-                               "chanId": channel.chan_id, "key": key}
+        ack: dict[str, Any] = {
+            "event": "subscribed",
+            "channel": "candles",
+            "chanId": channel.chan_id,
+            "key": key,
+        }
         if "subId" in request:
             ack["subId"] = request["subId"]
         await self._event(ack)
         now = ctx.market.now_ms()
-        rows = ctx.market.select(index, tf, 0, now, now, limit=ctx.config.ws_snapshot_length,
-                                 ascending=False)
+        rows = ctx.market.select(
+            index, tf, 0, now, now, limit=ctx.config.ws_snapshot_length, ascending=False
+        )
         channel.last_row = ctx.market.current(index, tf, now)
         await self.send_channel(channel, wire_rows(ctx, rows))
         ctx.stats.ws_subscriptions += 1
@@ -273,8 +282,7 @@ class Session:
                         continue
                     prefix = prefixes.get(channel.chan_id)
                     if prefix is None:
-                        base = channel.last_row or (align(now, channel.tf), 1.0, 1.0, 1.0, 1.0,
-                                                    0.0)
+                        base = channel.last_row or (align(now, channel.tf), 1.0, 1.0, 1.0, 1.0, 0.0)
                         prefix = prefixes[channel.chan_id] = (row_json(base[:5])[:-1], base[5])
                     bump += 1
                     # Only the volume changes, so only the volume is formatted per frame.

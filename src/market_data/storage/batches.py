@@ -87,11 +87,19 @@ def prepare(candles: Iterable[Candle], exchange: str) -> tuple[list[SeriesBatch]
         ts, o, h, lo, cl, v, final = c.ts, c.open, c.high, c.low, c.close, c.volume, c.final
         if (
             step
-            and type(o) is float and type(h) is float and type(lo) is float
-            and type(cl) is float and type(v) is float and type(ts) is int
+            and type(o) is float
+            and type(h) is float
+            and type(lo) is float
+            and type(cl) is float
+            and type(v) is float
+            and type(ts) is int
             and type(final) is bool
-            and -_INF < lo <= h < _INF and -_INF < o < _INF and -_INF < cl < _INF
-            and 0.0 <= v < _INF and ts >= 0 and (ts - anchor) % step == 0
+            and -_INF < lo <= h < _INF
+            and -_INF < o < _INF
+            and -_INF < cl < _INF
+            and 0.0 <= v < _INF
+            and ts >= 0
+            and (ts - anchor) % step == 0
         ):
             row: Row = (exchange, symbol, timeframe, ts, o, h, lo, cl, v, final)
         else:
@@ -99,14 +107,22 @@ def prepare(candles: Iterable[Candle], exchange: str) -> tuple[list[SeriesBatch]
             if reason is not None:
                 rejected.append(Rejected(c, reason))
                 continue
-            row = (exchange, symbol, timeframe, ts, float(o), float(h), float(lo), float(cl),
-                   float(v), bool(final))
+            row = (
+                exchange,
+                symbol,
+                timeframe,
+                ts,
+                float(o),
+                float(h),
+                float(lo),
+                float(cl),
+                float(v),
+                bool(final),
+            )
         previous = series_rows.get(ts)
         if previous is None or final or not previous[FINAL]:
             series_rows[ts] = row
-    batches = [
-        SeriesBatch(sym, tf, _ascending(rows)) for (sym, tf), rows in groups.items() if rows
-    ]
+    batches = [SeriesBatch(sym, tf, _ascending(rows)) for (sym, tf), rows in groups.items() if rows]
     return batches, rejected
 
 

@@ -55,8 +55,13 @@ class DetectionMixin(SqlBase):
     async def set_scan_states(self, states: Mapping[SeriesKey, tuple[int, int]]) -> None:
         """Record (detect_low, watermark) for many series in one transaction."""
         rows = [
-            {"exchange": self.exchange, "symbol": key.symbol, "timeframe": key.timeframe,
-             "detect_low": low, "detect_watermark": high}
+            {
+                "exchange": self.exchange,
+                "symbol": key.symbol,
+                "timeframe": key.timeframe,
+                "detect_low": low,
+                "detect_watermark": high,
+            }
             for key, (low, high) in states.items()
         ]
         if not rows:
@@ -64,8 +69,10 @@ class DetectionMixin(SqlBase):
         stmt = self.dialect.insert(series_state)
         stmt = stmt.on_conflict_do_update(
             index_elements=["exchange", "symbol", "timeframe"],
-            set_={"detect_low": stmt.excluded.detect_low,
-                  "detect_watermark": stmt.excluded.detect_watermark},
+            set_={
+                "detect_low": stmt.excluded.detect_low,
+                "detect_watermark": stmt.excluded.detect_watermark,
+            },
         )
         async with self._write() as conn:
             # One statement, many parameter sets: compiled once, cached, sent as a batch.
@@ -94,9 +101,15 @@ class DetectionMixin(SqlBase):
         now = self._clock()
         rows = [
             {
-                "exchange": self.exchange, "symbol": key.symbol, "timeframe": key.timeframe,
-                "gap_start": start, "gap_end": end, "detected_at": now,
-                "status": GapStatus.OPEN.value, "candles_repaired": 0, "attempts": 0,
+                "exchange": self.exchange,
+                "symbol": key.symbol,
+                "timeframe": key.timeframe,
+                "gap_start": start,
+                "gap_end": end,
+                "detected_at": now,
+                "status": GapStatus.OPEN.value,
+                "candles_repaired": 0,
+                "attempts": 0,
             }
             for key, found in ranges.items()
             for start, end in dict(found).items()  # one range per start: the unique key

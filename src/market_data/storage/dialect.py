@@ -138,9 +138,7 @@ class Dialect(ABC):
         return None
 
 
-def pool_options(
-    pool_size: int | None, pre_ping: bool, default: dict[str, Any]
-) -> dict[str, Any]:
+def pool_options(pool_size: int | None, pre_ping: bool, default: dict[str, Any]) -> dict[str, Any]:
     """create_async_engine's pool arguments for Dialect.create_engine's."""
     if pool_size is None:
         options = dict(default)

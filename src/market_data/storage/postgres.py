@@ -305,13 +305,17 @@ class PostgresDialect(Dialect):
         # epoch ms (the float error is far below the microsecond it rounds to) and 2x faster
         # than adding a timedelta.
         with collector_paused():  # one record per row, none cyclic (see gcpause)
-            records = [
-                (ex, sym, tf, _fromtimestamp(r[3] / 1000, UTC), *r[4:]) for r in batch.rows
-            ]
+            records = [(ex, sym, tf, _fromtimestamp(r[3] / 1000, UTC), *r[4:]) for r in batch.rows]
         async with raw.transaction():  # a savepoint: a conflict must not poison the outer one
             await raw.copy_records_to_table("candles", records=records)
         await raw.execute(
-            _ADD_STATS, ex, sym, tf, len(records), batch.first_ts, batch.last_ts,
+            _ADD_STATS,
+            ex,
+            sym,
+            tf,
+            len(records),
+            batch.first_ts,
+            batch.last_ts,
             batch.last_final_ts,
         )
         return len(records)
@@ -329,27 +333,33 @@ class PostgresDialect(Dialect):
     async def find_holes(
         self, conn: AsyncConnection, queries: Sequence[HoleQuery]
     ) -> list[tuple[SeriesKey, int, int]]:
-        rows = await conn.execute(_HOLES, {
-            "exchange": self.exchange,
-            "symbols": [q[0].symbol for q in queries],
-            "timeframes": [q[0].timeframe for q in queries],
-            "starts": [ms_to_datetime(q[1]) for q in queries],
-            "ends": [ms_to_datetime(q[2]) for q in queries],
-            "steps": [q[3] for q in queries],
-        })
+        rows = await conn.execute(
+            _HOLES,
+            {
+                "exchange": self.exchange,
+                "symbols": [q[0].symbol for q in queries],
+                "timeframes": [q[0].timeframe for q in queries],
+                "starts": [ms_to_datetime(q[1]) for q in queries],
+                "ends": [ms_to_datetime(q[2]) for q in queries],
+                "steps": [q[3] for q in queries],
+            },
+        )
         return [(SeriesKey(sym, tf), int(prev), int(ts)) for sym, tf, prev, ts in rows]
 
     async def find_empty_ranges(
         self, conn: AsyncConnection, windows: Sequence[Window], limit: int
     ) -> list[tuple[SeriesKey, int, int]]:
-        rows = await conn.execute(_EMPTY_RANGES, {
-            "exchange": self.exchange,
-            "symbols": [w[0].symbol for w in windows],
-            "timeframes": [w[0].timeframe for w in windows],
-            "starts": [ms_to_datetime(w[1]) for w in windows],
-            "ends": [ms_to_datetime(w[2]) for w in windows],
-            "limit": limit,
-        })
+        rows = await conn.execute(
+            _EMPTY_RANGES,
+            {
+                "exchange": self.exchange,
+                "symbols": [w[0].symbol for w in windows],
+                "timeframes": [w[0].timeframe for w in windows],
+                "starts": [ms_to_datetime(w[1]) for w in windows],
+                "ends": [ms_to_datetime(w[2]) for w in windows],
+                "limit": limit,
+            },
+        )
         return [(SeriesKey(sym, tf), int(start), int(end)) for sym, tf, start, end in rows]
 
     # -- the API's fast path ---------------------------------------------------------------------

@@ -37,19 +37,34 @@ def _error_text(text: str | None) -> str | None:
 def _gap(row: sa.Row[Any]) -> Gap:
     m = row._mapping
     return Gap(
-        id=m["id"], exchange=m["exchange"], symbol=m["symbol"], timeframe=m["timeframe"],
-        gap_start=m["gap_start"], gap_end=m["gap_end"], detected_at=m["detected_at"],
-        repaired_at=m["repaired_at"], status=m["status"], candles_repaired=m["candles_repaired"],
-        attempts=m["attempts"], next_attempt_at=m["next_attempt_at"], last_error=m["last_error"],
+        id=m["id"],
+        exchange=m["exchange"],
+        symbol=m["symbol"],
+        timeframe=m["timeframe"],
+        gap_start=m["gap_start"],
+        gap_end=m["gap_end"],
+        detected_at=m["detected_at"],
+        repaired_at=m["repaired_at"],
+        status=m["status"],
+        candles_repaired=m["candles_repaired"],
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        last_error=m["last_error"],
     )
 
 
 def _job(row: sa.Row[Any]) -> Job:
     m = row._mapping
     return Job(
-        id=m["id"], exchange=m["exchange"], symbol=m["symbol"], timeframe=m["timeframe"],
-        job_type=m["job_type"], status=m["status"], started_at=m["started_at"],
-        completed_at=m["completed_at"], candles_fetched=m["candles_fetched"],
+        id=m["id"],
+        exchange=m["exchange"],
+        symbol=m["symbol"],
+        timeframe=m["timeframe"],
+        job_type=m["job_type"],
+        status=m["status"],
+        started_at=m["started_at"],
+        completed_at=m["completed_at"],
+        candles_fetched=m["candles_fetched"],
         last_error=m["last_error"],
     )
 
@@ -61,8 +76,13 @@ class JobsMixin(SqlBase):
         if job_type not in _JOB_TYPES:
             raise ValueError(f"unknown job type {job_type!r}")
         stmt = ingestion_jobs.insert().values(
-            exchange=self.exchange, symbol=symbol, timeframe=timeframe, job_type=job_type,
-            status=JobStatus.RUNNING.value, started_at=self._clock(), candles_fetched=0,
+            exchange=self.exchange,
+            symbol=symbol,
+            timeframe=timeframe,
+            job_type=job_type,
+            status=JobStatus.RUNNING.value,
+            started_at=self._clock(),
+            candles_fetched=0,
         )
         async with self._write() as conn:
             return int((await conn.execute(stmt.returning(ingestion_jobs.c.id))).scalar_one())
@@ -72,16 +92,24 @@ class JobsMixin(SqlBase):
     ) -> None:
         if status not in _JOB_STATUSES:
             raise ValueError(f"unknown job status {status!r}")
-        stmt = ingestion_jobs.update().where(ingestion_jobs.c.id == job_id).values(
-            status=status, completed_at=self._clock(), candles_fetched=candles_fetched,
-            last_error=_error_text(last_error),
+        stmt = (
+            ingestion_jobs.update()
+            .where(ingestion_jobs.c.id == job_id)
+            .values(
+                status=status,
+                completed_at=self._clock(),
+                candles_fetched=candles_fetched,
+                last_error=_error_text(last_error),
+            )
         )
         async with self._write() as conn:
             await conn.execute(stmt)
 
     async def update_job_progress(self, job_id: int, candles_fetched: int) -> None:
-        stmt = ingestion_jobs.update().where(ingestion_jobs.c.id == job_id).values(
-            candles_fetched=candles_fetched
+        stmt = (
+            ingestion_jobs.update()
+            .where(ingestion_jobs.c.id == job_id)
+            .values(candles_fetched=candles_fetched)
         )
         async with self._write() as conn:
             await conn.execute(stmt)
@@ -105,8 +133,10 @@ class JobsMixin(SqlBase):
     async def fail_running_jobs(self, reason: str, status: str = "failed") -> int:
         if status not in _JOB_STATUSES or status == JobStatus.RUNNING:
             raise ValueError(f"cannot end jobs as {status!r}")
-        stmt = ingestion_jobs.update().where(ingestion_jobs.c.status == JobStatus.RUNNING).values(
-            status=status, completed_at=self._clock(), last_error=_error_text(reason)
+        stmt = (
+            ingestion_jobs.update()
+            .where(ingestion_jobs.c.status == JobStatus.RUNNING)
+            .values(status=status, completed_at=self._clock(), last_error=_error_text(reason))
         )
         async with self._write() as conn:
             return int((await conn.execute(stmt)).rowcount)
@@ -144,9 +174,15 @@ class GapsMixin(SqlBase):
     async def close_gap(self, gap_id: int, status: str, candles_repaired: int, now_ms: int) -> None:
         if status not in _CLOSED:
             raise ValueError(f"a gap closes as repaired or empty, not {status!r}")
-        stmt = data_gaps.update().where(data_gaps.c.id == gap_id).values(
-            status=status, candles_repaired=candles_repaired, repaired_at=now_ms,
-            next_attempt_at=None,
+        stmt = (
+            data_gaps.update()
+            .where(data_gaps.c.id == gap_id)
+            .values(
+                status=status,
+                candles_repaired=candles_repaired,
+                repaired_at=now_ms,
+                next_attempt_at=None,
+            )
         )
         async with self._write() as conn:
             await conn.execute(stmt)
@@ -168,8 +204,10 @@ class GapsMixin(SqlBase):
 
     async def count_open_gaps(self) -> int:
         t = data_gaps
-        stmt = sa.select(sa.func.count()).select_from(t).where(
-            t.c.exchange == self.exchange, t.c.status.in_(_OPEN)
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.exchange == self.exchange, t.c.status.in_(_OPEN))
         )
         async with self._read() as conn:
             return int((await conn.execute(stmt)).scalar_one())
@@ -197,8 +235,13 @@ class GapsMixin(SqlBase):
             if end > start:
                 widest[start] = max(end, widest.get(start, end))
         rows = [
-            {"exchange": self.exchange, "symbol": series.symbol, "timeframe": series.timeframe,
-             "range_start": start, "range_end": end}
+            {
+                "exchange": self.exchange,
+                "symbol": series.symbol,
+                "timeframe": series.timeframe,
+                "range_start": start,
+                "range_end": end,
+            }
             for start, end in widest.items()
         ]
         async with self._write() as conn:
@@ -206,9 +249,11 @@ class GapsMixin(SqlBase):
                 stmt = self.dialect.insert(empty_ranges).values(rows[i : i + _INSERT_CHUNK])
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["exchange", "symbol", "timeframe", "range_start"],
-                    set_={"range_end": self.dialect.greatest(
-                        empty_ranges.c.range_end, stmt.excluded.range_end
-                    )},
+                    set_={
+                        "range_end": self.dialect.greatest(
+                            empty_ranges.c.range_end, stmt.excluded.range_end
+                        )
+                    },
                 )
                 await conn.execute(stmt)
 
@@ -235,7 +280,9 @@ class GapsMixin(SqlBase):
 
     async def _set_state(self, series: SeriesKey, column: str, value: int) -> None:
         stmt = self.dialect.insert(series_state).values(
-            exchange=self.exchange, symbol=series.symbol, timeframe=series.timeframe,
+            exchange=self.exchange,
+            symbol=series.symbol,
+            timeframe=series.timeframe,
             **{column: value},
         )
         stmt = stmt.on_conflict_do_update(

@@ -37,8 +37,15 @@ QUARANTINE_LIMIT = 100_000
 # larger ones are cut into the dialect's bulk chunks.
 BULK_THRESHOLD = 1_000
 _CANDLE_COLUMNS = (
-    candles.c.symbol, candles.c.timeframe, candles.c.ts, candles.c.open, candles.c.high,
-    candles.c.low, candles.c.close, candles.c.volume, candles.c.final,
+    candles.c.symbol,
+    candles.c.timeframe,
+    candles.c.ts,
+    candles.c.open,
+    candles.c.high,
+    candles.c.low,
+    candles.c.close,
+    candles.c.volume,
+    candles.c.final,
 )
 
 
@@ -98,13 +105,19 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
                     written += await self.dialect.write_bulk(self._raw_write, chunk)
                     await self._after_write(len(chunk.rows))
         if rejected:
-            await self.quarantine([
-                QuarantineItem(
-                    "store", r.candle.symbol, r.candle.timeframe,
-                    r.candle.ts if type(r.candle.ts) is int else None, repr(r.candle), r.reason,
-                )
-                for r in rejected
-            ])
+            await self.quarantine(
+                [
+                    QuarantineItem(
+                        "store",
+                        r.candle.symbol,
+                        r.candle.timeframe,
+                        r.candle.ts if type(r.candle.ts) is int else None,
+                        repr(r.candle),
+                        r.reason,
+                    )
+                    for r in rejected
+                ]
+            )
         return UpsertResult(written=written, rejected=rejected)
 
     async def _after_write(self, rows: int) -> None:
@@ -123,10 +136,15 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         total = 0
         while True:
             async with self._write() as conn:
-                bound = (await conn.execute(
-                    sa.select(candles.c.ts).where(where).order_by(candles.c.ts)
-                    .offset(batch_size - 1).limit(1)
-                )).scalar_one_or_none()
+                bound = (
+                    await conn.execute(
+                        sa.select(candles.c.ts)
+                        .where(where)
+                        .order_by(candles.c.ts)
+                        .offset(batch_size - 1)
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
                 step = where if bound is None else sa.and_(where, candles.c.ts <= bound)
                 deleted = int((await conn.execute(candles.delete().where(step))).rowcount)
                 if deleted:
@@ -138,12 +156,19 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
     def _stats_after_delete(self, series: SeriesKey, deleted: int) -> sa.Update:
         mine = self._series(candles, series)
         ts = candles.c.ts
-        return series_stats.update().where(self._series(series_stats, series)).values(
-            candle_count=series_stats.c.candle_count - deleted,
-            first_ts=sa.select(sa.func.min(ts)).where(mine).scalar_subquery(),
-            last_ts=sa.select(sa.func.max(ts)).where(mine).scalar_subquery(),
-            last_final_ts=sa.select(ts).where(mine, candles.c.final)
-            .order_by(ts.desc()).limit(1).scalar_subquery(),
+        return (
+            series_stats.update()
+            .where(self._series(series_stats, series))
+            .values(
+                candle_count=series_stats.c.candle_count - deleted,
+                first_ts=sa.select(sa.func.min(ts)).where(mine).scalar_subquery(),
+                last_ts=sa.select(sa.func.max(ts)).where(mine).scalar_subquery(),
+                last_final_ts=sa.select(ts)
+                .where(mine, candles.c.final)
+                .order_by(ts.desc())
+                .limit(1)
+                .scalar_subquery(),
+            )
         )
 
     # candles: reads ----------------------------------------------------------------------------
@@ -187,8 +212,15 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         where reading the rows is already as fast): the caller then writes the JSON itself.
         """
         rows = (
-            sa.select(candles.c.ts, candles.c.open, candles.c.high, candles.c.low,
-                      candles.c.close, candles.c.volume, candles.c.final)
+            sa.select(
+                candles.c.ts,
+                candles.c.open,
+                candles.c.high,
+                candles.c.low,
+                candles.c.close,
+                candles.c.volume,
+                candles.c.final,
+            )
             .where(self._series(candles, series), candles.c.ts >= start_ms, candles.c.ts < end_ms)
             .order_by(candles.c.ts)
             .limit(max(0, min(limit, 10 * MAX_LIST)))
@@ -220,9 +252,7 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         while start_ms < end_ms and (left is None or left > 0):
             want = chunk_rows if left is None else min(chunk_rows, left)
             try:
-                chunk = await self.dialect.read_columns(
-                    self.engine, series, start_ms, end_ms, want
-                )
+                chunk = await self.dialect.read_columns(self.engine, series, start_ms, end_ms, want)
             except DRIVER_ERRORS as exc:
                 raise self._translated(exc) from exc
             if len(chunk):
@@ -245,8 +275,14 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
     async def series_stats(self) -> list[SeriesStats]:
         t = series_stats
         stmt = (
-            sa.select(t.c.symbol, t.c.timeframe, t.c.candle_count, t.c.first_ts, t.c.last_ts,
-                      t.c.last_final_ts)
+            sa.select(
+                t.c.symbol,
+                t.c.timeframe,
+                t.c.candle_count,
+                t.c.first_ts,
+                t.c.last_ts,
+                t.c.last_final_ts,
+            )
             .where(t.c.exchange == self.exchange)
             .order_by(t.c.symbol, t.c.timeframe)
         )
@@ -262,9 +298,13 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         now = self._clock()
         rows = [
             {
-                "source": item.source[:100], "symbol": item.symbol, "timeframe": item.timeframe,
-                "ts": item.ts, "raw": item.raw[:RAW_TEXT_LIMIT],
-                "reason": item.reason[:RAW_TEXT_LIMIT], "seen_at": now,
+                "source": item.source[:100],
+                "symbol": item.symbol,
+                "timeframe": item.timeframe,
+                "ts": item.ts,
+                "raw": item.raw[:RAW_TEXT_LIMIT],
+                "reason": item.reason[:RAW_TEXT_LIMIT],
+                "seen_at": now,
             }
             for item in items[-self._quarantine_limit :]
         ]
@@ -278,11 +318,13 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
             low, high = (await conn.execute(span)).one()
             if high - low + 1 > self._quarantine_limit:
                 oldest_kept = (
-                    sa.select(t.c.id).order_by(t.c.id.desc())
-                    .offset(self._quarantine_limit - 1).limit(1).scalar_subquery()
+                    sa.select(t.c.id)
+                    .order_by(t.c.id.desc())
+                    .offset(self._quarantine_limit - 1)
+                    .limit(1)
+                    .scalar_subquery()
                 )
                 await conn.execute(t.delete().where(t.c.id < oldest_kept))
-
 
 
 def open_store(target: str | _HasDatabaseUrl, **options: Any) -> SqlStore:

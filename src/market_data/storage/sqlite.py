@@ -103,6 +103,7 @@ def _read_columns(path: str, params: tuple[Any, ...], series: SeriesKey) -> Cand
         raise sqlite3.OperationalError(str(exc)) from None
     return from_arrow(series, table)
 
+
 # SQLite: up to _BRANCHES series per statement, joined with UNION ALL.
 _HOLES_BRANCH = """
 SELECT {n} AS q, prev, ts FROM (
@@ -116,6 +117,7 @@ _BRANCHES = 100  # 5 parameters each, well under SQLite's limit per statement
 
 def _holes(count: int) -> sa.TextClause:
     return sa.text(" UNION ALL ".join(_HOLES_BRANCH.format(n=n) for n in range(count)))
+
 
 _EMPTY_BRANCH = """
 SELECT symbol, timeframe, range_start, range_end FROM empty_ranges
@@ -222,14 +224,21 @@ class SqliteDialect(Dialect):
         existing = {(s, t): n for s, t, n in found}
         async with raw.executemany(_UPSERT, rows) as cursor:
             written = int(cursor.rowcount)
-        await _add_stats(raw, [
-            (
-                self.exchange, b.symbol, b.timeframe,
-                len(b.rows) - existing.get((b.symbol, b.timeframe), 0),
-                b.first_ts, b.last_ts, b.last_final_ts,
-            )
-            for b in batches
-        ])
+        await _add_stats(
+            raw,
+            [
+                (
+                    self.exchange,
+                    b.symbol,
+                    b.timeframe,
+                    len(b.rows) - existing.get((b.symbol, b.timeframe), 0),
+                    b.first_ts,
+                    b.last_ts,
+                    b.last_final_ts,
+                )
+                for b in batches
+            ],
+        )
         self._rows_since_checkpoint += len(rows)
         return written
 
@@ -291,8 +300,15 @@ class SqliteDialect(Dialect):
             chunk = queries[i : i + _BRANCHES]
             params: dict[str, object] = {"exchange": self.exchange}
             for n, (series, start, end, step) in enumerate(chunk):
-                params.update({f"s{n}": series.symbol, f"t{n}": series.timeframe,
-                               f"a{n}": start, f"b{n}": end, f"d{n}": step})
+                params.update(
+                    {
+                        f"s{n}": series.symbol,
+                        f"t{n}": series.timeframe,
+                        f"a{n}": start,
+                        f"b{n}": end,
+                        f"d{n}": step,
+                    }
+                )
             for n, prev, ts in await conn.execute(_holes(len(chunk)), params):
                 found.append((chunk[n][0], int(prev), int(ts)))
         return found
@@ -302,7 +318,8 @@ class SqliteDialect(Dialect):
     ) -> list[tuple[SeriesKey, int, int]]:
         params: dict[str, object] = {"exchange": self.exchange, "limit": limit}
         for n, (key, start, end) in enumerate(windows):
-            params.update({f"s{n}": key.symbol, f"t{n}": key.timeframe, f"a{n}": start,
-                           f"b{n}": end})
+            params.update(
+                {f"s{n}": key.symbol, f"t{n}": key.timeframe, f"a{n}": start, f"b{n}": end}
+            )
         rows = await conn.execute(_empty_ranges(len(windows)), params)
         return [(SeriesKey(sym, tf), int(start), int(end)) for sym, tf, start, end in rows]

@@ -44,7 +44,8 @@ async def start_backfill(
     if symbol is not None or timeframe is not None:
         wanted_tf = None if timeframe is None else source_of(timeframe)
         series = [
-            s for s in settings.native_series()
+            s
+            for s in settings.native_series()
             if (symbol is None or s.symbol == symbol)
             and (wanted_tf is None or s.timeframe == wanted_tf)
         ]

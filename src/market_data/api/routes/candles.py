@@ -64,21 +64,30 @@ async def get_candles(
     timeframe: RequiredTimeframe,
     start: TimeQuery = None,
     end: TimeQuery = None,
-    limit: Annotated[int, Query(
-        ge=1, le=MAX_CSV_LIMIT,
-        description=f"at most {MAX_LIMIT:,} rows for JSON, {MAX_CSV_LIMIT:,} for CSV",
-    )] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_CSV_LIMIT,
+            description=f"at most {MAX_LIMIT:,} rows for JSON, {MAX_CSV_LIMIT:,} for CSV",
+        ),
+    ] = DEFAULT_LIMIT,
     fmt: Annotated[CandleFormat, Query(alias="format")] = CandleFormat.json,
-    timestamps: Annotated[Timestamps, Query(
-        description="CSV times: iso (2026-02-05T20:00:00Z) or ms (epoch milliseconds)",
-    )] = Timestamps.iso,
+    timestamps: Annotated[
+        Timestamps,
+        Query(
+            description="CSV times: iso (2026-02-05T20:00:00Z) or ms (epoch milliseconds)",
+        ),
+    ] = Timestamps.iso,
 ) -> Response:
     if fmt is CandleFormat.json and limit > MAX_LIMIT:
-        raise bad_parameter("limit", f"at most {MAX_LIMIT} for JSON (format=csv allows more)",
-                            limit)
+        raise bad_parameter(
+            "limit", f"at most {MAX_LIMIT} for JSON (format=csv allows more)", limit
+        )
     if fmt is CandleFormat.json and timestamps is not Timestamps.iso:
-        raise bad_parameter("timestamps", "JSON times are ISO 8601; ms is for format=csv",
-                            timestamps.value)
+        raise bad_parameter(
+            "timestamps", "JSON times are ISO 8601; ms is for format=csv", timestamps.value
+        )
     start_ms = None if start is None else parse_time("start", start)
     end_ms = next_open(now_ms(), timeframe) if end is None else parse_time("end", end)
     if start_ms is None:
@@ -114,13 +123,15 @@ async def get_candles(
 
 
 async def _csv(
-    store: Store, series: SeriesKey, start_ms: int, end_ms: int, limit: int,
+    store: Store,
+    series: SeriesKey,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
     timestamps: Timestamps,
 ) -> Response:
     encoder = CsvEncoder(timestamps)
-    chunks = store.candle_columns(
-        series, start_ms, end_ms, chunk_rows=CSV_CHUNK_ROWS, limit=limit
-    )
+    chunks = store.candle_columns(series, start_ms, end_ms, chunk_rows=CSV_CHUNK_ROWS, limit=limit)
     first: CandleColumns | None = await anext(chunks, None)
 
     async def body() -> AsyncIterator[bytes]:
@@ -137,7 +148,8 @@ async def _csv(
 
     name = f"{series.symbol}_{series.timeframe}.csv"
     return StreamingResponse(
-        body(), media_type="text/csv; charset=utf-8",
+        body(),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'inline; filename="{name}"'},
     )
 

@@ -32,7 +32,5 @@ async def list_gaps(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> GapsOut:
-    gaps = await store.list_gaps(
-        repaired=repaired, symbol=symbol, timeframe=timeframe, limit=limit
-    )
+    gaps = await store.list_gaps(repaired=repaired, symbol=symbol, timeframe=timeframe, limit=limit)
     return GapsOut(count=len(gaps), gaps=[GapOut.of(g, _missing(g)) for g in gaps])

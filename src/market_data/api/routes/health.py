@@ -67,13 +67,17 @@ async def health(daemon: DaemonDep) -> JSONResponse:
     failing = [status for status in loops if status.failing]
     checks["loops"] = views.check(
         not failing,
-        "; ".join(f"{s.name}: {s.consecutive_failures} failures in a row ({s.last_error})"
-                  for s in failing) or f"{len(loops)} loops healthy",
+        "; ".join(
+            f"{s.name}: {s.consecutive_failures} failures in a row ({s.last_error})"
+            for s in failing
+        )
+        or f"{len(loops)} loops healthy",
     )
     unknown = views.unknown_symbols(daemon)
     checks["symbols"] = views.check(
         not unknown,
-        f"not listed by the exchange: {', '.join(unknown)}" if unknown
+        f"not listed by the exchange: {', '.join(unknown)}"
+        if unknown
         else f"{len(daemon.settings.bitfinex_symbols)} symbols listed",
     )
     exchange_error = views.exchange_error(daemon)

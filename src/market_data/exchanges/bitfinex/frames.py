@@ -88,8 +88,18 @@ class UnknownFrame:
     description: str
 
 
-WsEvent = (InfoEvent | ConfAck | SubscribedEvent | UnsubscribedEvent | ErrorEvent | PongEvent
-           | Heartbeat | CandleSnapshot | CandleUpdate | UnknownFrame)
+WsEvent = (
+    InfoEvent
+    | ConfAck
+    | SubscribedEvent
+    | UnsubscribedEvent
+    | ErrorEvent
+    | PongEvent
+    | Heartbeat
+    | CandleSnapshot
+    | CandleUpdate
+    | UnknownFrame
+)
 
 
 def _opt_str(value: object) -> str | None:
@@ -113,8 +123,12 @@ def _parse_event(msg: dict[str, Any]) -> WsEvent:
     if event == "info":
         platform = msg.get("platform")
         status = _as_int(platform.get("status")) if isinstance(platform, dict) else None
-        return InfoEvent(_as_int(msg.get("version")), _as_int(msg.get("code")),
-                         _opt_str(msg.get("msg")) or "", status)
+        return InfoEvent(
+            _as_int(msg.get("version")),
+            _as_int(msg.get("code")),
+            _opt_str(msg.get("msg")) or "",
+            status,
+        )
     if event == "conf":
         flags = _as_int(msg.get("flags"))
         return ConfAck(_opt_str(msg.get("status")) or "", flags if flags is not None else 0)
@@ -122,15 +136,24 @@ def _parse_event(msg: dict[str, Any]) -> WsEvent:
         channel = _opt_str(msg.get("channel"))
         if channel is None:
             raise PayloadError("subscribed event without a channel")
-        return SubscribedEvent(_chan_id(msg.get("chanId")), channel, _opt_str(msg.get("key")),
-                               _opt_str(msg.get("subId")))
+        return SubscribedEvent(
+            _chan_id(msg.get("chanId")),
+            channel,
+            _opt_str(msg.get("key")),
+            _opt_str(msg.get("subId")),
+        )
     if event == "unsubscribed":
         return UnsubscribedEvent(_chan_id(msg.get("chanId")), _opt_str(msg.get("status")) or "")
     if event == "error":
         chan = msg.get("chanId")
-        return ErrorEvent(_as_int(msg.get("code")), _opt_str(msg.get("msg")) or "",
-                          None if chan is None else _chan_id(chan), _opt_str(msg.get("key")),
-                          _opt_str(msg.get("channel")), _opt_str(msg.get("subId")))
+        return ErrorEvent(
+            _as_int(msg.get("code")),
+            _opt_str(msg.get("msg")) or "",
+            None if chan is None else _chan_id(chan),
+            _opt_str(msg.get("key")),
+            _opt_str(msg.get("channel")),
+            _opt_str(msg.get("subId")),
+        )
     if event == "pong":
         return PongEvent(_as_int(msg.get("cid")), _as_int(msg.get("ts")))
     if isinstance(event, str):

@@ -27,6 +27,7 @@ from market_data.errors import (
     UnknownSymbol,
 )
 from market_data.exchanges.base import CandlePage
+from market_data.exchanges.bitfinex.pairs import pair_for_symbol, parse_pair_list
 from market_data.exchanges.bitfinex.wire import (
     CANDLES_PATH,
     MAX_BODY_BYTES,
@@ -34,8 +35,6 @@ from market_data.exchanges.bitfinex.wire import (
     REST_MAX_LIMIT,
     candle_key,
     classify_http_error,
-    pair_for_symbol,
-    parse_pair_list,
     parse_rest_candles,
 )
 from market_data.lifecycle import Backoff, retry
@@ -48,8 +47,15 @@ log = logging.getLogger("market_data.exchanges.bitfinex_rest")
 
 T = TypeVar("T")
 
-OUTCOMES = ("ok", "rate_limited", "server_error", "client_error", "timeout", "connection_error",
-            "bad_payload")
+OUTCOMES = (
+    "ok",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "connection_error",
+    "bad_payload",
+)
 
 
 @dataclass(slots=True)
@@ -61,8 +67,6 @@ class RestStats:
     rows_rejected: int = 0
     retries: int = 0  # ExchangeUnavailable retries made here (429 retries are the limiter's)
     pairs_listed: int = 0
-
-
 
 
 class BitfinexRest:
@@ -145,8 +149,12 @@ class BitfinexRest:
         if not 0 <= start_ms <= end_ms:
             raise ExchangeRequestError(f"bad window: start {start_ms} end {end_ms}")
         path = CANDLES_PATH.format(key=key)
-        params = {"sort": str(sort), "limit": str(limit), "start": str(start_ms),
-                  "end": str(end_ms)}
+        params = {
+            "sort": str(sort),
+            "limit": str(limit),
+            "start": str(start_ms),
+            "end": str(end_ms),
+        }
 
         async def attempt() -> CandlePage:
             body = await self._get(path, params)
@@ -159,7 +167,10 @@ class BitfinexRest:
             self.stats.rows_rejected += page.rejected_count
             log.warning(
                 "Refused %d of %d rows from Bitfinex for %s/%s; first: %s (%s)",
-                page.rejected_count, page.raw_count, symbol, tf,
+                page.rejected_count,
+                page.raw_count,
+                symbol,
+                tf,
                 page.rejected[0].raw if page.rejected else "?",
                 page.rejected[0].reason if page.rejected else "?",
             )
@@ -208,8 +219,14 @@ class BitfinexRest:
     ) -> T:
         def retrying(exc: BaseException, failures: int, delay: float) -> None:
             self.stats.retries += 1
-            log.warning("Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
-                        what, exc, failures, self.unavailable_attempts - 1, delay)
+            log.warning(
+                "Bitfinex request for %s failed (%s); retry %d of %d in %.1f s",
+                what,
+                exc,
+                failures,
+                self.unavailable_attempts - 1,
+                delay,
+            )
 
         try:
             return await retry(
@@ -233,6 +250,7 @@ class BitfinexRest:
                 raise
             self.stats.requests["ok"] += 1
             return result
+
         return run
 
     async def _get(self, path: str, params: dict[str, str] | None) -> bytes:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import orjson
 
@@ -30,7 +30,6 @@ from market_data.errors import (
     MarketDataError,
     PayloadError,
     RateLimited,
-    UnknownSymbol,
 )
 from market_data.exchanges.base import CandlePage
 from market_data.gcpause import collector_paused
@@ -39,7 +38,6 @@ from market_data.models import (
     RejectedRow,
     SymbolError,
     canonical_symbol,
-    exchange_pair_map,
 )
 from market_data.timeframes import (
     ALL_TIMEFRAMES,
@@ -215,8 +213,17 @@ def parse_candle_row(row: object, symbol: str, timeframe: str, now_ms: int) -> C
         raise PayloadError(f"volume {volume} is negative")
     if high < low:
         raise PayloadError(f"high {high} is below low {low}")
-    candle = Candle(symbol, timeframe, ts, open_, high, low, close, volume,
-                    final=next_open(ts, timeframe) <= now_ms)
+    candle = Candle(
+        symbol,
+        timeframe,
+        ts,
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        final=next_open(ts, timeframe) <= now_ms,
+    )
     problem = candle.problem()
     if problem is not None:
         raise PayloadError(problem)
@@ -227,8 +234,9 @@ _PRICES = ("open", "close", "high", "low")
 _INF = math.inf
 
 
-def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
-                      now_ms: int) -> CandlePage:
+def parse_candle_rows(
+    rows: Iterable[object], symbol: str, timeframe: str, now_ms: int
+) -> CandlePage:
     """Parse rows one by one: a bad row is rejected with its reason, the others still parse.
 
     The common row (six plain JSON numbers that parse_candle_row accepts) is checked inline,
@@ -260,11 +268,25 @@ def parse_candle_rows(rows: Iterable[object], symbol: str, timeframe: str,
                     and (type(h) is float or type(h) is int)
                     and (type(lo) is float or type(lo) is int)
                     and (type(v) is float or type(v) is int)
-                    and 0 < o < _INF and 0 < c < _INF and 0 < lo <= h < _INF and 0 <= v < _INF
+                    and 0 < o < _INF
+                    and 0 < c < _INF
+                    and 0 < lo <= h < _INF
+                    and 0 <= v < _INF
                 ):
                     try:
-                        append(Candle(symbol, timeframe, ts, float(o), float(h), float(lo),
-                                      float(c), float(v), ts + step <= now_ms))
+                        append(
+                            Candle(
+                                symbol,
+                                timeframe,
+                                ts,
+                                float(o),
+                                float(h),
+                                float(lo),
+                                float(c),
+                                float(v),
+                                ts + step <= now_ms,
+                            )
+                        )
                         continue
                     except OverflowError:  # an integer too large for a float
                         pass
@@ -294,8 +316,9 @@ def is_error_body(obj: object) -> bool:
     return isinstance(obj, dict) and "error" in obj
 
 
-def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
-                       now_ms: int) -> CandlePage:
+def parse_rest_candles(
+    body: bytes | str | object, symbol: str, timeframe: str, now_ms: int
+) -> CandlePage:
     """A `/hist` (`[[...], ...]`) or `/last` (`[MTS, ...]`) body -> CandlePage.
 
     An error body raises its classified error (RateLimited, ExchangeUnavailable,
@@ -305,8 +328,9 @@ def parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
         return _parse_rest_candles(body, symbol, timeframe, now_ms)
 
 
-def _parse_rest_candles(body: bytes | str | object, symbol: str, timeframe: str,
-                        now_ms: int) -> CandlePage:
+def _parse_rest_candles(
+    body: bytes | str | object, symbol: str, timeframe: str, now_ms: int
+) -> CandlePage:
     obj = _loads(body)
     if is_error_body(obj):
         raise classify_http_error(200, obj)
@@ -337,8 +361,11 @@ def classify_http_error(status: int, body: bytes | str | object) -> MarketDataEr
         message = _dumps(obj.get("error"))
     elif isinstance(obj, str):
         message = _dumps(obj.strip())
-    detail = f"HTTP {status}" + (f", error {code}" if code is not None else "") + (
-        f": {message}" if message else "")
+    detail = (
+        f"HTTP {status}"
+        + (f", error {code}" if code is not None else "")
+        + (f": {message}" if message else "")
+    )
     lowered = message.lower()
     if code == ERR_RATE_LIMIT or status == 429 or "ratelimit" in lowered.replace("_", ""):
         return RateLimited(f"rate limited ({detail})")
@@ -354,41 +381,3 @@ def classify_http_error(status: int, body: bytes | str | object) -> MarketDataEr
         # An error body with a 2xx status and a code we do not know: assume it passes.
         return ExchangeUnavailable(f"exchange error ({detail})")
     return PayloadError(f"unexpected response ({detail})")
-
-
-# --- pairs ----------------------------------------------------------------------------------
-
-
-def parse_pair_list(body: bytes | str | object) -> list[str]:
-    """`[["BTCUSD","DOGE:USD",...]]` (also the `pub:info:pair` shape `[[["BTCUSD",[...]],...]]`)."""
-    obj = _loads(body)
-    if is_error_body(obj):
-        raise classify_http_error(200, obj)
-    if not isinstance(obj, list) or len(obj) != 1 or not isinstance(obj[0], list):
-        raise PayloadError(f"pair list is not [[...]]: {_dumps(obj)}")
-    if len(obj[0]) > MAX_PAIRS:
-        raise PayloadError(f"pair list has {len(obj[0])} entries, more than {MAX_PAIRS}")
-    pairs: list[str] = []
-    for item in obj[0]:
-        if isinstance(item, list) and item:
-            item = item[0]
-        if not isinstance(item, str) or not 1 <= len(item) <= 40:
-            raise PayloadError(f"pair list entry is not a pair id: {_dumps(item)}")
-        pairs.append(item)
-    return pairs
-
-
-def pair_for_symbol(symbol: str, pairs: Iterable[str] | Mapping[str, str]) -> str:
-    """The exchange's pair id for a symbol (`DOGEUSD` -> `DOGE:USD`), or UnknownSymbol.
-
-    `pairs` is the exchange's pair list, or the map `exchange_pair_map` built from it.
-    """
-    try:
-        canonical = canonical_symbol(symbol)
-    except SymbolError:
-        raise UnknownSymbol(f"{symbol!r} is not a trading pair") from None
-    mapping = pairs if isinstance(pairs, Mapping) else exchange_pair_map(pairs)
-    try:
-        return mapping[canonical]
-    except KeyError:
-        raise UnknownSymbol(f"Bitfinex does not list {canonical}") from None

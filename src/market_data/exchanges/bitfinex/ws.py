@@ -173,7 +173,9 @@ class Shard:
                     delay = backoff.next()
                 log.warning(
                     "WebSocket connection %d lost (%s); reconnecting in %.1f s",
-                    self.info.id, self.info.last_error or "closed", delay,
+                    self.info.id,
+                    self.info.last_error or "closed",
+                    delay,
                 )
                 self.info.state = "backoff"
                 if delay > 0 and not await until_stopped(stop, asyncio.sleep(delay)):
@@ -263,7 +265,9 @@ class Shard:
         series, self._acked = self._acked, []
         log.info(
             "WebSocket connection %d subscribed to %d channels (%d new)",
-            self.info.id, len(self._chan), len(series),
+            self.info.id,
+            len(self._chan),
+            len(series),
         )
         if series:
             self.pool.on_ready(self.info.id, series)
@@ -307,14 +311,26 @@ class Shard:
             except MarketDataError as exc:
                 if len(rejected) < _REJECTED_PER_FRAME:
                     mts = row[0] if isinstance(row, list) and row else None
-                    rejected.append(RejectedRow(
-                        json.dumps(row, default=str)[:500], str(exc),
-                        mts if type(mts) is int and 0 <= mts <= now_ms + CLOCK_SKEW_MS else None))
+                    rejected.append(
+                        RejectedRow(
+                            json.dumps(row, default=str)[:500],
+                            str(exc),
+                            mts
+                            if type(mts) is int and 0 <= mts <= now_ms + CLOCK_SKEW_MS
+                            else None,
+                        )
+                    )
                 self.info.rejected_rows += 1
                 count = self.info.rejected_rows
                 if count <= 5 or count % 1000 == 0:  # a broken feed must not flood the log
-                    log.warning("Unusable candle row on %s (%d so far on connection %d): %s (%s)",
-                                sub.series, count, self.info.id, row, exc)
+                    log.warning(
+                        "Unusable candle row on %s (%d so far on connection %d): %s (%s)",
+                        sub.series,
+                        count,
+                        self.info.id,
+                        row,
+                        exc,
+                    )
         if not candles and not rejected:
             return
         # Snapshots come newest first; everything downstream wants time order.
@@ -359,8 +375,9 @@ class Shard:
             self._paused_since = time.monotonic()
             self.info.state = "paused"
         elif event.code == INFO_MAINTENANCE_END:
-            log.info("WebSocket connection %d: maintenance ended (20061), resubscribing",
-                     self.info.id)
+            log.info(
+                "WebSocket connection %d: maintenance ended (20061), resubscribing", self.info.id
+            )
             self._paused_since = None
             for chan_id in list(self._chan):
                 await ws.send(json.dumps({"event": "unsubscribe", "chanId": chan_id}))

@@ -144,8 +144,13 @@ class GapRepairer:
             state = "marked failed, next attempt in" if failed else "next attempt in"
             log.warning(
                 "Gap repair failed: %s/%s %s (attempt %d, %s %.0f min): %s",
-                gap.symbol, gap.timeframe, span(gap.gap_start, gap.gap_end), attempts, state,
-                (next_at - now) / tfm.MINUTE_MS, message,
+                gap.symbol,
+                gap.timeframe,
+                span(gap.gap_start, gap.gap_end),
+                attempts,
+                state,
+                (next_at - now) / tfm.MINUTE_MS,
+                message,
             )
         if len(report.errors) < 3:
             report.errors.append(message)
@@ -170,7 +175,13 @@ class GapRepairer:
         page_size = self._exchange.limits.page_size
         while cursor < end:
             page = await self._exchange.fetch_candles(
-                pair, tf, cursor, end - 1, limit=page_size, sort=1, priority=priority,
+                pair,
+                tf,
+                cursor,
+                end - 1,
+                limit=page_size,
+                sort=1,
+                priority=priority,
                 now_ms=self._clock(),
             )
             report.requests += 1
@@ -191,8 +202,13 @@ class GapRepairer:
         start = min(g.gap_start for g in cluster)
         end = max(g.gap_end for g in cluster)
         for gap in cluster:
-            self._log(report, "Repairing gap: %s/%s %s", gap.symbol, gap.timeframe,
-                      span(gap.gap_start, gap.gap_end))
+            self._log(
+                report,
+                "Repairing gap: %s/%s %s",
+                gap.symbol,
+                gap.timeframe,
+                span(gap.gap_start, gap.gap_end),
+            )
         fetched, answered, refused = await self._fetch(series, start, end, priority, report)
         wanted = [c for c in fetched if any(g.gap_start <= c.ts < g.gap_end for g in cluster)]
         if wanted:
@@ -208,8 +224,13 @@ class GapRepairer:
     async def _repair_derived(self, gap: Gap, report: RepairReport) -> None:
         series = gap.series
         source = SeriesKey(series.symbol, tfm.source_of(series.timeframe))
-        self._log(report, "Repairing gap: %s/%s %s", gap.symbol, gap.timeframe,
-                  span(gap.gap_start, gap.gap_end))
+        self._log(
+            report,
+            "Repairing gap: %s/%s %s",
+            gap.symbol,
+            gap.timeframe,
+            span(gap.gap_start, gap.gap_end),
+        )
         stored = set(await self._store.open_times_in_range(source, gap.gap_start, gap.gap_end))
         expected = tfm.expected_opens(gap.gap_start, gap.gap_end, source.timeframe)
         holes = missing_runs(expected, stored, source.timeframe)
@@ -220,16 +241,26 @@ class GapRepairer:
             # The source has a hole here too: repairing the source repairs the derived period.
             lo, hi = holes[0][0], holes[-1][1]
             fetched, answered, refused = await self._fetch(
-                source, lo, hi, self._priority(gap), report)
+                source, lo, hi, self._priority(gap), report
+            )
             if fetched:
                 await self._sink.write(fetched, source="gap_repair")
-            empty = [] if refused else missing_runs(
-                tfm.expected_opens(lo, hi, source.timeframe), answered | stored, source.timeframe
+            empty = (
+                []
+                if refused
+                else missing_runs(
+                    tfm.expected_opens(lo, hi, source.timeframe),
+                    answered | stored,
+                    source.timeframe,
+                )
             )
             if empty:
                 await self._store.add_empty_ranges(source, empty)
         await self._sink.derived.recompute(
-            source, gap.gap_start, gap.gap_end, timeframes=[series.timeframe],
+            source,
+            gap.gap_start,
+            gap.gap_end,
+            timeframes=[series.timeframe],
             now_ms=self._clock(),
         )
         rebuilt = set(await self._store.open_times_in_range(series, gap.gap_start, gap.gap_end))
@@ -237,8 +268,9 @@ class GapRepairer:
         if refused and len(rebuilt) < len(periods):
             await self._record_failures([gap], _REFUSED, report)
             return
-        await self._close(gap, len(rebuilt), missing_runs(periods, rebuilt, series.timeframe),
-                          report)
+        await self._close(
+            gap, len(rebuilt), missing_runs(periods, rebuilt, series.timeframe), report
+        )
 
     async def _close(
         self, gap: Gap, candles: int, empty: list[Range], report: RepairReport
@@ -254,10 +286,14 @@ class GapRepairer:
             self._log(report, "Repaired gap with %d candles", candles)
         else:
             report.empty += 1
-            self._log(report, "Gap closed as empty (no trades on the exchange): %s/%s %s",
-                      gap.symbol, gap.timeframe, span(gap.gap_start, gap.gap_end))
+            self._log(
+                report,
+                "Gap closed as empty (no trades on the exchange): %s/%s %s",
+                gap.symbol,
+                gap.timeframe,
+                span(gap.gap_start, gap.gap_end),
+            )
 
     @staticmethod
     def _log(report: RepairReport, message: str, *args: object) -> None:
         log.log(logging.INFO if report.attempted < _LOG_EACH else logging.DEBUG, message, *args)
-

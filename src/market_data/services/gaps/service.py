@@ -43,8 +43,6 @@ _DUE_BATCH = 500  # open gaps read per round while repairing "all"
 _LOG_EACH = 50  # "Gap detected" INFO lines per run; the rest go to DEBUG
 
 
-
-
 @dataclass(slots=True)
 class GapStats:
     """Counters for /status and /metrics."""
@@ -147,7 +145,9 @@ class GapService:
         self._log_new(report.new_gaps)
         log.info(
             "Gap detection complete: %d new gaps in %d series, open_gaps=%d",
-            len(report.new_gaps), report.series_scanned, report.open_gaps,
+            len(report.new_gaps),
+            report.series_scanned,
+            report.open_gaps,
         )
         st = self.stats
         st.detection_runs += 1
@@ -175,7 +175,9 @@ class GapService:
         for i, gap in enumerate(sorted(gaps, key=lambda g: (g.symbol, g.timeframe, g.gap_start))):
             log.log(
                 logging.INFO if i < _LOG_EACH else logging.DEBUG,
-                "Gap detected: %s/%s %s", gap.symbol, gap.timeframe,
+                "Gap detected: %s/%s %s",
+                gap.symbol,
+                gap.timeframe,
                 span(gap.gap_start, gap.gap_end),
             )
         if len(gaps) > _LOG_EACH:
@@ -201,7 +203,9 @@ class GapService:
         self._count(report)
         log.info(
             "Gap maintenance complete: %d new gaps, %d repaired, %d failures, open_gaps=%d",
-            self._new_since_summary, report.repaired + report.empty, report.failures,
+            self._new_since_summary,
+            report.repaired + report.empty,
+            report.failures,
             report.open_gaps,
         )
         self._new_since_summary = 0

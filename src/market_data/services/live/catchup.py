@@ -122,8 +122,12 @@ class CatchUp:
         try:
             start_ms = await self._window_start(series, now_ms)
             async with recorded_job(
-                self._store, JobType.WS_CATCHUP, series.symbol, series.timeframe,
-                logger=log, label="catch-up job",
+                self._store,
+                JobType.WS_CATCHUP,
+                series.symbol,
+                series.timeframe,
+                logger=log,
+                label="catch-up job",
             ) as job:
                 fetched = await self._run(job, series, start_ms, now_ms, priority, stop)
         except StorageUnavailable as exc:
@@ -208,16 +212,20 @@ class CatchUp:
         max_pages = 2 + (end_ms - start_ms) // (page_size * nominal_ms(series.timeframe))
         for _ in range(max_pages):
             page = await self._exchange.fetch_candles(
-                pair, series.timeframe, start_ms, end_ms,
-                limit=page_size, sort=1, priority=priority, now_ms=end_ms,
+                pair,
+                series.timeframe,
+                start_ms,
+                end_ms,
+                limit=page_size,
+                sort=1,
+                priority=priority,
+                now_ms=end_ms,
             )
             fetched += len(page.candles)
             if page.rejected_count:
                 refused.append(page.rejected_count)
                 await self._sink.refuse(series, page.rejected, "ws_catchup", page.rejected_count)
-            closed = tuple(
-                c for c in page.candles if next_open(c.ts, c.timeframe) <= closed_before
-            )
+            closed = tuple(c for c in page.candles if next_open(c.ts, c.timeframe) <= closed_before)
             if closed:
                 batch = CatchupBatch(closed, asyncio.get_running_loop().create_future())
                 if not await until_stopped(stop, self._enqueue(batch)):

@@ -176,7 +176,8 @@ class WsIngestion:
         clock = SystemClock(self._clock_ms)
         check = self._final_check(pairs, queue, clock)
         writer = CandleWriter(
-            self._sink, queue,
+            self._sink,
+            queue,
             batch_size=s.ws_save_batch_size,
             flush_seconds=s.ws_save_flush_seconds,
             grace_ms=int(self._grace_seconds * 1000),
@@ -191,7 +192,10 @@ class WsIngestion:
             await queue.put(batch)
 
         catchup = CatchUp(
-            self._store, self._exchange, pairs, enqueue,
+            self._store,
+            self._exchange,
+            pairs,
+            enqueue,
             sink=self._sink,
             lookback_minutes=s.ws_catchup_lookback_minutes,
             grace_ms=int(self._grace_seconds * 1000),
@@ -200,6 +204,7 @@ class WsIngestion:
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
+
         async def deliver(frame: CandleFrame) -> None:
             await queue.put(frame)
             depth = queue.qsize()
@@ -215,7 +220,8 @@ class WsIngestion:
         state.subscribed_series = len(pairs)
         log.info(
             "WebSocket ingestion: %d channels on %d connections",
-            len(pairs), len(pool.connections),
+            len(pairs),
+            len(pool.connections),
         )
         # Catch-up and the check write through the queue: the writer must outlive them.
         feeders_done = [asyncio.Event(), asyncio.Event()]
@@ -260,11 +266,17 @@ class WsIngestion:
 
         s = self.settings
         checker = RangeChecker(
-            self._store, self._exchange, self._sink,
-            source="ws_reconcile", priority=Priority.NORMAL, write=write_through_writer,
+            self._store,
+            self._exchange,
+            self._sink,
+            source="ws_reconcile",
+            priority=Priority.NORMAL,
+            write=write_through_writer,
         )
         return FinalCheck(
-            checker, pairs, UncheckedFinals(),
+            checker,
+            pairs,
+            UncheckedFinals(),
             batch_age_ms=int(self._reconcile_seconds * 1000),
             spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
             grace_ms=int(self._grace_seconds * 1000),

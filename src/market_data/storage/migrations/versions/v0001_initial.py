@@ -77,7 +77,10 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text),
         sa.PrimaryKeyConstraint("id", name="pk_data_gaps"),
         sa.UniqueConstraint(
-            "exchange", "symbol", "timeframe", "gap_start",
+            "exchange",
+            "symbol",
+            "timeframe",
+            "gap_start",
             name="uq_data_gaps_exchange_symbol_timeframe_gap_start",
         ),
         sa.CheckConstraint(
@@ -127,7 +130,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "rejected_candles", "series_state", "empty_ranges", "series_stats", "data_gaps",
-        "ingestion_jobs", "candles",
+        "rejected_candles",
+        "series_state",
+        "empty_ranges",
+        "series_stats",
+        "data_gaps",
+        "ingestion_jobs",
+        "candles",
     ):
         op.drop_table(table)
