@@ -34,7 +34,7 @@ from market_data.errors import MarketDataError
 from market_data.lifecycle import SYSTEM_CLOCK, Backoff, Clock, until_stopped
 from market_data.models import SeriesKey
 from market_data.services.range_check import RangeChecker, RangeCheckResult
-from market_data.timeframes import next_open, now_ms
+from market_data.timeframes import align, next_open, now_ms, previous_open
 
 # Loggers keep the names they had before services/live/: JSON log lines carry them.
 log = logging.getLogger("market_data.services.ws_final_check")
@@ -184,16 +184,25 @@ class FinalCheck:
         span = self.unchecked.take(series)
         if span is None:
             return
+        # Only periods that ended before `closed_before` are compared (a candle finalized at
+        # its rollover can be younger than the grace): the span's newer part waits for a later
+        # check instead of being taken as checked.
+        closed_before = self._clock_ms() - self._grace_ms
+        tf = series.timeframe
+        check_end = min(span[1], previous_open(align(closed_before, tf), tf))
+        if check_end < span[0]:
+            self.unchecked.settle(series, span)
+            return
+        later = (next_open(check_end, tf), span[1]) if check_end < span[1] else None
         done: list[RangeCheckResult] = []
 
         async def check() -> None:
-            closed_before = self._clock_ms() - self._grace_ms
             done.append(
                 await self._checker.check(
                     series,
                     self._pairs[series],
                     span[0],
-                    span[1],
+                    check_end,
                     closed_before_ms=closed_before,
                 )
             )
@@ -209,6 +218,8 @@ class FinalCheck:
             return
         result = done[0]
         self.unchecked.settle(series, result.unproven)
+        if later is not None:
+            self.unchecked.settle(series, later)
         if result.unproven is None:
             self._retry.pop(series, None)
         else:
