@@ -29,7 +29,7 @@ from market_data.cli.common import EXIT_USAGE, exit_with_error, run_async, setti
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.export.files import STDOUT, OutputError, Target, check_writable, plan_targets
-from market_data.export.formats import Format, Timestamps
+from market_data.export.options import Format, Timestamps
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
 from market_data.storage.base import COLUMN_CHUNK_ROWS, MAX_COLUMN_CHUNK_ROWS, MAX_TIME_MS
 from market_data.timeframes import ALL_TIMEFRAMES, TimeframeError, parse_timeframe

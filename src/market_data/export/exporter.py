@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from market_data.export.files import PARTIAL_SUFFIX, STDOUT, Target
-from market_data.export.formats import CsvEncoder, Format, ParquetFile, Timestamps
+from market_data.export.formats import CsvEncoder, ParquetFile
+from market_data.export.options import Format, Timestamps
 from market_data.models import SeriesKey, SeriesStats
 from market_data.storage.base import COLUMN_CHUNK_ROWS, CandleColumns, Store
 from market_data.timeframes import nominal_ms

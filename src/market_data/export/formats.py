@@ -10,7 +10,6 @@ Parquet has a proper time type, which every reader converts as it likes).
 from __future__ import annotations
 
 import io
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from market_data.export.options import Timestamps
 from market_data.storage.base import CandleColumns
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -34,16 +34,6 @@ PARQUET_COMPRESSION = "snappy"
 PARQUET_DICTIONARY_COLUMNS = ["symbol", "timeframe"]
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 _ISO_MILLIS = "%Y-%m-%dT%H:%M:%SZ"  # on a ms timestamp %S carries the .mmm itself
-
-
-class Format(StrEnum):
-    csv = "csv"
-    parquet = "parquet"
-
-
-class Timestamps(StrEnum):
-    iso = "iso"  # ISO 8601 UTC text
-    ms = "ms"  # epoch milliseconds
 
 
 def _repeated(value: str, rows: int) -> pa.Array:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported by the bulk readers, not with the interface
+    import numpy as np
+    import numpy.typing as npt
 
 from market_data.models import Candle, Gap, Job, SeriesKey, SeriesStats
 from market_data.storage.health import WriteHealth

@@ -31,7 +31,6 @@ from market_data.gcpause import collector_paused
 from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
-from market_data.storage.columns import from_pg_binary
 from market_data.storage.dialect import Dialect, HoleQuery, RawTransaction, Window, pool_options
 from market_data.storage.dialect_time import ms_to_datetime
 from market_data.storage.translate import is_unavailable
@@ -261,7 +260,10 @@ class PostgresDialect(Dialect):
         self, engine: AsyncEngine, series: SeriesKey, start_ms: int, end_ms: int, limit: int
     ) -> CandleColumns:
         # Binary COPY: the server sends fixed-width rows that numpy reads in place, with no
-        # Python object per row or value (several times the rate of fetching records).
+        # Python object per row or value (several times the rate of fetching records). numpy
+        # is imported by the bulk reads only, not with the daemon.
+        from market_data.storage.columns import from_pg_binary
+
         args = (self.exchange, series.symbol, series.timeframe, start_ms, end_ms, limit)
         data = bytearray()
 

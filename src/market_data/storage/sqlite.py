@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import adbc_driver_manager
-import adbc_driver_sqlite.dbapi as adbc_sqlite
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
@@ -32,7 +30,6 @@ from market_data.errors import StorageError
 from market_data.models import SeriesKey
 from market_data.storage.base import CandleColumns
 from market_data.storage.batches import SeriesBatch
-from market_data.storage.columns import from_arrow
 from market_data.storage.dialect import Dialect, HoleQuery, RawTransaction, Window, pool_options
 from market_data.storage.translate import is_unavailable
 
@@ -89,6 +86,13 @@ def _read_columns(path: str, params: tuple[Any, ...], series: SeriesKey) -> Cand
     """One chunk through the ADBC SQLite driver, which steps the statement in C straight into
     Arrow arrays: 3x the rate of the sqlite3 module, which builds a tuple per row. Read-only,
     autocommit (no snapshot held), on a connection of its own (a file open, under 1 ms)."""
+    # Imported here, by the bulk reads (exports, CSV answers), not by the daemon: the driver
+    # brings Arrow (and pandas or polars when installed) into the process.
+    import adbc_driver_manager
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+    from market_data.storage.columns import from_arrow
+
     try:
         uri = f"file:{quote(path)}?mode=ro"
         with adbc_sqlite.connect(uri, autocommit=True) as conn, conn.cursor() as cursor:

@@ -27,7 +27,7 @@ from market_data.api.deps import RequiredSymbol, RequiredTimeframe, StoreDep
 from market_data.api.params import TimeQuery, bad_parameter, parse_time
 from market_data.api.schemas import CandlesOut
 from market_data.errors import MarketDataError
-from market_data.export.formats import CsvEncoder, Timestamps
+from market_data.export.options import Timestamps
 from market_data.models import Candle, SeriesKey
 from market_data.storage.base import CandleColumns, Store
 from market_data.timeframes import DAY_MS, format_ts, next_open, nominal_ms, now_ms
@@ -130,6 +130,9 @@ async def _csv(
     limit: int,
     timestamps: Timestamps,
 ) -> Response:
+    # Arrow is imported on the first CSV answer, not with the API: the daemon stays lean.
+    from market_data.export.formats import CsvEncoder
+
     encoder = CsvEncoder(timestamps)
     chunks = store.candle_columns(series, start_ms, end_ms, chunk_rows=CSV_CHUNK_ROWS, limit=limit)
     first: CandleColumns | None = await anext(chunks, None)
