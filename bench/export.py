@@ -39,9 +39,9 @@ from market_data.export.formats import (
     PARQUET_COMPRESSION,
     PARQUET_DICTIONARY_COLUMNS,
     PARQUET_SCHEMA,
-    Format,
     to_table,
 )
+from market_data.export.options import Format
 from market_data.models import SeriesKey
 from market_data.storage.base import COLUMN_CHUNK_ROWS, CandleColumns
 from market_data.storage.sql import open_store

@@ -13,7 +13,7 @@ import pytest
 
 from market_data.export.exporter import export_targets
 from market_data.export.files import Target
-from market_data.export.formats import Format
+from market_data.export.options import Format
 from market_data.models import Candle, SeriesKey
 from market_data.storage.sql import SqlStore
 from market_data.timeframes import HOUR_MS, align

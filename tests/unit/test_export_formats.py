@@ -12,7 +12,8 @@ import pytest
 
 from market_data.export.exporter import estimate_rows
 from market_data.export.files import OutputError, Target, check_writable, plan_targets
-from market_data.export.formats import CsvEncoder, Timestamps, to_table
+from market_data.export.formats import CsvEncoder, to_table
+from market_data.export.options import Timestamps
 from market_data.models import SeriesKey, SeriesStats
 from market_data.storage.base import CandleColumns
 from market_data.timeframes import HOUR_MS, MINUTE_MS
