@@ -141,3 +141,36 @@ async def test_the_oldest_backlog_gets_a_share_of_every_run(
         assert report.repaired >= 3 + 3  # three recent series and one backlog series
     assert backlog_open == 0
     await r.close()
+
+
+async def test_a_coalesced_answer_never_proves_the_newest_ended_period_empty(
+    store: SqlStore, database_url: str, simulator: Simulator
+) -> None:
+    # Detection never records a gap reaching the newest ended period; a repair whose clock is
+    # behind (here: set back on purpose) must still not prove that period empty from one answer.
+    clock = [simulator.market.now_ms()]
+    settings = make_settings(
+        database_url, simulator.rest_url, bitfinex_symbols=THIN_PAIR, bitfinex_timeframes="1m"
+    )
+    r = rig(settings, store, clock=lambda: clock[0])
+    series = SeriesKey(THIN_PAIR.replace(":", ""), "1m")
+    start, end = align(clock[0] - 4 * HOUR_MS, "1h"), align(clock[0] - HOUR_MS, "1m")
+    truth = await fill(r.sink, simulator, series.symbol, "1m", start, end)
+    gaps = (await r.gaps.detect()).new_gaps
+    newest = max(gaps, key=lambda g: g.gap_end)
+    assert not [c for c in truth if newest.gap_start <= c.ts < newest.gap_end]  # no trades
+
+    clock[0] = newest.gap_end + 1_000  # the gap's last minute is the newest ended period
+    before = candles_requests(simulator)
+    report = await r.gaps.repair()
+    assert candles_requests(simulator) - before == 1  # one page: every gap in one answer
+    assert (report.empty, report.failures) == (len(gaps) - 1, 0)
+    assert [g.id for g in await store.list_gaps(repaired=False)] == [newest.id]
+    last_minute = newest.gap_end - MINUTE_MS
+    assert not [e for e in await store.empty_ranges(series, start, end) if e[1] > last_minute]
+
+    clock[0] += MINUTE_MS  # now a later period has ended: the answer proves the minute empty
+    assert (await r.gaps.repair()).empty == 1
+    assert await store.count_open_gaps() == 0
+    assert (newest.gap_start, newest.gap_end) in await store.empty_ranges(series, start, end)
+    await r.close()
