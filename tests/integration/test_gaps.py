@@ -23,6 +23,7 @@ from tests.integration.gap_support import (
 
 BTC1H, BTC4H = SeriesKey("BTCUSD", "1h"), SeriesKey("BTCUSD", "4h")
 ETH1H, ETH4H = SeriesKey("ETHUSD", "1h"), SeriesKey("ETHUSD", "4h")
+SOL1H = SeriesKey("SOLUSD", "1h")
 
 
 def span(start: int, end: int) -> str:
@@ -170,26 +171,36 @@ async def test_a_stretch_without_any_trades_is_closed_once_not_retried(
     await r.close()
 
 
-async def test_recent_gaps_are_fetched_urgently_and_most_recent_first(
+async def test_recent_gaps_are_fetched_urgently_first_and_the_oldest_get_their_share(
     store: SqlStore, database_url: str, simulator: Simulator
 ) -> None:
-    settings = make_settings(database_url, simulator.rest_url, gap_repair_max_repairs_per_run=2)
+    # GAP_REPAIR_MAX_REPAIRS_PER_RUN counts requests; each series here takes its own request.
+    settings = make_settings(
+        database_url,
+        simulator.rest_url,
+        bitfinex_symbols="BTCUSD,ETHUSD,SOLUSD",
+        gap_repair_max_repairs_per_run=2,
+    )
     r = rig(settings, store)
     now = simulator.market.now_ms()
     start, end = align(now - 4 * DAY_MS, "1d"), align(now, "1h")
-    await fill(r.sink, simulator, "BTCUSD", "1h", start, end)
+    for symbol in ("BTCUSD", "ETHUSD", "SOLUSD"):
+        await fill(r.sink, simulator, symbol, "1h", start, end)
     recent, older, oldest = end - 5 * HOUR_MS, start + 30 * HOUR_MS, start + 3 * HOUR_MS
-    for ts in (recent, older, oldest):
-        await punch(store, BTC1H, ts, ts + HOUR_MS)
-    assert len((await r.gaps.detect()).new_gaps) == 3
+    for series, ts in ((BTC1H, recent), (BTC1H, older), (ETH1H, older), (SOL1H, oldest)):
+        await punch(store, series, ts, ts + HOUR_MS)
+    assert len((await r.gaps.detect()).new_gaps) == 4
 
-    first = await r.gaps.repair()  # GAP_REPAIR_MAX_REPAIRS_PER_RUN=2
-    assert first.repaired == 2
-    assert first.open_gaps == 1
-    assert [g.gap_start for g in await store.list_gaps(repaired=False)] == [oldest]
-    by_start = {c.start_ms: c.priority.name for c in r.rest.calls}
-    assert by_start == {recent: "URGENT", older: "NORMAL"}
+    first = await r.gaps.repair()  # two requests: the most recent gap, and the oldest one
+    assert (first.requests, first.repaired, first.open_gaps) == (2, 3, 1)
+    assert [(g.symbol, g.gap_start) for g in await store.list_gaps(repaired=False)] == [
+        ("ETHUSD", older)
+    ]
+    # The recent gap's request is urgent, and BTC's older gap in the same page rides along.
+    by_pair = {c.pair: (c.start_ms, c.priority.name) for c in r.rest.calls}
+    assert by_pair == {"BTCUSD": (older, "URGENT"), "SOLUSD": (oldest, "NORMAL")}
     assert (await r.gaps.repair(max_repairs=5)).repaired == 1
+    assert r.rest.calls[-1].priority.name == "NORMAL"
     assert await store.count_open_gaps() == 0
     await r.close()
 
@@ -219,7 +230,7 @@ async def test_detection_is_skipped_while_too_many_gaps_are_open(
     assert job.status == "cancelled"
     assert "GAP_DETECTION_MAX_OPEN_GAPS" in (job.last_error or "")
 
-    await r.gaps.repair(max_repairs=2)  # one open gap left: under the limit again
+    await r.gaps.repair(max_repairs=2)  # no open gap left: under the limit again
     assert [(g.gap_start, g.gap_end) for g in (await r.gaps.detect(full=True)).new_gaps] == [
         (start + 20 * HOUR_MS, start + 21 * HOUR_MS)
     ]

@@ -148,6 +148,13 @@ async def test_list_gaps_filters_and_order(clocked: tuple[SqlStore, Clock]) -> N
     assert btc[2].id not in {g.id for g in due}
     due = await store.list_gaps(repaired=False, due_before_ms=T0 + 50 * H)
     assert btc[2].id in {g.id for g in due}
+    oldest_first = await store.list_gaps(oldest_first=True)
+    assert [g.id for g in oldest_first] == [g.id for g in reversed(everything)]
+    # `within` keeps the gaps lying wholly inside [start, end): gap repair's one-page window
+    inside = await store.list_gaps(within=(T0 + 10 * H, T0 + 22 * H))
+    assert [g.id for g in inside] == [btc[2].id, eth[0].id, btc[1].id]
+    inside = await store.list_gaps(within=(T0 + 11 * H, T0 + 21 * H), oldest_first=True)
+    assert [g.id for g in inside] == [eth[0].id]
 
     repaired = next(g for g in everything if g.id == btc[0].id)
     assert (repaired.status, repaired.candles_repaired, repaired.repaired_at) == (

@@ -208,6 +208,11 @@ class DaemonCollector(Collector):
         yield _counter("gaps_empty", "Gaps closed as empty (no trades then)", g.gaps_empty)
         yield _counter("gap_repair_failures", "Gap repair attempts that failed", g.repair_failures)
         yield _counter(
+            "gap_repair_requests",
+            "Exchange requests made by gap repair (what GAP_REPAIR_MAX_REPAIRS_PER_RUN counts)",
+            g.repair_requests,
+        )
+        yield _counter(
             "candles_deleted",
             "Candles deleted by retention",
             self.daemon.retention_stats.deleted_total,

@@ -90,8 +90,9 @@ def repair(
             "--max",
             min=0,
             help=(
-                "Gaps to repair, most recent first (0 = all); "
-                "default GAP_REPAIR_MAX_REPAIRS_PER_RUN."
+                "Exchange requests to spend, not gaps: one request closes every open gap "
+                "of a series within one page; most recent first, a quarter for the oldest "
+                "(0 = all gaps); default GAP_REPAIR_MAX_REPAIRS_PER_RUN."
             ),
         ),
     ] = None,
@@ -103,8 +104,8 @@ def repair(
         report = await service.repair(max_repairs)
         return (
             f"{report.repaired} repaired, {report.empty} closed as empty (no trades), "
-            f"{report.failures} failures, {report.candles} candles; "
-            f"open gaps: {report.open_gaps}"
+            f"{report.failures} failures, {report.candles} candles, "
+            f"{report.requests} requests; open gaps: {report.open_gaps}"
         ), report.failures
 
     try:

@@ -213,9 +213,12 @@ class GapStore(Protocol):
         timeframe: str | None = None,
         limit: int = 100,
         due_before_ms: int | None = None,
+        oldest_first: bool = False,
+        within: tuple[int, int] | None = None,
     ) -> list[Gap]:
-        """Newest first (by gap_start). `repaired=False` means still open or failed.
-        `due_before_ms` keeps gaps whose next_attempt_at is unset or <= it."""
+        """Newest first (by gap_start), or oldest first. `repaired=False` means still open or
+        failed. `due_before_ms` keeps gaps whose next_attempt_at is unset or <= it; `within`
+        ([start, end)) keeps gaps lying wholly inside it."""
 
     async def close_gap(self, gap_id: int, status: str, candles_repaired: int, now_ms: int) -> None:
         """Close as 'repaired' or 'empty' (repaired_at = now)."""

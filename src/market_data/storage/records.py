@@ -152,6 +152,8 @@ class GapsMixin(SqlBase):
         timeframe: str | None = None,
         limit: int = 100,
         due_before_ms: int | None = None,
+        oldest_first: bool = False,
+        within: tuple[int, int] | None = None,
     ) -> list[Gap]:
         t = data_gaps
         stmt = sa.select(t).where(t.c.exchange == self.exchange)
@@ -167,7 +169,10 @@ class GapsMixin(SqlBase):
             stmt = stmt.where(
                 sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= due_before_ms)
             )
-        stmt = stmt.order_by(t.c.gap_start.desc(), t.c.id.desc()).limit(_bounded(limit))
+        if within is not None:
+            stmt = stmt.where(t.c.gap_start >= within[0], t.c.gap_end <= within[1])
+        order = (t.c.gap_start, t.c.id) if oldest_first else (t.c.gap_start.desc(), t.c.id.desc())
+        stmt = stmt.order_by(*order).limit(_bounded(limit))
         async with self._read() as conn:
             return [_gap(row) for row in await conn.execute(stmt)]
 

@@ -63,10 +63,10 @@ async def start_backfill(
 async def start_gap_repair(
     daemon: DaemonDep,
     max: Annotated[
-        int | None, Query(ge=1, le=100_000, description="repair at most this many gaps")
+        int | None, Query(ge=1, le=100_000, description="at most this many exchange requests")
     ] = None,
 ) -> AcceptedOut:
-    """Repair open gaps now (at most `max`) in the background."""
+    """Repair open gaps now (with at most `max` exchange requests) in the background."""
     try:
         task = daemon.trigger_gap_repair(max)
     except DaemonBusy as exc:

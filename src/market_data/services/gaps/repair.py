@@ -1,10 +1,11 @@
 """Repairing recorded gaps: fetch from the exchange, upsert through the sink, close the gap.
 
 Slots the exchange answered for without a candle had no trades: they are recorded as empty ranges
-(never detected or fetched again) and a gap without any candle is closed as `empty`. Native gaps of
-one series whose span fits one exchange page share a request, so a thin pair's many small gaps
-cost a few requests, not one each. A derived gap (4h) is rebuilt from its source (1h): recomputed
-when the stored source covers it, otherwise the missing source range is fetched first.
+(never detected or fetched again) and a gap without any candle is closed as `empty`. The unit of
+work is one exchange request: the due native gaps of one series that fit in one exchange page are
+fetched together and all closed from its answer (`unit_for`), so a thin pair's dozens of small
+gaps cost one request, not one each. A derived gap (4h) is rebuilt from its source (1h):
+recomputed when the stored source covers it, otherwise the missing source range is fetched first.
 """
 
 from __future__ import annotations
@@ -74,19 +75,6 @@ def span(start: int, end: int) -> str:
     return f"from {tfm.format_log_ts(start)} to {tfm.format_log_ts(end)}"
 
 
-def clusters(gaps: Sequence[Gap], max_span_ms: int) -> list[list[Gap]]:
-    """Group one series' gaps into runs whose whole span fits one exchange page; newest first."""
-    groups: list[list[Gap]] = []
-    for gap in sorted(gaps, key=lambda g: g.gap_start):
-        current = groups[-1] if groups else None
-        if current and gap.gap_end - current[0].gap_start <= max_span_ms:
-            current.append(gap)
-        else:
-            groups.append([gap])
-    groups.sort(key=lambda c: c[-1].gap_start, reverse=True)
-    return groups
-
-
 class GapRepairer:
     def __init__(
         self,
@@ -104,21 +92,51 @@ class GapRepairer:
         self._clock = clock
         self.policy = policy
 
-    async def repair(self, gaps: Sequence[Gap], report: RepairReport) -> None:
-        """Repair `gaps` (newest first). Exchange failures are recorded on the gaps; storage
+    async def unit_for(self, anchor: Gap, *, newest_first: bool, exclude: set[int]) -> list[Gap]:
+        """The due open gaps one request repairs together with `anchor`: those of its series
+        inside one page's span, reaching back from it (newest first) or on from it (oldest
+        first). Gaps in `exclude` (already taken this run) are left out."""
+        if anchor.series in self._derived:
+            return [anchor]
+        page_ms = tfm.nominal_ms(anchor.timeframe) * self._exchange.limits.page_size
+        if anchor.gap_end - anchor.gap_start >= page_ms:
+            return [anchor]  # wider than a page on its own: it takes its own pages
+        if newest_first:
+            window = (anchor.gap_end - page_ms, anchor.gap_end)
+        else:
+            window = (anchor.gap_start, anchor.gap_start + page_ms)
+        found = await self._store.list_gaps(
+            repaired=False,
+            symbol=anchor.symbol,
+            timeframe=anchor.timeframe,
+            limit=self._exchange.limits.page_size,  # each gap is at least one slot of the page
+            due_before_ms=self._clock(),
+            within=window,
+        )
+        unit = [g for g in found if g.id not in exclude and g.id != anchor.id]
+        return [anchor, *unit]
+
+    def cost(self, unit: Sequence[Gap]) -> int:
+        """Exchange requests a unit is expected to take: one, unless a single gap is wider than
+        a page (a derived gap is counted as one; it may take none)."""
+        if unit[0].series in self._derived:
+            return 1
+        page_ms = tfm.nominal_ms(unit[0].timeframe) * self._exchange.limits.page_size
+        width = max(g.gap_end for g in unit) - min(g.gap_start for g in unit)
+        return max(1, -(-width // page_ms))
+
+    async def repair_unit(self, unit: Sequence[Gap], report: RepairReport) -> None:
+        """Repair a unit from `unit_for`. Exchange failures are recorded on its gaps; storage
         errors propagate (the run cannot go on without its database)."""
-        native: dict[tuple[SeriesKey, Priority], list[Gap]] = {}
-        for gap in gaps:
-            if gap.series in self._derived:
-                await self._guarded([gap], report, self._repair_derived(gap, report))
-            else:
-                native.setdefault((gap.series, self._priority(gap)), []).append(gap)
-        # Recent gaps go first, and alone: an urgent request carries no older work with it.
-        for (series, priority), group in sorted(native.items(), key=lambda kv: kv[0][1]):
-            step = tfm.nominal_ms(series.timeframe)
-            for cluster in clusters(group, step * self._exchange.limits.page_size):
-                work = self._repair_cluster(series, cluster, priority, report)
-                await self._guarded(cluster, report, work)
+        gaps = list(unit)
+        if gaps[0].series in self._derived:
+            await self._guarded(gaps, report, self._repair_derived(gaps[0], report))
+            return
+        # The newest gap decides: a request that serves a recent gap is urgent, and older gaps
+        # of the same page ride along for free (it is one request either way).
+        priority = self._priority(max(gaps, key=lambda g: g.gap_end))
+        work = self._repair_cluster(gaps[0].series, gaps, priority, report)
+        await self._guarded(gaps, report, work)
 
     async def _guarded(
         self, gaps: list[Gap], report: RepairReport, work: Coroutine[Any, Any, None]
@@ -213,13 +231,23 @@ class GapRepairer:
         wanted = [c for c in fetched if any(g.gap_start <= c.ts < g.gap_end for g in cluster)]
         if wanted:
             await self._sink.write(wanted, source="gap_repair")
+        settled = self._settled_before(series.timeframe)
         for gap in cluster:
             got = sum(1 for c in wanted if gap.gap_start <= c.ts < gap.gap_end)
             expected = list(tfm.expected_opens(gap.gap_start, gap.gap_end, series.timeframe))
             if refused and got < len(expected):
                 await self._record_failures([gap], _REFUSED, report)
                 continue
-            await self._close(gap, got, missing_runs(expected, answered, series.timeframe), report)
+            empty = missing_runs(expected, answered, series.timeframe)
+            if empty and empty[-1][1] > settled:
+                continue  # an unanswered newest ended period proves nothing yet: stays open
+            await self._close(gap, got, empty, report)
+
+    def _settled_before(self, tf: str) -> int:
+        """Periods before this open time may be proven empty. The newest ended period is left
+        out (as in the backfill): the exchange may publish it a moment late, and an empty range
+        is never looked at again."""
+        return tfm.previous_open(tfm.align(self._clock(), tf), tf)
 
     async def _repair_derived(self, gap: Gap, report: RepairReport) -> None:
         series = gap.series
@@ -249,7 +277,9 @@ class GapRepairer:
                 []
                 if refused
                 else missing_runs(
-                    tfm.expected_opens(lo, hi, source.timeframe),
+                    tfm.expected_opens(
+                        lo, min(hi, self._settled_before(source.timeframe)), source.timeframe
+                    ),
                     answered | stored,
                     source.timeframe,
                 )

@@ -1,7 +1,10 @@
 """Gap detection and repair: the seed's gap maintenance.
 
 `detect()` records holes in `data_gaps` (`gaps/detect.py` explains how it stays incremental);
-`repair()` fetches the most recent open gaps from the exchange and closes them (`gaps/repair.py`).
+`repair()` fetches open gaps from the exchange and closes them (`gaps/repair.py`), within a budget
+of exchange requests per run (`GAP_REPAIR_MAX_REPAIRS_PER_RUN`, 0 = no limit): the most recent gaps
+first, with a fixed share of every run (`request_shares`) spent on the oldest, so a backlog shrinks
+even while new gaps keep opening. One request closes every gap of its series within one page.
 A repair that fails backs off (exponentially, then at a slow cadence once it is marked `failed`);
 it is never dropped.
 
@@ -34,13 +37,30 @@ if TYPE_CHECKING:
     from market_data.exchanges.base import Exchange
     from market_data.services.sink import CandleSink
 
-__all__ = ["DetectionReport", "GapService", "GapStats", "RepairReport", "RetryPolicy"]
+__all__ = [
+    "DetectionReport",
+    "GapService",
+    "GapStats",
+    "RepairReport",
+    "RetryPolicy",
+    "request_shares",
+]
 
 # The seed's gap maintenance lines come from this logger (JSON log lines carry its name).
 log = logging.getLogger("market_data.services.gap_repair")
 
-_DUE_BATCH = 500  # open gaps read per round while repairing "all"
+_DUE_BATCH = 500  # open gaps read per round
 _LOG_EACH = 50  # "Gap detected" INFO lines per run; the rest go to DEBUG
+
+
+def request_shares(limit: int, run_number: int) -> tuple[int, int]:
+    """How a run of `limit` requests is split: (for the most recent gaps, for the oldest).
+    The oldest get a quarter, at least one, so a backlog cannot starve behind new gaps; a
+    budget of a single request serves them every other run instead."""
+    if limit == 1:
+        return (0, 1) if run_number % 2 else (1, 0)
+    oldest = max(1, limit // 4)
+    return limit - oldest, oldest
 
 
 @dataclass(slots=True)
@@ -185,7 +205,8 @@ class GapService:
 
     # -- repair ---------------------------------------------------------------------------------
     async def repair(self, max_repairs: int | None = None) -> RepairReport:
-        """Repair up to `max_repairs` due gaps, most recent first (None: the setting; 0: all)."""
+        """Repair due gaps with at most `max_repairs` exchange requests (None: the setting;
+        0: no limit, every due gap)."""
         setting = self._settings.gap_repair_max_repairs_per_run
         limit = setting if max_repairs is None else max_repairs
         async with self._lock:
@@ -218,24 +239,53 @@ class GapService:
             job.error = error
 
     async def _repair(self, limit: int, report: RepairReport) -> None:
-        if limit > 0:
-            due = await self._store.list_gaps(
-                repaired=False, limit=limit, due_before_ms=self._clock()
-            )
-            await self.repairer.repair(due, report)
+        taken: set[int] = set()
+        if limit == 0:
+            await self._spend(report, taken, newest_first=True, budget=None)
             return
-        seen: set[int] = set()
+        recent, oldest = request_shares(limit, self.stats.repair_runs)
+        await self._spend(report, taken, newest_first=True, budget=recent)
+        # What the recent gaps left unspent goes to the oldest too; their share holds even when
+        # a gap wider than a page overran the budget.
+        await self._spend(
+            report, taken, newest_first=False, budget=max(oldest, limit - report.requests)
+        )
+
+    async def _spend(
+        self, report: RepairReport, taken: set[int], *, newest_first: bool, budget: int | None
+    ) -> None:
+        """Repair due gaps, newest or oldest first, one request's worth at a time, until
+        `budget` requests are made (None: until none is due). A unit starts only when its
+        expected requests fit what is left, except the first (a gap wider than a page would
+        otherwise never be repaired)."""
+        if budget == 0:
+            return
+        spent_before = report.requests
         while True:
-            # Closed gaps leave the list; ones that failed again are usually no longer due,
-            # and `seen` stops a run from going round the same ones.
+            # Closed gaps leave the list and failed ones are no longer due; `taken` stops a
+            # run from going round the few left open (an unproven newest period).
             due = await self._store.list_gaps(
-                repaired=False, limit=_DUE_BATCH + len(seen), due_before_ms=self._clock()
+                repaired=False,
+                limit=_DUE_BATCH + len(taken),
+                due_before_ms=self._clock(),
+                oldest_first=not newest_first,
             )
-            batch = [g for g in due if g.id not in seen][:_DUE_BATCH]
+            batch = [g for g in due if g.id not in taken][:_DUE_BATCH]
             if not batch:
                 return
-            seen.update(g.id for g in batch)
-            await self.repairer.repair(batch, report)
+            for anchor in batch:
+                if anchor.id in taken:
+                    continue  # closed by an earlier unit of this batch
+                spent = report.requests - spent_before
+                if budget is not None and spent >= budget:
+                    return
+                unit = await self.repairer.unit_for(
+                    anchor, newest_first=newest_first, exclude=taken
+                )
+                if budget is not None and spent and spent + self.repairer.cost(unit) > budget:
+                    return
+                taken.update(g.id for g in unit)
+                await self.repairer.repair_unit(unit, report)
 
     def _count(self, report: RepairReport) -> None:
         st = self.stats
