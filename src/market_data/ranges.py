@@ -94,5 +94,7 @@ def proven_empty(
             return []
         return [(start, limit)]
     first = min(stamps)
-    head = [(start, first)] if start is not None and first > start else []
+    # Bounded like the rest: the first row may be the open period, after the newest ended one.
+    head_end = min(first, limit)
+    head = [(start, head_end)] if start is not None and head_end > start else []
     return head + empty_slots(stamps, limit, tf)
