@@ -8,7 +8,9 @@ What the stream got wrong while connected (a lost last update) is `final_check.p
 
 Each fetch is a `ws_catchup` job. Only closed candles (period ended plus a grace) are taken: the
 open one is the stream's. They go through the writer's queue, so the writer's view of finality
-stays whole, and the job is finished once the writer has committed them.
+stays whole, and the job is finished once the writer has committed them. The closed periods a
+page answered for without a candle had no trades: they are recorded empty once its candles are
+committed (`ranges.proven_empty`; a page with a refused row proves nothing).
 """
 
 from __future__ import annotations

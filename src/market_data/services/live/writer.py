@@ -12,6 +12,9 @@ buffered one. A batch is written when it reaches `batch_size` rows or its oldest
 `flush_seconds`. While the database is unreachable the buffer keeps absorbing the queue (one
 row per candle, so it grows with time, not with the update rate) and the write is retried with
 backoff; a hard cap stops draining, which pushes back on the sockets instead of losing data.
+
+Empty periods. A snapshot holds every traded period between its oldest and newest row: the ones
+without a row had no trades and are recorded empty with the flush that writes its candles.
 """
 
 from __future__ import annotations
