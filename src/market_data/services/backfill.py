@@ -269,8 +269,9 @@ class BackfillService:
                     ahead = asyncio.create_task(self._fetch(pair, key, next_cursor, w_end))
                 await self._write(key, page)
                 walked_to = next_cursor if more else w_end
-                # The stretch before the first row is recorded for the walk's first page only
-                # (the behaviour the backfill has always had).
+                # Only the first page records the stretch before its first row, as the backfill
+                # always has (a later page's stretch, from one period after the previous page's
+                # newest row, would be proven too; kept as it was).
                 await self._record_empty(key, cursor if first_page else None, page, walked_to, now)
                 first_page = False
                 prog.done_ms += walked_to - cursor

@@ -3,7 +3,7 @@
 Each run asks the exchange for the newest `UPDATE_CANDLES` candles of each series (newest first,
 one request each, NORMAL priority through the rate limiter) and upserts them through the sink;
 the still-open candle is stored with final=False and replaced once it closes. Derived series
-follow through the sink. One `update` job per run. The minutes a page answered for without a
+follow through the sink. One `update` job per run. The periods a page answered for without a
 candle (no trades) are recorded empty (`ranges.proven_empty`), so gap detection skips them.
 """
 
