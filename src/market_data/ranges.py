@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from market_data.timeframes import align, duration_ms, is_fixed, next_open
+from market_data.timeframes import align, duration_ms, is_fixed, next_open, previous_open
 
 Range = tuple[int, int]
 
@@ -68,3 +68,33 @@ def empty_slots(stamps: Sequence[int], end: int, tf: str) -> list[Range]:
         if hole_start < hole_end:
             ranges.append((hole_start, hole_end))
     return ranges
+
+
+def proven_empty(
+    stamps: Sequence[int], start: int | None, end: int, now: int, tf: str, *, refused: int = 0
+) -> list[Range]:
+    """The periods an exchange answer proves had no trades: the ones inside what it covers
+    without a row (Bitfinex sends only traded periods).
+
+    `stamps` are the open times of the rows the answer returned for [start, end). `start` is
+    None when the answer says nothing before its oldest row (a page cut at its row limit on
+    that side, a WebSocket snapshot); otherwise [start, first row) is proven too, or the whole
+    [start, end) when there is no row. The caller passes an `end` no further than the answer
+    reaches (a full page: one period after its newest row). Two rules hold for every answer:
+    - The newest ended period (as of `now`) is left out: the exchange may publish it a moment
+      late, and an empty range is never looked at again.
+    - An answer with refused rows (`refused` > 0) proves nothing: a refused row may have stood
+      for any period, its time may be the broken field.
+    """
+    if refused:
+        return []
+    limit = min(end, previous_open(align(now, tf), tf))
+    if not stamps:
+        if start is None or start >= limit:
+            return []
+        return [(start, limit)]
+    first = min(stamps)
+    # Bounded like the rest: the first row may be the open period, after the newest ended one.
+    head_end = min(first, limit)
+    head = [(start, head_end)] if start is not None and head_end > start else []
+    return head + empty_slots(stamps, limit, tf)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from market_data.ranges import Range, empty_slots, missing_runs, subtract
+from market_data.ranges import Range, empty_slots, missing_runs, proven_empty, subtract
 from market_data.timeframes import HOUR_MS, ceil_open
 
 ranges = st.lists(
@@ -50,3 +50,25 @@ def test_ceil_open_rounds_up_to_a_period_start() -> None:
     assert ceil_open(1, "1h") == HOUR_MS
     assert ceil_open(HOUR_MS, "1h") == HOUR_MS
     assert ceil_open(HOUR_MS + 1, "4h") == 4 * HOUR_MS
+
+
+@given(
+    st.sets(st.integers(0, 30)),
+    st.integers(0, 30),
+    st.integers(0, 40),
+    st.integers(0, 45),
+    st.booleans(),
+)
+def test_proven_empty_is_every_answered_hour_without_a_row(
+    rows: set[int], start: int, end: int, now: int, with_head: bool
+) -> None:
+    # Hours as units: an answer over [start, end) with rows at `rows` (those inside it).
+    rows = {h for h in rows if start <= h < end}
+    stamps = [h * HOUR_MS for h in rows]
+    head = start * HOUR_MS if with_head else None
+    got = proven_empty(stamps, head, end * HOUR_MS, now * HOUR_MS + 1, "1h")
+    from_hour = start if with_head else min(rows, default=end)
+    newest_ended = now - 1  # left out: the exchange may publish it a moment late
+    expected = {h * HOUR_MS for h in range(from_hour, end) if h not in rows and h < newest_ended}
+    assert {p for a, b in got for p in range(a, b, HOUR_MS)} == expected
+    assert proven_empty(stamps, head, end * HOUR_MS, now * HOUR_MS + 1, "1h", refused=1) == []

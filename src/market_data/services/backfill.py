@@ -27,7 +27,7 @@ from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outag
 from market_data.exchanges.base import CandlePage, Exchange
 from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
-from market_data.ranges import empty_slots, subtract
+from market_data.ranges import proven_empty, subtract
 from market_data.rate_limiter import Priority
 from market_data.services.backfill_report import (
     BackfillReport,
@@ -44,7 +44,6 @@ from market_data.timeframes import (
     format_log_ts,
     next_open,
     now_ms,
-    previous_open,
     source_of,
 )
 
@@ -268,12 +267,13 @@ class BackfillService:
                 more = more and next_cursor < w_end
                 if more and not stop.is_set():
                     ahead = asyncio.create_task(self._fetch(pair, key, next_cursor, w_end))
-                if first_page:
-                    await self._record_empty_head(key, cursor, page, w_end, now)
-                    first_page = False
                 await self._write(key, page)
                 walked_to = next_cursor if more else w_end
-                await self._record_empty_slots(key, page, walked_to, now)
+                # Only the first page records the stretch before its first row, as the backfill
+                # always has (a later page's stretch, from one period after the previous page's
+                # newest row, would be proven too; kept as it was).
+                await self._record_empty(key, cursor if first_page else None, page, walked_to, now)
+                first_page = False
                 prog.done_ms += walked_to - cursor
                 cursor = walked_to
                 job.candles = prog.candles
@@ -287,36 +287,26 @@ class BackfillService:
                     await ahead
         return True
 
-    async def _record_empty_head(
-        self, key: SeriesKey, cursor: int, page: CandlePage, w_end: int, now: int
-    ) -> None:
-        """The exchange has nothing in [cursor, first row): remember it so no one asks again."""
-        if page.rejected_count:
-            # A refused row may have stood for any slot (its time may be the broken field):
-            # nothing on this page proves a period empty.
-            return
-        first = page.min_ts
-        if first is None:
-            # Nothing at all in the window. The newest ended period is left out: the exchange
-            # may publish it a moment late, and an empty range is never looked at again.
-            first = min(w_end, previous_open(align(now, key.timeframe), key.timeframe))
-        if first > cursor:
-            await self._store.add_empty_ranges(key, [(cursor, first)])
-            log.info("Backfill %s: no candles before %s", key, format_log_ts(first))
-
-    async def _record_empty_slots(
-        self, key: SeriesKey, page: CandlePage, covered_end: int, now: int
+    async def _record_empty(
+        self, key: SeriesKey, head: int | None, page: CandlePage, covered_end: int, now: int
     ) -> None:
         """Periods the exchange answered for without a candle had no trades: remember them, so
-        gap detection never mistakes them for lost data. The newest ended period is left out,
-        as in `_record_empty_head`: the exchange may publish it a moment late."""
-        if not page.candles or page.rejected_count:
-            return  # a refused row's slot is unknown (see _record_empty_head)
-        limit = min(covered_end, previous_open(align(now, key.timeframe), key.timeframe))
-        stamps = [c.ts for c in page.candles]
-        ranges = empty_slots(stamps, limit, key.timeframe)
-        if ranges:
-            await self._store.add_empty_ranges(key, ranges)
+        no one asks again and gap detection never mistakes them for lost data. On a walk's
+        first page that includes [window start, first row): how a recently listed pair stops
+        at its first candle."""
+        ranges = proven_empty(
+            [c.ts for c in page.candles],
+            head,
+            covered_end,
+            now,
+            key.timeframe,
+            refused=page.rejected_count,
+        )
+        if not ranges:
+            return
+        await self._store.add_empty_ranges(key, ranges)
+        if head is not None and ranges[0][0] == head:
+            log.info("Backfill %s: no candles before %s", key, format_log_ts(ranges[0][1]))
 
     async def _write(self, key: SeriesKey, page: CandlePage) -> None:
         prog = self.progress[key]

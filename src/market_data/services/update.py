@@ -3,7 +3,8 @@
 Each run asks the exchange for the newest `UPDATE_CANDLES` candles of each series (newest first,
 one request each, NORMAL priority through the rate limiter) and upserts them through the sink;
 the still-open candle is stored with final=False and replaced once it closes. Derived series
-follow through the sink. One `update` job per run.
+follow through the sink. One `update` job per run. The periods a page answered for without a
+candle (no trades) are recorded empty (`ranges.proven_empty`), so gap detection skips them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from market_data.errors import (
 )
 from market_data.lifecycle import MAX_ERROR_CHARS, recorded_job
 from market_data.models import JobType, SeriesKey
+from market_data.ranges import proven_empty
 from market_data.rate_limiter import Priority
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
@@ -115,7 +117,17 @@ class UpdateService:
         self.stats.requests += 1
         if page.rejected_count:
             await self._sink.refuse(series, page.rejected, "update", page.rejected_count)
-        if not page.candles:
-            return 0
-        result = await self._sink.write(page.candles, source="update")
-        return result.written
+        written = (await self._sink.write(page.candles, source="update")).written
+        # Newest first with a row limit: a full page says nothing before its oldest row.
+        full = page.raw_count >= count
+        ranges = proven_empty(
+            [c.ts for c in page.candles],
+            None if full else tfm.ceil_open(start, tf),  # `start` is unaligned: round up
+            now,
+            now,
+            tf,
+            refused=page.rejected_count,
+        )
+        if ranges:
+            await self._store.add_empty_ranges(series, ranges)
+        return written

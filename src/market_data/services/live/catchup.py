@@ -8,7 +8,9 @@ What the stream got wrong while connected (a lost last update) is `final_check.p
 
 Each fetch is a `ws_catchup` job. Only closed candles (period ended plus a grace) are taken: the
 open one is the stream's. They go through the writer's queue, so the writer's view of finality
-stays whole, and the job is finished once the writer has committed them.
+stays whole, and the job is finished once the writer has committed them. The closed periods a
+page answered for without a candle had no trades: they are recorded empty once its candles are
+committed (`ranges.proven_empty`; a page with a refused row proves nothing).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from market_data.errors import (
     StorageUnavailable,
     UnknownSymbol,
 )
-from market_data.exchanges.base import Exchange
+from market_data.exchanges.base import CandlePage, Exchange
 from market_data.lifecycle import (
     SYSTEM_CLOCK,
     Backoff,
@@ -38,11 +40,12 @@ from market_data.lifecycle import (
     until_stopped,
 )
 from market_data.models import JobType, SeriesKey
+from market_data.ranges import proven_empty
 from market_data.rate_limiter import Priority
 from market_data.services.live.writer import CatchupBatch
 from market_data.services.sink import CandleSink
 from market_data.storage.base import Store
-from market_data.timeframes import DAY_MS, MINUTE_MS, next_open, nominal_ms
+from market_data.timeframes import DAY_MS, MINUTE_MS, align, ceil_open, next_open, nominal_ms
 
 # Loggers keep the names they had before services/live/: JSON log lines carry them.
 log = logging.getLogger("market_data.services.ws_catchup")
@@ -232,12 +235,39 @@ class CatchUp:
                     return fetched
                 if not await until_stopped(stop, _wait_future(batch.done)):
                     return fetched
-            if page.raw_count < page_size or page.max_ts is None:
+            full = page.raw_count >= page_size and page.max_ts is not None
+            await self._record_empty(series, page, start_ms, end_ms, closed_before, full)
+            if not full or page.max_ts is None:
                 break
             start_ms = next_open(page.max_ts, series.timeframe)
             if start_ms > end_ms:
                 break
         return fetched
+
+    async def _record_empty(
+        self,
+        series: SeriesKey,
+        page: CandlePage,
+        start_ms: int,
+        end_ms: int,
+        closed_before: int,
+        full: bool,
+    ) -> None:
+        """Record the periods the page answered for without a candle (no trades), once its
+        candles are committed. Only closed periods count, as for the candles it takes; a full
+        page reaches no further than its newest row."""
+        tf = series.timeframe
+        covered_end = next_open(page.max_ts, tf) if full and page.max_ts is not None else end_ms
+        ranges = proven_empty(
+            [c.ts for c in page.candles],
+            ceil_open(start_ms, tf),  # the period holding an unaligned start was not asked for
+            min(covered_end, align(closed_before, tf)),
+            end_ms,
+            tf,
+            refused=page.rejected_count,
+        )
+        if ranges:
+            await self._store.add_empty_ranges(series, ranges)
 
     async def _wait_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -186,6 +186,7 @@ class WsIngestion:
             backoff_max=max(1.0, min(10.0, s.ws_reconnect_max_backoff)),
             shutdown_timeout=self._shutdown_timeout,
             on_final=check.unchecked.note if check is not None else None,
+            record_empty=self._store.add_empty_ranges,
         )
 
         async def enqueue(batch: CatchupBatch) -> None:

@@ -12,19 +12,23 @@ buffered one. A batch is written when it reaches `batch_size` rows or its oldest
 `flush_seconds`. While the database is unreachable the buffer keeps absorbing the queue (one
 row per candle, so it grows with time, not with the update rate) and the write is retried with
 backoff; a hard cap stops draining, which pushes back on the sockets instead of losing data.
+
+Empty periods. A snapshot holds every traded period between its oldest and newest row: the ones
+without a row had no trades and are recorded empty with the flush that writes its candles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from market_data.errors import MarketDataError, StorageError, StorageUnavailable
 from market_data.exchanges.base import CandleFrame
 from market_data.lifecycle import SYSTEM_CLOCK, Backoff, Clock
 from market_data.models import Candle, RejectedRow, SeriesKey
+from market_data.ranges import Range, proven_empty
 from market_data.services.live.latency import LatencyHistogram, commit_histogram
 from market_data.services.sink import CandleSink
 from market_data.timeframes import next_open
@@ -69,6 +73,8 @@ class CatchupBatch:
 
 
 QueueItem = CandleFrame | CatchupBatch | None  # None: no more input
+# Records [start, end) ranges proven to have had no trades (the store's add_empty_ranges).
+RecordEmpty = Callable[[SeriesKey, Sequence[Range]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -93,6 +99,7 @@ class CandleWriter:
         shutdown_timeout: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
         on_final: Callable[[SeriesKey, int], None] | None = None,
+        record_empty: RecordEmpty | None = None,
     ) -> None:
         self._sink = sink
         self._queue = queue
@@ -109,6 +116,9 @@ class CandleWriter:
         # Told of every candle committed final from the stream (the check against REST).
         self._on_final = on_final
         self._finalized: list[tuple[SeriesKey, int]] = []  # buffered rows it will be told of
+        self._record_empty = record_empty
+        # No-trade periods the snapshots proved, written with the next batch (one call a series).
+        self._empty: dict[SeriesKey, list[Range]] = {}
         self.stats = WriterStats()
         self._rows: dict[RowKey, tuple[Candle, str]] = {}
         self._received: list[float] = []  # receive times of the buffered updates
@@ -176,6 +186,8 @@ class CandleWriter:
             self._refused.append((frame.series, frame.rejected))
         if not frame.candles:
             return
+        if frame.snapshot and self._record_empty is not None:
+            self._note_snapshot_empty(frame)
         self.stats.updates += 1
         if len(self._received) >= _MAX_LATENCY_SAMPLES:
             del self._received[: _MAX_LATENCY_SAMPLES // 2]  # samples only; rows are kept
@@ -210,6 +222,21 @@ class CandleWriter:
         else:
             track.open, track.open_end_ms = candle, end
             self._put(candle if not candle.final else replace(candle, final=False), "ws")
+
+    def _note_snapshot_empty(self, frame: CandleFrame) -> None:
+        """A snapshot holds every traded period from its oldest row to its newest (Bitfinex
+        sends only those): the periods between without a row had no trades. It says nothing
+        before its oldest row (it stops at its row limit) nor after its newest."""
+        ranges = proven_empty(
+            [c.ts for c in frame.candles],
+            None,
+            frame.candles[-1].ts,  # frames are in time order
+            frame.received_ms,
+            frame.series.timeframe,
+            refused=len(frame.rejected),
+        )
+        if ranges:
+            self._empty.setdefault(frame.series, []).extend(ranges)
 
     def _apply_catchup(self, batch: CatchupBatch) -> None:
         self._waiters.append(batch.done)
@@ -263,6 +290,7 @@ class CandleWriter:
         try:
             for source, candles in by_source.items():
                 await self._sink.write(candles, source)
+            await self._write_empty()
         except StorageUnavailable as exc:
             self._outage(exc)
             return False
@@ -301,10 +329,19 @@ class CandleWriter:
             if not waiter.done():
                 waiter.set_result(None)
         self._rows, self._received, self._waiters, self._finalized = {}, [], [], []
+        self._empty = {}
         self._first_at = self._retry_at = None
         stats.pending = 0
         self._backoff.reset()
         return True
+
+    async def _write_empty(self) -> None:
+        # After the candles: a range is never recorded empty ahead of the rows around it.
+        if self._record_empty is None:
+            return
+        for series, ranges in list(self._empty.items()):
+            await self._record_empty(series, ranges)
+            del self._empty[series]  # written: not again on a retry after an outage
 
     async def _quarantine(self) -> None:
         refused, self._refused = self._refused, []
