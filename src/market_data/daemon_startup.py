@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from market_data import lifecycle
 from market_data.daemon_state import RuntimeState
 from market_data.errors import MarketDataError, PermanentError
 from market_data.lifecycle import Backoff, Stopped, retry
@@ -25,8 +26,11 @@ log = logging.getLogger("market_data.daemon")
 RETRY_MAX_S = 30.0
 
 
+STATE_ERROR_CHARS = 300  # what /health and /status show of an error
+
+
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
+    return lifecycle.describe(exc, STATE_ERROR_CHARS)
 
 
 def _backoff() -> Backoff:

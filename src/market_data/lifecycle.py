@@ -287,9 +287,9 @@ class JobRecord:
         self.status, self.error = JobStatus.CANCELLED, error and error[:MAX_ERROR_CHARS]
 
 
-def describe(exc: BaseException) -> str:
-    """`Type: message`, as job rows and reports carry errors."""
-    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+def describe(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """`Type: message`, as job rows, reports and the daemon's state carry errors."""
+    return f"{type(exc).__name__}: {exc}"[:limit]
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,12 @@ NATIVE_TIMEFRAMES: tuple[str, ...] = (
 DERIVED_TIMEFRAMES: tuple[str, ...] = ("2h", "4h", "8h")
 ALL_TIMEFRAMES: tuple[str, ...] = NATIVE_TIMEFRAMES + DERIVED_TIMEFRAMES
 
+
+def timeframe_order(tf: str) -> int:
+    """Sort key: the order of ALL_TIMEFRAMES (1m before 1h before 1d), unknown ones last."""
+    return ALL_TIMEFRAMES.index(tf) if tf in ALL_TIMEFRAMES else len(ALL_TIMEFRAMES)
+
+
 _FIXED_MS: dict[str, int] = {
     "1m": MINUTE_MS,
     "5m": 5 * MINUTE_MS,

@@ -32,7 +32,7 @@ from market_data.export.files import STDOUT, OutputError, Target, check_writable
 from market_data.export.options import Format, Timestamps
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
 from market_data.storage.base import COLUMN_CHUNK_ROWS, MAX_COLUMN_CHUNK_ROWS, MAX_TIME_MS
-from market_data.timeframes import ALL_TIMEFRAMES, TimeframeError, parse_timeframe
+from market_data.timeframes import TimeframeError, parse_timeframe, timeframe_order
 
 if TYPE_CHECKING:
     from market_data.export.exporter import FileResult
@@ -80,10 +80,6 @@ def _format(fmt: str | None, output: str) -> Format:
     return found
 
 
-def _tf_order(tf: str) -> int:
-    return ALL_TIMEFRAMES.index(tf) if tf in ALL_TIMEFRAMES else len(ALL_TIMEFRAMES)
-
-
 async def _export(
     settings: Settings,
     symbols: list[str] | None,
@@ -115,7 +111,7 @@ async def _export(
         ]
         if not series:
             raise _NothingToExport("no stored series match --symbol and --timeframe")
-        series.sort(key=lambda k: (k.symbol, _tf_order(k.timeframe)))
+        series.sort(key=lambda k: (k.symbol, timeframe_order(k.timeframe)))
         for key in series:
             if key not in stored:
                 console.print(f"note: nothing stored for {key}")

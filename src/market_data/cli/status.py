@@ -15,7 +15,13 @@ from market_data.cli.common import exit_with_error, run_async, settings_or_exit
 from market_data.config import Settings
 from market_data.errors import MarketDataError, StorageError
 from market_data.models import SeriesKey, SeriesStats
-from market_data.timeframes import ALL_TIMEFRAMES, format_log_ts, format_ts, next_open, now_ms
+from market_data.timeframes import (
+    format_log_ts,
+    format_ts,
+    next_open,
+    now_ms,
+    timeframe_order,
+)
 
 # Open gaps are counted from one bounded listing; beyond it the count is shown as "N+".
 GAP_LISTING_LIMIT = 1000
@@ -42,12 +48,8 @@ async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bo
         StatusRow(s, lag_ms(s, now_ms), open_by_series[SeriesKey(s.symbol, s.timeframe)])
         for s in stats
     ]
-    rows.sort(key=lambda r: (r.stats.symbol, _tf_order(r.stats.timeframe)))
+    rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
     return rows, len(gaps) >= GAP_LISTING_LIMIT
-
-
-def _tf_order(tf: str) -> int:
-    return ALL_TIMEFRAMES.index(tf) if tf in ALL_TIMEFRAMES else len(ALL_TIMEFRAMES)
 
 
 def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:

@@ -212,15 +212,7 @@ class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
         where reading the rows is already as fast): the caller then writes the JSON itself.
         """
         rows = (
-            sa.select(
-                candles.c.ts,
-                candles.c.open,
-                candles.c.high,
-                candles.c.low,
-                candles.c.close,
-                candles.c.volume,
-                candles.c.final,
-            )
+            sa.select(*_CANDLE_COLUMNS[2:])  # ts .. final: the series is known
             .where(self._series(candles, series), candles.c.ts >= start_ms, candles.c.ts < end_ms)
             .order_by(candles.c.ts)
             .limit(max(0, min(limit, 10 * MAX_LIST)))
