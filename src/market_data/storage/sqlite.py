@@ -25,6 +25,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from market_data.errors import StorageError
 from market_data.models import SeriesKey
@@ -144,6 +145,27 @@ async def _add_stats(raw: Any, stats: list[tuple[Any, ...]]) -> None:
         await raw.execute_fetchall(_STATS.format(values=values), [v for s in part for v in s])
 
 
+def _enter_wal(cursor: Any) -> None:
+    """Switch the file to WAL (a persistent mode: a no-op once any connection did it).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once rather
+    than through the busy handler when two new connections race for it (several processes or
+    stores opening a fresh file): retried here for up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            # Runs inside SQLAlchemy's greenlet: wait on the event loop, not by blocking it.
+            await_only(asyncio.sleep(0.01))
+
+
 class SqliteDialect(Dialect):
     name = "sqlite"
     bulk_chunk_rows = 5_000
@@ -169,13 +191,10 @@ class SqliteDialect(Dialect):
             # We emit BEGIN ourselves (below); the driver's own would be deferred and late.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            for pragma in (
-                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = NORMAL",
-                "PRAGMA wal_autocheckpoint = 0",
-            ):
-                cursor.execute(pragma)
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            _enter_wal(cursor)
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
