@@ -15,12 +15,17 @@ Where the raw values come from is `config_sources.py`; how a bad one becomes a o
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -39,9 +44,17 @@ from market_data.config_sources import (
     is_retention_name,
     retention_timeframe,
 )
+from market_data.config_values import check_url, split_list, to_number, unique
 from market_data.dburl import normalize_database_url
-from market_data.models import SeriesKey, SymbolError, canonical_symbol
-from market_data.timeframes import DAY_MS, TimeframeError, is_native, parse_timeframe, source_of
+from market_data.models import SeriesKey
+from market_data.symbols import (
+    SymbolSpec,
+    SymbolSpecError,
+    derived_series,
+    native_series,
+    parse_spec,
+)
+from market_data.timeframes import DAY_MS, TimeframeError, parse_timeframe
 
 DEFAULT_RETENTION_DAYS: dict[str, float] = {"1m": 30.0, "1h": 365.0, "4h": 730.0, "1d": 1825.0}
 MAX_SYMBOLS = 1000
@@ -49,20 +62,6 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 Seconds = Annotated[float, Field(gt=0)]
 Minutes = Annotated[float, Field(gt=0)]
-
-
-def _split_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, Iterable):
-        items = [str(v) for v in value]
-    else:
-        raise ValueError("must be a comma-separated list")
-    return [item.strip() for item in items if item.strip()]
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
 
 
 class Settings(BaseSettings):
@@ -121,6 +120,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # BITFINEX_SYMBOLS' patterns (`all` is `*`); `bitfinex_symbols` keeps the explicit names.
+    _symbol_patterns: tuple[str, ...] = PrivateAttr(default=())
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -157,40 +159,41 @@ class Settings(BaseSettings):
     @field_validator("bitfinex_symbols", mode="before")
     @classmethod
     def _check_symbols(cls, value: Any) -> list[str]:
-        items = _split_list(value)
+        # Names come back canonical and patterns upper case (`all` as `*`), in one list that
+        # _check_ranges splits: a field validator cannot fill a second attribute.
+        items = split_list(value)
         if not items:
-            raise ValueError("must list at least one symbol, e.g. BTCUSD,ETHUSD")
-        symbols = []
-        for item in items:
-            try:
-                symbols.append(canonical_symbol(item))
-            except SymbolError:
-                raise ValueError(f"{item[:40]!r} is not a trading pair like BTCUSD") from None
-        symbols = _unique(symbols)
-        if len(symbols) > MAX_SYMBOLS:
-            raise ValueError(f"lists {len(symbols)} symbols; at most {MAX_SYMBOLS} are supported")
-        return symbols
+            raise ValueError("must list at least one symbol, e.g. BTCUSD,ETHUSD (or all, *USD)")
+        try:
+            spec = parse_spec(items)
+        except SymbolSpecError as exc:
+            raise ValueError(str(exc)) from None
+        if len(spec.names) > MAX_SYMBOLS:
+            raise ValueError(
+                f"lists {len(spec.names)} symbols; at most {MAX_SYMBOLS} are supported"
+            )
+        return [*spec.names, *spec.patterns]
 
     @field_validator("bitfinex_timeframes", mode="before")
     @classmethod
     def _check_timeframes(cls, value: Any) -> list[str]:
-        items = _split_list(value)
+        items = split_list(value)
         if not items:
             raise ValueError("must list at least one timeframe, e.g. 1h,4h,1d")
         try:
-            return _unique(parse_timeframe(item) for item in items)
+            return unique(parse_timeframe(item) for item in items)
         except TimeframeError as exc:
             raise ValueError(str(exc)) from None
 
     @field_validator("bitfinex_rest_url", mode="before")
     @classmethod
     def _check_rest_url(cls, value: Any) -> str:
-        return _check_url(value, ("http", "https"))
+        return check_url(value, ("http", "https"))
 
     @field_validator("bitfinex_ws_url", mode="before")
     @classmethod
     def _check_ws_url(cls, value: Any) -> str:
-        return _check_url(value, ("ws", "wss"))
+        return check_url(value, ("ws", "wss"))
 
     @field_validator("retention_days", mode="before")
     @classmethod
@@ -216,7 +219,7 @@ class Settings(BaseSettings):
                     "names no known timeframe (RETENTION_5M, RETENTION_1H, "
                     "RETENTION_1D, RETENTION_1MONTH...)",
                 ) from None
-            number = _to_number(raw)
+            number = to_number(raw)
             if number is None or number < 0:
                 raise problem(
                     variable,
@@ -246,7 +249,7 @@ class Settings(BaseSettings):
     @field_validator("api_allowed_hosts", mode="before")
     @classmethod
     def _check_allowed_hosts(cls, value: Any) -> list[str]:
-        return _unique(allowed_host(item) for item in _split_list(value))
+        return unique(allowed_host(item) for item in split_list(value))
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -278,9 +281,26 @@ class Settings(BaseSettings):
             )
         if not self.api_allowed_hosts:
             self.api_allowed_hosts = default_allowed_hosts(self.api_host)
+        spec = parse_spec(self.bitfinex_symbols)  # already checked: names and patterns apart
+        self.bitfinex_symbols = list(spec.names)
+        self._symbol_patterns = spec.patterns
         return self
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def symbol_patterns(self) -> tuple[str, ...]:
+        """BITFINEX_SYMBOLS' patterns (`all` is `*`); empty when only names are listed."""
+        return self._symbol_patterns
+
+    @property
+    def has_symbol_patterns(self) -> bool:
+        """Whether the symbols come from the exchange's pair list (refreshed while running)."""
+        return bool(self._symbol_patterns)
+
+    @property
+    def symbol_spec(self) -> SymbolSpec:
+        return SymbolSpec(tuple(self.bitfinex_symbols), self._symbol_patterns)
 
     @property
     def safe_database_url(self) -> str:
@@ -309,23 +329,12 @@ class Settings(BaseSettings):
         return secrets
 
     def native_series(self) -> list[SeriesKey]:
-        """Series fetched from the exchange: configured native ones and the sources of derived
-        ones (4h -> 1h), without duplicates, symbol by symbol in configured order."""
-        series = (
-            SeriesKey(symbol, source_of(tf))
-            for symbol in self.bitfinex_symbols
-            for tf in self.bitfinex_timeframes
-        )
-        return list(dict.fromkeys(series))
+        """Series fetched from the exchange for the listed names (`symbols.native_series`)."""
+        return native_series(self.bitfinex_symbols, self.bitfinex_timeframes)
 
     def derived_series(self) -> list[SeriesKey]:
         """Series aggregated locally (timeframes Bitfinex does not serve, e.g. 4h)."""
-        return [
-            SeriesKey(symbol, tf)
-            for symbol in self.bitfinex_symbols
-            for tf in self.bitfinex_timeframes
-            if not is_native(tf)
-        ]
+        return derived_series(self.bitfinex_symbols, self.bitfinex_timeframes)
 
     def all_series(self) -> list[SeriesKey]:
         """Every stored series: native ones first, then derived ones."""
@@ -345,34 +354,14 @@ class Settings(BaseSettings):
                 shown["DATABASE_URL"] = self.safe_database_url
             elif name == "api_token":
                 shown["API_TOKEN"] = None if value is None else "***"
+            elif name == "bitfinex_symbols":
+                shown["BITFINEX_SYMBOLS"] = [*value, *self._symbol_patterns]
             elif name == "retention_days":
                 for tf, days in value.items():
                     shown[f"RETENTION_{'1MONTH' if tf == '1M' else tf.upper()}"] = days
             else:
                 shown[name.upper()] = list(value) if isinstance(value, list) else value
         return shown
-
-
-def _check_url(value: Any, schemes: tuple[str, ...]) -> str:
-    text = str(value).strip()
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError(f"{text[:80]!r} is not a valid URL") from None
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"{text[:80]!r} must be a {' or '.join(schemes)} URL with a host")
-    return text.rstrip("/") if parts.path in ("", "/") else text
-
-
-def _to_number(raw: Any) -> float | None:
-    if isinstance(raw, bool):
-        return None
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:

@@ -51,6 +51,8 @@ CORE = frozenset(
         "timing",
         "ranges",
         "allowed_hosts",
+        "symbols",
+        "config_values",
     )
 )
 # What every loop uses (retries, clocks, pacing): above the core, below everything else.

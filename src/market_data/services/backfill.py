@@ -36,6 +36,7 @@ from market_data.services.backfill_report import (
     order_series,
 )
 from market_data.services.sink import CandleSink
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
 from market_data.timeframes import (
     DAY_MS,
@@ -64,8 +65,10 @@ class BackfillService:
         sink: CandleSink,
         *,
         clock: Callable[[], int] | None = None,
+        universe: SeriesUniverse | None = None,
     ) -> None:
         self._settings = settings
+        self._universe = universe or SeriesUniverse.static(settings)
         self._store = store
         self._exchange = exchange
         self._sink = sink
@@ -80,9 +83,9 @@ class BackfillService:
         end_ms: int | None = None,
         stop: asyncio.Event | None = None,
     ) -> BackfillReport:
-        """Backfill `series` (default: every configured one) over [start_ms, end_ms)."""
+        """Backfill `series` (default: every active one) over [start_ms, end_ms)."""
         stop = stop or asyncio.Event()
-        wanted = list(series) if series is not None else self._settings.all_series()
+        wanted = list(series) if series is not None else self._universe.all_series()
         natives, derived = order_series(wanted)
         # In run order: each source, then the series derived from it.
         ordered = [k2 for k in natives for k2 in [k, *self._derived_of(k, derived)]]

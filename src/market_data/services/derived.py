@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from market_data.config import Settings
 from market_data.models import Candle, SeriesKey
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store, UpsertResult
 from market_data.timeframes import align, ceil_open, is_fixed, next_open, nominal_ms, source_of
 from market_data.timeframes import now_ms as wall_now_ms
@@ -112,20 +113,22 @@ class DerivedAggregator:
         *,
         write: DerivedWrite,
         on_write: Callable[[UpsertResult], None] | None = None,
+        universe: SeriesUniverse | None = None,
     ) -> None:
         self._store = store
         self._write = write
         self._settings = settings
         self._on_write = on_write
-        self._derived: tuple[SeriesKey, ...] = tuple(settings.derived_series())
+        # The universe's, so a pair listed while running gets its derived series too.
+        self._universe = universe or SeriesUniverse.static(settings)
         self.stats = DerivedStats()
 
     @property
-    def derived_series(self) -> tuple[SeriesKey, ...]:
-        return self._derived
+    def derived_series(self) -> frozenset[SeriesKey]:
+        return self._universe.known_derived()
 
     def targets(self, source: SeriesKey) -> list[str]:
-        return derived_targets(self._derived, source)
+        return derived_targets(self._universe.known_derived(), source)
 
     async def recompute(
         self,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from market_data import timeframes as tfm
 from market_data.lifecycle import recorded_job
 from market_data.models import JobType, SeriesKey
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 
@@ -53,8 +54,10 @@ class RetentionService:
         *,
         clock: Callable[[], int] = now_ms,
         batch_size: int = DELETE_BATCH,
+        universe: SeriesUniverse | None = None,
     ) -> None:
         self._settings = settings
+        self._universe = universe or SeriesUniverse.static(settings)
         self._store = store
         self._clock = clock
         self._batch_size = batch_size
@@ -62,7 +65,8 @@ class RetentionService:
 
     async def _series(self) -> list[SeriesKey]:
         stored = [SeriesKey(s.symbol, s.timeframe) for s in await self._store.series_stats()]
-        return list(dict.fromkeys(stored + self._settings.all_series()))
+        # Stored series include the delisted ones: their data ages out like any other.
+        return list(dict.fromkeys(stored + self._universe.all_series()))
 
     async def run_once(self) -> int:
         """One cleanup: returns the number of candles deleted."""

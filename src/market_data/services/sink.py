@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from market_data.config import Settings
 from market_data.models import Candle, RejectedRow, SeriesKey
 from market_data.services.derived import DerivedAggregator
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import QuarantineItem, Store, UpsertResult
 from market_data.timeframes import next_open, now_ms
 
@@ -29,13 +30,19 @@ class SinkStats:
 
 
 class CandleSink:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, universe: SeriesUniverse | None = None
+    ) -> None:
         self._store = store
         self.stats = SinkStats()
         # Every derived write is counted here, whoever asked for it (the sink itself, the
         # backfill's range rebuild, gap repair).
         self.derived = DerivedAggregator(
-            store, settings, write=self._write_derived, on_write=self._count_derived
+            store,
+            settings,
+            write=self._write_derived,
+            on_write=self._count_derived,
+            universe=universe,
         )
 
     async def write(

@@ -25,6 +25,7 @@ from market_data.lifecycle import MAX_ERROR_CHARS, recorded_job
 from market_data.models import JobType, SeriesKey
 from market_data.ranges import proven_empty
 from market_data.rate_limiter import Priority
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 
@@ -57,8 +58,10 @@ class UpdateService:
         sink: CandleSink,
         *,
         clock: Callable[[], int] = now_ms,
+        universe: SeriesUniverse | None = None,
     ) -> None:
         self._settings = settings
+        self._universe = universe or SeriesUniverse.static(settings)
         self._store = store
         self._exchange = exchange
         self._sink = sink
@@ -69,7 +72,7 @@ class UpdateService:
     async def run_once(self) -> int:
         """Fetch and upsert the latest candles of every native series; returns candles written."""
         errors: list[str] = []
-        series_list = self._settings.native_series()
+        series_list = self._universe.native_series()  # delisted pairs are not updated
         async with recorded_job(self._store, JobType.UPDATE, logger=log) as job:
             for series in series_list:
                 try:

@@ -29,6 +29,7 @@ from market_data.lifecycle import MAX_ERROR_CHARS, JobRecord, recorded_job
 from market_data.models import Gap, JobType, SeriesKey, SeriesStats
 from market_data.services.gaps.detect import GapDetector, ScanRequest
 from market_data.services.gaps.repair import GapRepairer, RepairReport, RetryPolicy, span
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms, source_of
 
@@ -107,11 +108,14 @@ class GapService:
         *,
         clock: Callable[[], int] = now_ms,
         policy: RetryPolicy | None = None,
+        universe: SeriesUniverse | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._clock = clock
-        self._derived = {SeriesKey(s.symbol, s.timeframe) for s in settings.derived_series()}
+        self._universe = universe or SeriesUniverse.static(settings)
+        # One set shared with the repairer, refreshed in place from the universe each run.
+        self._derived: set[SeriesKey] = set(self._universe.known_derived())
         self.detector = GapDetector(store, settings.retention_ms, clock)
         self.repairer = GapRepairer(
             store, exchange, sink, self._derived, clock, policy or RetryPolicy()
@@ -153,7 +157,8 @@ class GapService:
             job.cancel(report.skipped_reason)
             return report
         stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
-        series_list = self._series()
+        self._sync_derived()
+        series_list = self._series()  # active ones: a delisted series gains no new gaps
         requests = [
             ScanRequest(key, stats.get(key), self._extra_floor(key, stats)) for key in series_list
         ]
@@ -178,8 +183,14 @@ class GapService:
         return report
 
     def _series(self) -> list[SeriesKey]:
-        native = [SeriesKey(s.symbol, s.timeframe) for s in self._settings.native_series()]
-        return native + sorted(self._derived, key=str)
+        native = self._universe.native_series()
+        return native + sorted(self._universe.derived_series(), key=str)
+
+    def _sync_derived(self) -> None:
+        known = self._universe.known_derived()
+        if known != self._derived:
+            self._derived.clear()
+            self._derived.update(known)
 
     def _extra_floor(self, series: SeriesKey, stats: dict[SeriesKey, SeriesStats]) -> int:
         """A derived range older than its source's first stored candle (retention purged it
@@ -211,6 +222,7 @@ class GapService:
         limit = setting if max_repairs is None else max_repairs
         async with self._lock:
             started = time.perf_counter()
+            self._sync_derived()
             report = RepairReport()
             async with recorded_job(self._store, JobType.GAP_REPAIR, logger=log) as job:
                 await self._repair(limit, report)
@@ -270,6 +282,8 @@ class GapService:
                 due_before_ms=self._clock(),
                 oldest_first=not newest_first,
             )
+            # A delisted pair's gaps stay open but are not repaired: skipped for this run.
+            taken.update(g.id for g in due if self._universe.state_of(g.symbol) == "delisted")
             batch = [g for g in due if g.id not in taken][:_DUE_BATCH]
             if not batch:
                 return
