@@ -4,7 +4,8 @@ Named tasks: `api` (the face it runs beside, the HTTP server that `market-data r
 with it; up first so /health answers while the rest starts), `startup` (database migrations with
 retry, then everything below), `ws_ingestion`, `startup_backfill` (in the background: the live
 stream never waits for history; both startup steps are in daemon_startup.py), and one task per
-periodic loop (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`). Work asked
+periodic loop (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`, and
+`pair_refresh` with BITFINEX_SYMBOLS patterns: daemon_pairs.py). Work asked
 for over the API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
 
 Shutdown (SIGTERM/SIGINT only set the stop event) has two phases: every task sees the stop event
@@ -26,19 +27,21 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from market_data.config import Settings
 from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
+from market_data.daemon_pairs import PAIR_REFRESH_S, PairRefresh
 from market_data.daemon_startup import (
     backfill_until_done,
     describe,
+    logged_failure,
     prepare_database,
     retry_until_stopped,
 )
 from market_data.daemon_state import RuntimeState
-from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
+from market_data.errors import DaemonBusy, DaemonNotRunning
 from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
 from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
@@ -49,6 +52,7 @@ from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
 from market_data.services.sink import CandleSink, SinkStats
+from market_data.services.universe import SeriesUniverse
 from market_data.services.update import UpdateService
 from market_data.storage.base import Store
 from market_data.storage.sql import open_store
@@ -90,16 +94,22 @@ class Daemon:
         self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
         # The services see the exchange interface only; this is where Bitfinex is chosen.
         self.exchange = BitfinexExchange(self.rest, settings.bitfinex_ws_url)
-        self.sink = CandleSink(self.store, settings)
-        self.backfill = BackfillService(settings, self.store, self.exchange, self.sink)
+        # Which series every service works on; with patterns it follows the pair list.
+        self.universe = SeriesUniverse(settings)
+        u = self.universe
+        self.sink = CandleSink(self.store, settings, u)
+        self.backfill = BackfillService(settings, self.store, self.exchange, self.sink, universe=u)
+        ws_args = (settings, self.store, self.exchange, self.sink)
+        reconnected = self._pairs_may_have_changed
         self.ws = (
-            WsIngestion(settings, self.store, self.exchange, self.sink)
+            WsIngestion(*ws_args, universe=u, on_reconnect=reconnected)
             if settings.ws_ingestion_enabled
             else None
         )
-        self.gaps = GapService(settings, self.store, self.exchange, self.sink)
-        self.retention = RetentionService(settings, self.store)
-        self.update = UpdateService(settings, self.store, self.exchange, self.sink)
+        self.gaps = GapService(settings, self.store, self.exchange, self.sink, universe=u)
+        self.retention = RetentionService(settings, self.store, universe=u)
+        self.update = UpdateService(settings, self.store, self.exchange, self.sink, universe=u)
+        self.pairs = PairRefresh(u, self.exchange, self.store, self.ws, self.backfill, self)
         self.loops: dict[str, PeriodicLoop] = self._build_loops()
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
@@ -126,6 +136,12 @@ class Daemon:
                     self.update.run_once,
                     s.update_interval_seconds,
                     initial_delay=s.update_interval_seconds,
+                )
+            )
+        if s.has_symbol_patterns:
+            loops.append(
+                PeriodicLoop(
+                    "pair_refresh", self.pairs.refresh, PAIR_REFRESH_S, initial_delay=PAIR_REFRESH_S
                 )
             )
         if s.is_sqlite:
@@ -248,6 +264,10 @@ class Daemon:
             return
         if self.stop.is_set():  # stopped while the database was being prepared: start nothing
             return
+        if self.universe.dynamic:
+            loaded = await retry_until_stopped("Exchange pair list", self.pairs.load, self.stop)
+            if not loaded or self.stop.is_set():
+                return
         self.state.phase = "running"
         if self.ws is not None:
             self._spawn("ws_ingestion", self.ws.run(self.stop))
@@ -262,6 +282,11 @@ class Daemon:
         if await backfill_until_done(self.backfill, self.state, self.stop, what="Startup backfill"):
             # Fresh history: look for holes right after it rather than an interval from now.
             self.loops["gap_detection"].trigger()
+
+    def _pairs_may_have_changed(self) -> None:
+        loop = self.loops.get("pair_refresh")
+        if loop is not None:
+            loop.trigger()
 
     async def _detect_gaps(self) -> object:
         report = await self.gaps.detect()
@@ -294,7 +319,7 @@ class Daemon:
             raise DaemonBusy("a gap repair is already running")
         self._spawn(
             "manual_gap_repair",
-            _logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)),
+            logged_failure("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)),
         )
         return "manual_gap_repair"
 
@@ -355,7 +380,7 @@ class Daemon:
             "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
             "(%g days) update=%s api=%s",
             s.safe_database_url,
-            ",".join(s.bitfinex_symbols),
+            ",".join(s.masked_dict()["BITFINEX_SYMBOLS"]),
             ",".join(s.bitfinex_timeframes),
             "on" if s.ws_ingestion_enabled else "off",
             "on" if s.backfill_on_startup else "off",
@@ -364,15 +389,6 @@ class Daemon:
             api,
         )
         log.debug("Settings (secrets masked): %s", s.masked_dict())
-
-
-async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
-    """Work asked for over the API: a failure (the database went away) is logged, and the
-    daemon carries on; only a bug (not a MarketDataError) still stops it."""
-    try:
-        await work()  # created here: a task refused before it starts leaves no coroutine behind
-    except MarketDataError as exc:
-        log.error("%s asked for over the API failed: %s", what, describe(exc))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,12 @@ async def backfill_until_done(
     state.exchange_error = state.backfill_error = None
     state.backfill = "done"
     return True
+
+
+async def logged_failure(what: str, work: Callable[[], Awaitable[object]]) -> None:
+    """Work asked for over the API: a failure (the database went away) is logged, and the
+    daemon carries on; only a bug (not a MarketDataError) still stops it."""
+    try:
+        await work()  # created here: a task refused before it starts leaves no coroutine behind
+    except MarketDataError as exc:
+        log.error("%s asked for over the API failed: %s", what, describe(exc))

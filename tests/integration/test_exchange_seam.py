@@ -63,6 +63,9 @@ class MarketExchange:
         except (KeyError, SymbolError):
             raise UnknownSymbol(f"not listed: {symbol}") from None
 
+    async def list_pairs(self) -> list[str]:
+        return list(self._market.exchange_pairs())
+
     async def fetch_candles(
         self,
         pair: str,

@@ -3,9 +3,12 @@
 An exchange adapter (`exchanges/bitfinex/` is the one we ship) implements `Exchange`:
 
 - `pair_for(symbol)`: the exchange's id for a configured symbol, or `UnknownSymbol`;
+- `list_pairs()`: every pair id the exchange lists now (read afresh, for BITFINEX_SYMBOLS
+  patterns);
 - `fetch_candles(...)`: one page of candles of a time window (REST), as a `CandlePage`;
 - `live_stream(...)`: the live candles of many series over sharded connections, delivered as
-  `CandleFrame`s, with per-connection state (`ConnectionInfo`) for /status;
+  `CandleFrame`s, with per-connection state (`ConnectionInfo`) for /status; channels are added
+  and removed while it runs (`LiveStream.add` / `remove`);
 - `limits`: page size, channels per connection, new connections per minute.
 
 Errors raised are the exchange's errors from `errors.py` (`RateLimited`, `ExchangeUnavailable`,
@@ -18,7 +21,7 @@ implementing this protocol; the daemon picks the adapter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -113,7 +116,14 @@ class LiveStream(Protocol):
         """Series the exchange refused to stream, and why."""
 
     def start(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
-        """Run every connection as a task of `tg` until `stop` is set."""
+        """Run every connection as a task of `tg` until `stop` is set (with no channel at all
+        too: channels may be added later); `closed` is set only after `stop`."""
+
+    async def add(self, channels: Mapping[SeriesKey, str]) -> None:
+        """Stream more series (series -> pair id), on connections with room or new ones."""
+
+    async def remove(self, series: Iterable[SeriesKey]) -> None:
+        """Stop streaming these series (unsubscribe); unknown ones are ignored."""
 
 
 class Exchange(Protocol):
@@ -131,6 +141,9 @@ class Exchange(Protocol):
 
     async def pair_for(self, symbol: str) -> str:
         """The exchange's id for a canonical symbol (`DOGEUSD` -> `DOGE:USD`)."""
+
+    async def list_pairs(self) -> list[str]:
+        """Every trading pair id the exchange lists now, read afresh (not a cached list)."""
 
     async def fetch_candles(
         self,

@@ -57,6 +57,10 @@ class BitfinexExchange:
     async def pair_for(self, symbol: str) -> str:
         return await self.rest.pair_for(symbol)
 
+    async def list_pairs(self) -> list[str]:
+        # Also renews the cache `pair_for` reads, so a newly listed pair resolves at once.
+        return list((await self.rest.refresh_pairs()).values())
+
     async def fetch_candles(
         self,
         pair: str,

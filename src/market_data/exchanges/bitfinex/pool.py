@@ -1,14 +1,18 @@
 """The shards of one Bitfinex live stream: the initial split of the channels over connections,
-moving a channel refused with 10305 (channel limit) to a connection with room, the series the
-exchange refused, and closing every socket on stop. Each shard's own loop is in ws.py."""
+channels added (on a connection with room, else a new paced one) and removed (unsubscribed)
+while running, moving a channel refused with 10305 (channel limit) to a connection with room,
+the series the exchange refused, and closing every socket on stop. Each shard's own loop is in
+ws.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 
 from market_data.exchanges.base import ConnectionInfo, Deliver, OnReady
 from market_data.exchanges.bitfinex.pacing import ConnectionPacer
+from market_data.exchanges.bitfinex.wire import candle_key
 from market_data.exchanges.bitfinex.ws import Shard, Subscription, WsOptions
 from market_data.models import SeriesKey
 
@@ -35,7 +39,7 @@ class ShardPool:
         self.closed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._stop: asyncio.Event | None = None
-        self._live = 0
+        self._tasks: dict[Shard, asyncio.Task[None]] = {}
         size = max(1, options.max_per_connection)
         for start in range(0, len(subscriptions), size):
             self._new_shard(subscriptions[start : start + size])
@@ -47,12 +51,37 @@ class ShardPool:
     def start(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         """Spawn every shard, and a watcher closing their sockets on stop, as tasks of `tg`."""
         self._tg, self._stop = tg, stop
-        if not self.shards:
-            self.closed.set()
-            return
         for shard in self.shards:
             self._spawn(shard)
         tg.create_task(self._close_on_stop(stop), name="ws-stop-watcher")
+
+    async def add(self, channels: Mapping[SeriesKey, str]) -> None:
+        """Subscribe more series: on a shard with room, else on a new one (paced like all)."""
+        carried = {sub.series for shard in self.shards for sub in shard.subs.values()}
+        for series, pair in channels.items():
+            if series in carried:
+                continue
+            self.failed.pop(series, None)  # a re-listed pair gets another chance
+            await self._place(Subscription(series, candle_key(pair, series.timeframe)))
+
+    async def remove(self, series: Iterable[SeriesKey]) -> None:
+        """Unsubscribe series; a shard left without channels stays open for later ones."""
+        for key in series:
+            self.failed.pop(key, None)
+            for shard in self.shards:
+                for sub in list(shard.subs.values()):
+                    if sub.series == key:
+                        await shard.remove(sub.key)
+
+    async def _place(self, sub: Subscription, origin: Shard | None = None) -> Shard:
+        for shard in self.shards:
+            if shard is not origin and shard.has_room() and self._alive(shard):
+                await shard.add(sub)
+                return shard
+        shard = self._new_shard([sub])
+        if self._tg is not None and self._stop is not None and not self._stop.is_set():
+            self._spawn(shard)
+        return shard
 
     def _new_shard(self, subs: list[Subscription]) -> Shard:
         shard = Shard(self, len(self.shards) + 1, subs)
@@ -62,32 +91,30 @@ class ShardPool:
     def _spawn(self, shard: Shard) -> None:
         assert self._tg is not None
         assert self._stop is not None
-        self._live += 1
         task = self._tg.create_task(shard.run(self._stop), name=f"ws-shard-{shard.info.id}")
-        task.add_done_callback(self._shard_done)
+        self._tasks[shard] = task
 
-    def _shard_done(self, _task: asyncio.Task[None]) -> None:
-        self._live -= 1
-        if self._live == 0:
-            self.closed.set()
+    def _alive(self, shard: Shard) -> bool:
+        """Whether a shard still runs (or will, once started): one whose channels were all
+        removed ends at its next disconnect and takes no new channel."""
+        task = self._tasks.get(shard)
+        return self._tg is None or (task is not None and not task.done())
 
     async def _close_on_stop(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        await asyncio.gather(*(shard.close() for shard in self.shards))
+        # `closed` waits for stop: with channels added at run time, no shard running yet (or
+        # every shard idle) is not the end of the stream.
+        try:
+            await stop.wait()
+            await asyncio.gather(*(shard.close() for shard in self.shards))
+            if self._tasks:  # no shard is spawned once stop is set
+                await asyncio.wait(set(self._tasks.values()))
+        finally:
+            self.closed.set()
 
     async def relocate(self, sub: Subscription, origin: Shard) -> None:
         """Move a channel refused with 10305 to a shard with room, or to a new one."""
-        for shard in self.shards:
-            if shard is not origin and shard.has_room():
-                log.info("Moving %s to WebSocket connection %d", sub.series, shard.info.id)
-                await shard.add(sub)
-                return
-        shard = self._new_shard([sub])
-        log.info(
-            "Opening WebSocket connection %d for %s (channel limit)", shard.info.id, sub.series
-        )
-        if self._tg is not None and self._stop is not None and not self._stop.is_set():
-            self._spawn(shard)
+        shard = await self._place(sub, origin)
+        log.info("Moved %s to WebSocket connection %d (channel limit)", sub.series, shard.info.id)
 
     def report_failed(self, sub: Subscription, reason: str) -> None:
         self.failed[sub.series] = reason

@@ -37,23 +37,20 @@ from market_data.exchanges.bitfinex.frames import (
 )
 from market_data.exchanges.bitfinex.pacing import ConnectionPacer
 from market_data.exchanges.bitfinex.wire import (
-    CLOCK_SKEW_MS,
     ERR_SUB_DUPLICATE,
     ERR_SUB_LIMIT,
     INFO_MAINTENANCE_END,
     INFO_MAINTENANCE_START,
     INFO_RECONNECT,
     WS_CONNECTIONS_PER_MINUTE,
-    parse_candle_row,
 )
+from market_data.exchanges.bitfinex.ws_rows import parse_rows
 from market_data.lifecycle import Backoff, until_stopped
-from market_data.models import Candle, RejectedRow, SeriesKey
+from market_data.models import SeriesKey
 from market_data.timeframes import now_ms
 
 # The logger keeps the name it had before the adapter became a package: JSON log lines carry it.
 log = logging.getLogger("market_data.exchanges.bitfinex_ws")
-
-_REJECTED_PER_FRAME = 20  # refused rows kept per message for quarantine; all are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +129,23 @@ class Shard:
             # If the connection is going down, the channel is subscribed on reconnect.
             with contextlib.suppress(WebSocketException):
                 await ws.send(_subscribe(sub.key))
+
+    async def remove(self, key: str) -> bool:
+        """Stop streaming one channel: forget it, and unsubscribe if it is open. False when
+        this shard does not carry it."""
+        if self.subs.pop(key, None) is None:
+            return False
+        self._sync_info()
+        self._pending.discard(key)
+        chan_ids = [chan_id for chan_id, sub in self._chan.items() if sub.key == key]
+        for chan_id in chan_ids:
+            del self._chan[chan_id]  # frames still in flight for it are dropped
+        ws = self._ws
+        if ws is not None and self._subscribing:
+            with contextlib.suppress(WebSocketException):  # a reconnect subscribes without it
+                for chan_id in chan_ids:
+                    await ws.send(_unsubscribe(chan_id))
+        return True
 
     async def close(self) -> None:
         ws = self._ws
@@ -288,6 +302,8 @@ class Shard:
                 self._chan[event.chan_id] = sub
                 self._acked.append(sub.series)
                 self._pending.discard(event.key)
+            else:  # removed while its subscribe request was in flight
+                await ws.send(_unsubscribe(event.chan_id))
         elif isinstance(event, ErrorEvent):
             await self._error(event)
         elif isinstance(event, InfoEvent):
@@ -302,39 +318,9 @@ class Shard:
         now_ms = self.pool.options.clock_ms()
         received_at = time.monotonic()
         rows = event.rows if isinstance(event, CandleSnapshot) else [event.row]
-        candles: list[Candle] = []
-        rejected: list[RejectedRow] = []
-        symbol, timeframe = sub.series.symbol, sub.series.timeframe
-        for row in rows:
-            try:
-                candles.append(parse_candle_row(row, symbol, timeframe, now_ms))
-            except MarketDataError as exc:
-                if len(rejected) < _REJECTED_PER_FRAME:
-                    mts = row[0] if isinstance(row, list) and row else None
-                    rejected.append(
-                        RejectedRow(
-                            json.dumps(row, default=str)[:500],
-                            str(exc),
-                            mts
-                            if type(mts) is int and 0 <= mts <= now_ms + CLOCK_SKEW_MS
-                            else None,
-                        )
-                    )
-                self.info.rejected_rows += 1
-                count = self.info.rejected_rows
-                if count <= 5 or count % 1000 == 0:  # a broken feed must not flood the log
-                    log.warning(
-                        "Unusable candle row on %s (%d so far on connection %d): %s (%s)",
-                        sub.series,
-                        count,
-                        self.info.id,
-                        row,
-                        exc,
-                    )
+        candles, rejected = parse_rows(rows, sub.series, now_ms, self._rejected_row)
         if not candles and not rejected:
             return
-        # Snapshots come newest first; everything downstream wants time order.
-        candles.sort(key=lambda c: c.ts)
         await self.pool.deliver(
             CandleFrame(
                 series=sub.series,
@@ -346,6 +332,19 @@ class Shard:
                 rejected=tuple(rejected),
             )
         )
+
+    def _rejected_row(self, series: SeriesKey, row: object, exc: Exception) -> None:
+        self.info.rejected_rows += 1
+        count = self.info.rejected_rows
+        if count <= 5 or count % 1000 == 0:  # a broken feed must not flood the log
+            log.warning(
+                "Unusable candle row on %s (%d so far on connection %d): %s (%s)",
+                series,
+                count,
+                self.info.id,
+                row,
+                exc,
+            )
 
     async def _error(self, event: ErrorEvent) -> None:
         sub = self.subs.get(event.key) if event.key else None
@@ -380,9 +379,13 @@ class Shard:
             )
             self._paused_since = None
             for chan_id in list(self._chan):
-                await ws.send(json.dumps({"event": "unsubscribe", "chanId": chan_id}))
+                await ws.send(_unsubscribe(chan_id))
             await self._subscribe_all(ws)
 
 
 def _subscribe(key: str) -> str:
     return json.dumps({"event": "subscribe", "channel": "candles", "key": key})
+
+
+def _unsubscribe(chan_id: int) -> str:
+    return json.dumps({"event": "unsubscribe", "chanId": chan_id})

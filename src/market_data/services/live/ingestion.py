@@ -12,8 +12,14 @@ shards close their sockets and the catch-up worker and the REST check end; once 
 done an end-of-input marker is queued, and the writer flushes everything before returning.
 
 The shards are the exchange's (`Exchange.live_stream`); this module sees only the interface.
-Derived timeframes are never subscribed: their sources are (`settings.native_series()`), and the
-sink recomputes the derived candles their writes touch.
+Derived timeframes are never subscribed: their sources are (the universe's `native_series()`),
+and the sink recomputes the derived candles their writes touch.
+
+Which series are streamed is one input, `set_series` (at start: the universe's native series):
+the daemon calls it when the universe changes, and whatever else decides what this daemon
+streams goes through it too. Changes are reconciled on the running stream (subscribe the new,
+unsubscribe the gone); a series' pair id, once resolved, is kept (catch-up of a series just
+removed may still finish).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +48,7 @@ from market_data.services.live.final_check import FinalCheck, FinalCheckStats, U
 from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.services.range_check import RangeChecker
 from market_data.services.sink import CandleSink
+from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
 from market_data.timeframes import now_ms
 
@@ -136,8 +143,19 @@ class WsIngestion:
         shutdown_timeout: float = 5.0,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,  # on `clock_ms`; 0 = no check
         clock_ms: Callable[[], int] | None = None,
+        universe: SeriesUniverse | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        universe = universe or SeriesUniverse.static(settings)
+        self._wanted: list[SeriesKey] = universe.native_series()
+        self._on_reconnect = on_reconnect
+        self._reconnects: dict[int, int] = {}  # per connection, reconnects already reported
+        self._pairs: dict[SeriesKey, str] = {}  # resolved pair ids, shared with catch-up
+        self._pool: LiveStream | None = None
+        self._streaming: set[SeriesKey] = set()  # handed to the stream (and not removed)
+        self._stop: asyncio.Event | None = None
+        self._reconcile = asyncio.Lock()
         self._store = store
         self._exchange = exchange
         self._sink = sink
@@ -164,13 +182,14 @@ class WsIngestion:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ingest until `stop` is set; returns once everything received is written."""
-        pairs = await self._resolve_pairs(stop)
+        self._stop = stop
+        async with self._reconcile:
+            pairs = self._pairs
+            pairs.update(await self._resolve_pairs(self._wanted, stop))
         if stop.is_set():
             return
         if not pairs:
-            log.warning("WebSocket ingestion has no series to subscribe to")
-            await stop.wait()
-            return
+            log.warning("WebSocket ingestion has no series to subscribe to (yet)")
         queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=self.state.queue_bound)
         s = self.settings
         clock = SystemClock(self._clock_ms)
@@ -212,8 +231,14 @@ class WsIngestion:
             if depth > state.queue_max_depth:
                 state.queue_max_depth = depth
 
+        def on_ready(shard_id: int, series: list[SeriesKey]) -> None:
+            catchup.request(shard_id, series)
+            self._note_reconnect(shard_id)
+
         state = self.state
-        pool = self._exchange.live_stream(pairs, deliver, catchup.request, self._options)
+        pool = self._exchange.live_stream(dict(pairs), deliver, on_ready, self._options)
+        self._pool = pool
+        self._streaming = set(pairs)
         state._queue, state._pool = queue, pool
         state.writer, state.catchup = writer.stats, catchup.stats
         if check is not None:
@@ -287,15 +312,56 @@ class WsIngestion:
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
 
-    async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
-        """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
+    async def set_series(self, series: Iterable[SeriesKey]) -> None:
+        """Stream exactly these (native) series from now on: new ones are resolved and
+        subscribed, gone ones unsubscribed. Before `run` it only sets what `run` starts with."""
+        async with self._reconcile:
+            wanted = list(dict.fromkeys(series))
+            gone = set(self._wanted) - set(wanted)
+            self._wanted = wanted
+            pool, stop = self._pool, self._stop
+            if pool is None or stop is None or stop.is_set():
+                return
+            new = [s for s in wanted if s not in self._streaming]
+            missing = [s for s in new if s not in self._pairs]
+            self._pairs.update(await self._resolve_pairs(missing, stop))
+            if gone:
+                await pool.remove(gone)
+            added = {s: self._pairs[s] for s in new if s in self._pairs}
+            if added:
+                await pool.add(added)
+            self._streaming = (self._streaming - gone) | set(added)
+            self.state.subscribed_series = len(self._streaming)
+            if gone or added:
+                log.info(
+                    "WebSocket ingestion: %d channels added, %d removed", len(added), len(gone)
+                )
+
+    def _note_reconnect(self, shard_id: int) -> None:
+        """A connection that subscribed again after a reconnect: tell the daemon once (its
+        pair list may have changed while we were away)."""
+        info = next((c for c in self.connections if c.id == shard_id), None)
+        if info is None or info.reconnects <= self._reconnects.get(shard_id, 0):
+            return
+        self._reconnects[shard_id] = info.reconnects
+        if self._on_reconnect is not None:
+            self._on_reconnect()
+
+    @property
+    def connections(self) -> list[ConnectionInfo]:
+        return self._pool.connections if self._pool is not None else []
+
+    async def _resolve_pairs(
+        self, wanted: Iterable[SeriesKey], stop: asyncio.Event
+    ) -> dict[SeriesKey, str]:
+        """Exchange pair ids of native series; unlisted symbols are reported and skipped."""
         pairs: dict[SeriesKey, str] = {}
         backoff = Backoff(1.0, 60.0)
 
         def retrying(exc: BaseException, _failures: int, delay: float) -> None:
             log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
 
-        for series in self.settings.native_series():
+        for series in wanted:
             try:
                 pairs[series] = await retry(
                     functools.partial(self._exchange.pair_for, series.symbol),
