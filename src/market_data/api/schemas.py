@@ -32,6 +32,10 @@ class SeriesOut(BaseModel):
     timeframe: str
     derived: bool = Field(description="aggregated from a native timeframe, not fetched")
     configured: bool
+    state: Literal["active", "delisted"] = Field(
+        "active",
+        description="delisted: the exchange no longer lists the pair; kept, no longer fetched",
+    )
     candle_count: int
     first_candle: str | None
     last_candle: str | None

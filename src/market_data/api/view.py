@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from market_data.services.live.ingestion import WsIngestionState
     from market_data.services.retention import RetentionStats
     from market_data.services.sink import SinkStats
+    from market_data.services.universe import SeriesUniverse
     from market_data.storage.base import Store
     from market_data.timing import UpsertTimings
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 class DaemonView(Protocol):
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def universe(self) -> SeriesUniverse:
+        """The active and delisted series (BITFINEX_SYMBOLS names, or patterns resolved)."""
 
     @property
     def state(self) -> RuntimeState:

@@ -55,9 +55,10 @@ def series_rows(
     now: int,
     empty_ms: Mapping[SeriesKey, int] | None = None,
 ) -> list[SeriesOut]:
-    settings = daemon.settings
-    configured = settings.all_series()
-    derived = set(settings.derived_series())
+    universe = daemon.universe
+    configured = universe.all_series() + universe.delisted_series()
+    configured_set = set(configured)
+    derived = universe.known_derived()
     by_key = {SeriesKey(s.symbol, s.timeframe): s for s in stats}
     keys = list(dict.fromkeys([*configured, *sorted(by_key, key=str)]))
     rows: list[SeriesOut] = []
@@ -70,7 +71,8 @@ def series_rows(
                 symbol=key.symbol,
                 timeframe=key.timeframe,
                 derived=key in derived,
-                configured=key in set(configured),
+                configured=key in configured_set,
+                state=universe.state_of(key.symbol),
                 candle_count=st.candle_count if st else 0,
                 first_candle=iso(st.first_ts if st else None),
                 last_candle=iso(last),
@@ -251,7 +253,8 @@ def unknown_symbols(daemon: DaemonView) -> list[str]:
     ws = daemon.ws_state
     if ws is not None:
         found.update(ws.unknown_symbols)
-    return sorted(found)
+    # A pair the exchange delisted is expected to be missing from its list: not a failure.
+    return sorted(found - set(daemon.universe.delisted_symbols))
 
 
 def exchange_error(daemon: DaemonView) -> str | None:

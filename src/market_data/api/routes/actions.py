@@ -33,9 +33,10 @@ async def start_backfill(
     days: Annotated[float | None, Query(gt=0, le=36_500, description="history to fetch")] = None,
 ) -> AcceptedOut:
     """Backfill configured series (all, or those matching symbol/timeframe) in the background."""
-    settings = daemon.settings
-    if symbol is not None and symbol not in settings.bitfinex_symbols:
-        raise bad_parameter("symbol", f"{symbol} is not configured (BITFINEX_SYMBOLS)", symbol)
+    settings, universe = daemon.settings, daemon.universe
+    if symbol is not None and not universe.is_active(symbol):
+        why = "delisted" if universe.state_of(symbol) == "delisted" else "not configured"
+        raise bad_parameter("symbol", f"{symbol} is {why} (BITFINEX_SYMBOLS)", symbol)
     if timeframe is not None and timeframe not in settings.bitfinex_timeframes:
         raise bad_parameter(
             "timeframe", f"{timeframe} is not configured (BITFINEX_TIMEFRAMES)", timeframe
@@ -45,7 +46,7 @@ async def start_backfill(
         wanted_tf = None if timeframe is None else source_of(timeframe)
         series = [
             s
-            for s in settings.native_series()
+            for s in universe.native_series()
             if (symbol is None or s.symbol == symbol)
             and (wanted_tf is None or s.timeframe == wanted_tf)
         ]

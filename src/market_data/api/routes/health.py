@@ -78,7 +78,7 @@ async def health(daemon: DaemonDep) -> JSONResponse:
         not unknown,
         f"not listed by the exchange: {', '.join(unknown)}"
         if unknown
-        else f"{len(daemon.settings.bitfinex_symbols)} symbols listed",
+        else f"{len(daemon.universe.symbols)} symbols listed",
     )
     exchange_error = views.exchange_error(daemon)
     checks["exchange"] = views.check(
