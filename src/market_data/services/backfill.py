@@ -75,6 +75,7 @@ class BackfillService:
         self._clock = clock or now_ms
         self.progress: dict[SeriesKey, SeriesProgress] = {}
         self._limited_seen = 0
+        self._runs = 0  # runs going on now (a newly listed pair's may run beside another)
 
     async def run(
         self,
@@ -84,12 +85,27 @@ class BackfillService:
         stop: asyncio.Event | None = None,
     ) -> BackfillReport:
         """Backfill `series` (default: every active one) over [start_ms, end_ms)."""
+        self._runs += 1
+        try:
+            return await self._run(series, start_ms, end_ms, stop)
+        finally:
+            self._runs -= 1
+
+    async def _run(
+        self,
+        series: Sequence[SeriesKey] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> BackfillReport:
         stop = stop or asyncio.Event()
         wanted = list(series) if series is not None else self._universe.all_series()
         natives, derived = order_series(wanted)
         # In run order: each source, then the series derived from it.
         ordered = [k2 for k in natives for k2 in [k, *self._derived_of(k, derived)]]
-        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
+        fresh = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
+        # A run still going keeps its series in view (and in reach of its own lookups).
+        self.progress = {**self.progress, **fresh} if self._runs > 1 else fresh
         report = BackfillReport()
         now = self._clock()
         end = now if end_ms is None else min(end_ms, now)
