@@ -1,7 +1,8 @@
 """BITFINEX_SYMBOLS=all on an exchange-shaped simulated market, with the daemon running: every
 listed pair but the test ones is streamed; a pair listed while running is picked up by the
 `pair_refresh` loop (subscribed and backfilled), one delisted is unsubscribed and shows as
-`delisted` in /status with its data kept, and still does after a restart."""
+`delisted` in /status with its data kept, and still does after a restart and in
+`market-data status`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from market_data.api.app import create_app
+from market_data.cli.status import _collect
 from market_data.config import Settings, load_settings
 from market_data.daemon import Daemon
 from market_data.daemon_startup import prepare_database
@@ -161,3 +163,10 @@ async def test_all_pairs_follow_the_exchange_list(
         assert SeriesKey(gone, "1m") not in again.universe.native_series()
     finally:
         await again.close()
+
+    # `market-data status` reads the pair list once and says the same.
+    rows, _ = await _collect(settings, sim.market.now_ms())
+    states = {r.stats.symbol: r.state for r in rows}
+    assert states[gone] == "delisted"
+    assert states.get(new.symbol, "active") == "active"  # stored only once it traded
+    assert set(states.values()) == {"active", "delisted"}

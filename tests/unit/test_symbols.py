@@ -18,7 +18,15 @@ from market_data.symbols import (
     wanted,
 )
 
-PAIRS = ["BTCUSD", "ETHUSD", "DOGE:USD", "BTCUST", "TESTBTC:TESTUSD", "TESTBTC:TESTUSDT", "XAUT:BTC"]
+PAIRS = [
+    "BTCUSD",
+    "ETHUSD",
+    "DOGE:USD",
+    "BTCUST",
+    "TESTBTC:TESTUSD",
+    "TESTBTC:TESTUSDT",
+    "XAUT:BTC",
+]
 
 
 def settings(symbols: str, timeframes: str = "1h,4h"):
@@ -121,7 +129,7 @@ def test_refresh_adds_and_delists_and_tells_listeners() -> None:
     assert universe.state_of("LTCBTC") == "active"  # a name stays, listed or not
 
     assert not universe.refresh([p for p in PAIRS if p != "DOGE:USD"] + ["PEPE:USD"])
-    relisted = universe.refresh(PAIRS + ["PEPE:USD"])
+    relisted = universe.refresh([*PAIRS, "PEPE:USD"])
     assert relisted.added == ("DOGEUSD",)
     assert universe.state_of("DOGEUSD") == "active"
     assert heard == [first, second, relisted]
@@ -131,8 +139,6 @@ def test_stored_series_no_longer_listed_are_delisted_after_a_restart() -> None:
     universe = SeriesUniverse(settings("*USD"))
     assert universe.note_stored(["OLDUSD"]) == []  # the pair list is not read yet
     universe.refresh(PAIRS)
-    assert universe.note_stored(["OLDUSD", "BTCUSD", "OLDEUR", "TESTBTCTESTUSD", "x"]) == [
-        "OLDUSD"
-    ]
+    assert universe.note_stored(["OLDUSD", "BTCUSD", "OLDEUR", "TESTBTCTESTUSD", "x"]) == ["OLDUSD"]
     assert universe.delisted_symbols == ("OLDUSD",)
     assert universe.state_of("OLDUSD") == "delisted"

@@ -95,11 +95,15 @@ async def _backfill(
     start_ms: int | None,
     end_ms: int | None,
     console: Console,
+    pattern_timeframes: list[str] | None = None,
 ) -> BackfillReport | None:
+    """`pattern_timeframes`: BITFINEX_SYMBOLS has patterns and no --symbol was given, so the
+    pair list is read once and every match is backfilled at these timeframes too."""
     from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.backfill import BackfillService
     from market_data.services.sink import CandleSink
+    from market_data.services.universe import SeriesUniverse
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
@@ -111,6 +115,11 @@ async def _backfill(
     loop = asyncio.get_running_loop()
     try:
         await store.upgrade()
+        if pattern_timeframes is not None:
+            universe = SeriesUniverse(settings)
+            universe.refresh(await exchange.list_pairs())
+            matched = [SeriesKey(s, t) for s in universe.symbols for t in pattern_timeframes]
+            series = list(dict.fromkeys([*series, *matched]))
         service = BackfillService(settings, store, exchange, CandleSink(store, settings))
         work = asyncio.create_task(service.run(series, start_ms, end_ms, stop))
 
@@ -201,11 +210,16 @@ def backfill(
     overrides: dict[str, Any] = {"backfill_days": days} if days is not None else {}
     settings = settings_or_exit(**overrides)
     series = _series(settings, symbol or [], timeframe or [])
+    resolve = not symbol and settings.has_symbol_patterns
+    # Checked by _series already.
+    tfs = [parse_timeframe(t) for t in timeframe] if timeframe else settings.bitfinex_timeframes
     if start_ms is None and end_ms is not None:
         start_ms = end_ms - round(settings.backfill_days * DAY_MS)
     console = Console(stderr=True)
     try:
-        report = run_async(_backfill(settings, series, start_ms, end_ms, console))
+        report = run_async(
+            _backfill(settings, series, start_ms, end_ms, console, tfs if resolve else None)
+        )
     except MarketDataError as exc:
         exit_with_error(f"backfill failed: {exc}")
     if report is None:

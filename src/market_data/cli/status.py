@@ -1,7 +1,12 @@
-"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps."""
+"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps.
+
+With BITFINEX_SYMBOLS patterns the exchange's pair list is read once, so a stored series whose
+pair is no longer listed shows as delisted (when the exchange cannot be reached, no state is
+shown rather than a guess)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -27,11 +32,36 @@ from market_data.timeframes import (
 GAP_LISTING_LIMIT = 1000
 
 
+PAIR_LIST_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class StatusRow:
     stats: SeriesStats
     lag_ms: int | None
     open_gaps: int
+    state: str | None = None  # active or delisted; None when not known
+
+
+async def _delisted(settings: Settings, stored: list[str]) -> set[str] | None:
+    """Stored symbols the patterns match that the exchange no longer lists; None when the
+    pair list could not be read."""
+    from market_data.exchanges.bitfinex import BitfinexRest
+    from market_data.rate_limiter import RateLimiter
+    from market_data.services.universe import SeriesUniverse
+
+    rest = BitfinexRest(
+        settings.bitfinex_rest_url, RateLimiter.from_settings(settings), unavailable_attempts=1
+    )
+    try:
+        pairs = await asyncio.wait_for(rest.fetch_pairs(), PAIR_LIST_TIMEOUT_S)
+    except (MarketDataError, TimeoutError):
+        return None
+    finally:
+        await rest.aclose()
+    universe = SeriesUniverse(settings)
+    universe.refresh(pairs)
+    return set(universe.note_stored(stored))
 
 
 async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool]:
@@ -44,8 +74,16 @@ async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bo
     finally:
         await store.close()
     open_by_series = Counter(gap.series for gap in gaps)
+    delisted = None
+    if settings.has_symbol_patterns:
+        delisted = await _delisted(settings, sorted({s.symbol for s in stats}))
     rows = [
-        StatusRow(s, lag_ms(s, now_ms), open_by_series[SeriesKey(s.symbol, s.timeframe)])
+        StatusRow(
+            s,
+            lag_ms(s, now_ms),
+            open_by_series[SeriesKey(s.symbol, s.timeframe)],
+            None if delisted is None else "delisted" if s.symbol in delisted else "active",
+        )
         for s in stats
     ]
     rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
@@ -85,6 +123,7 @@ def _as_json(rows: list[StatusRow]) -> list[dict[str, Any]]:
             "last": None if r.stats.last_ts is None else format_ts(r.stats.last_ts),
             "lag_seconds": None if r.lag_ms is None else r.lag_ms / 1000,
             "open_gaps": r.open_gaps,
+            "state": r.state,
         }
         for r in rows
     ]
@@ -99,7 +138,7 @@ def _table(rows: list[StatusRow], gaps_truncated: bool, where: str) -> Table:
     for r in rows:
         s = r.stats
         table.add_row(
-            s.symbol,
+            f"{s.symbol} (delisted)" if r.state == "delisted" else s.symbol,
             s.timeframe,
             f"{s.candle_count:,}",
             "-" if s.first_ts is None else format_log_ts(s.first_ts),
