@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from market_data.daemon import Daemon
 from market_data.daemon_startup import prepare_database
 from market_data.models import SeriesKey, canonical_symbol
 from market_data.simulator import Simulator, exchange_pairs
-from market_data.symbols import is_test_pair
+from market_data.symbols import is_test_pair, pattern_matches
 from tests.plugins.sim import SimulatorFactory
 
 PAIR_COUNT = 20  # the smallest exchange-shaped list with a test pair in it
@@ -57,18 +58,18 @@ def streamed(daemon: Daemon) -> set[str]:
     return {s for c in ws.connections if c.state == "subscribed" for s in c.subscriptions}
 
 
-def settings_for(sim: Simulator, database_url: str) -> Settings:
-    return load_settings(
-        env_file=None,
-        database_url=database_url,
-        bitfinex_symbols="all",
-        bitfinex_timeframes="1m",
-        bitfinex_rest_url=sim.rest_url,
-        bitfinex_ws_url=sim.ws_url,
-        backfill_days=0.05,
-        rate_limit_delay=0,
-        ws_max_subscriptions_per_connection=25,
-    )
+def settings_for(sim: Simulator, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "bitfinex_symbols": "all",
+        "bitfinex_timeframes": "1m",
+        "bitfinex_rest_url": sim.rest_url,
+        "bitfinex_ws_url": sim.ws_url,
+        "backfill_days": 0.05,
+        "rate_limit_delay": 0,
+        "ws_max_subscriptions_per_connection": 25,
+    }
+    return load_settings(env_file=None, **{**values, **overrides})
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -170,3 +171,43 @@ async def test_all_pairs_follow_the_exchange_list(
     assert states[gone] == "delisted"
     assert states.get(new.symbol, "active") == "active"  # stored only once it traded
     assert set(states.values()) == {"active", "delisted"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_reconnect_refreshes_the_pair_list(
+    simulator_factory: SimulatorFactory, database_url: str
+) -> None:
+    sim = await simulator_factory(pairs=exchange_pairs(21, PAIR_COUNT))
+    listed = sim.market.exchange_pairs()
+    expected = {f"{canonical_symbol(p)}/1m" for p in listed if pattern_matches("*USD", p)}
+    settings = settings_for(sim, database_url, bitfinex_symbols="*USD", backfill_on_startup=False)
+    daemon = Daemon(settings)
+    running = asyncio.create_task(daemon.run(QuietApi()))
+    try:
+
+        async def all_streamed() -> bool:
+            return daemon.ws_state is not None and streamed(daemon) == expected
+
+        await wait_until(all_streamed, f"the {len(expected)} USD pairs to be streamed")
+        sim.market.list_pair(NEW_PAIR)
+        refresh = daemon.loops["pair_refresh"]
+        assert refresh.status.runs == 0  # daily: not due before the test ends
+        # The connection drops; when it is back, the daemon reads the pair list again.
+        sim.faults.update(ws_drop_after=1)
+
+        async def dropped() -> bool:
+            ws = daemon.ws_state
+            return ws is not None and any(c.reconnects >= 1 for c in ws.connections)
+
+        await wait_until(dropped, "the connection to drop")
+        sim.faults.update(ws_drop_after=0)
+        new = f"{canonical_symbol(NEW_PAIR)}/1m"
+
+        async def picked_up() -> bool:
+            return refresh.status.runs >= 1 and new in streamed(daemon)
+
+        await wait_until(picked_up, "the reconnect to pick up the new pair")
+        assert streamed(daemon) == expected | {new}
+    finally:
+        daemon.stop.set()
+        assert await asyncio.wait_for(running, 30) == 0
