@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from market_data.cli import app
 from market_data.models import SeriesKey
+from market_data.services.backfill_plan import stage_bounds
 from market_data.simulator import Simulator
 from market_data.storage.sql import open_store
 from market_data.timeframes import DAY_MS, align
@@ -187,14 +188,19 @@ async def test_killed_backfill_resumes_with_only_the_missing_pages(
         first = await store.first_candle(BTC)
         assert first is not None
         low = align(now - 25 * DAY_MS, "1m")
-        below = len(simulator.market.truth("BTCUSD", "1m", low, first.ts))
+        # Per stage (the last day, the week, the deep rest): a page per 10,000 missing candles.
+        below = [
+            len(simulator.market.truth("BTCUSD", "1m", lo, min(hi, first.ts)))
+            for _, lo, hi in stage_bounds(low, now, ["1m"])
+            if lo < first.ts
+        ]
         settings = make_settings(database_url, simulator, "BTCUSD", "1m", backfill_days=25)
         before = hist_requests(simulator)
         async with backfill_service(settings, store) as service:
             report = await service.run()
         assert report.ok
         used = hist_requests(simulator) - before
-        pages = math.ceil(below / 10_000) + 1
+        pages = sum(math.ceil(n / 10_000) for n in below) + 1
         assert pages <= used <= pages + 1
         await assert_matches_truth(store, simulator, BTC, align(now - 25 * DAY_MS, "1m"), now)
     finally:
