@@ -44,7 +44,7 @@ from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
-from market_data.services.backfill import BackfillService, SeriesProgress
+from market_data.services.backfill import BackfillPlan, BackfillService, SeriesProgress
 from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
@@ -152,6 +152,10 @@ class Daemon:
     @property
     def backfill_progress(self) -> Mapping[SeriesKey, SeriesProgress]:
         return self.backfill.progress
+
+    @property
+    def backfill_plan(self) -> BackfillPlan:
+        return self.backfill.plan_state
 
     @property
     def sink_stats(self) -> SinkStats:

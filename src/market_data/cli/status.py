@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from market_data.timeframes import (
     timeframe_order,
 )
 
+if TYPE_CHECKING:  # the service pulls in the store: imported when the command runs
+    from market_data.services.backfill_plan import BackfillPlan
+
 # Open gaps are counted from one bounded listing; beyond it the count is shown as "N+".
 GAP_LISTING_LIMIT = 1000
 
@@ -34,13 +37,17 @@ class StatusRow:
     open_gaps: int
 
 
-async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool]:
+async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool, BackfillPlan]:
+    from market_data.exchanges.bitfinex.exchange import LIMITS
+    from market_data.services.backfill import preview_plan
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
     try:
         stats = await store.series_stats()
         gaps = await store.list_gaps(repaired=False, limit=GAP_LISTING_LIMIT)
+        # What a backfill of the configured series would fetch now (from the store alone).
+        plan = await preview_plan(settings, store, LIMITS.page_size)
     finally:
         await store.close()
     open_by_series = Counter(gap.series for gap in gaps)
@@ -49,7 +56,7 @@ async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bo
         for s in stats
     ]
     rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
-    return rows, len(gaps) >= GAP_LISTING_LIMIT
+    return rows, len(gaps) >= GAP_LISTING_LIMIT, plan
 
 
 def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:
@@ -119,7 +126,7 @@ def status(
     settings = settings_or_exit()
     where = settings.database_location()
     try:
-        rows, truncated = run_async(_collect(settings, now_ms()))
+        rows, truncated, plan = run_async(_collect(settings, now_ms()))
     except MarketDataError as exc:
         problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
         if isinstance(exc, StorageError):
@@ -128,7 +135,9 @@ def status(
     if as_json:
         typer.echo(json.dumps(_as_json(rows), indent=2))
         return
-    Console(width=max(100, Console().width)).print(_table(rows, truncated, where))
+    console = Console(width=max(100, Console().width))
+    console.print(_table(rows, truncated, where))
+    console.print(f"backfill plan: {plan.line(settings.rate_limit_delay)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 from market_data.config import Settings
 from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
@@ -43,6 +45,7 @@ from market_data.services.backfill_report import (
     BackfillReport,
     SeriesProgress,
     SeriesResult,
+    build_report,
     order_series,
 )
 from market_data.services.backfill_walk import SOURCE, WindowWalker
@@ -61,9 +64,22 @@ __all__ = [
     "SeriesProgress",
     "SeriesResult",
     "order_series",
+    "preview_plan",
 ]
 
 _FINAL_STATES = (JobStatus.FAILED, JobStatus.CANCELLED, "skipped")
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run's series and stage ranges, fixed when it starts."""
+
+    natives: list[SeriesKey]  # fetched, sources of derived series first
+    ordered: list[SeriesKey]  # each source, then the series derived from it
+    group: dict[SeriesKey, list[SeriesKey]]  # source -> its derived series
+    bounds: dict[SeriesKey, list[tuple[str, int, int]]]  # source -> its stages, newest first
+    names: list[str]  # the stages, in run order
+    now: int
 
 
 class BackfillService(WindowWalker):
@@ -75,7 +91,9 @@ class BackfillService(WindowWalker):
         sink: CandleSink,
         *,
         clock: Callable[[], int] | None = None,
+        page_size: int | None = None,
     ) -> None:
+        """`page_size` stands in for the exchange's when there is none (a plan preview)."""
         super().__init__()
         self._settings = settings
         self._store = store
@@ -84,6 +102,11 @@ class BackfillService(WindowWalker):
         self._clock = clock or now_ms
         self.progress: dict[SeriesKey, SeriesProgress] = {}
         self.plan_state = BackfillPlan()
+        self._preview_page_size = page_size
+
+    @property
+    def _page_size(self) -> int:
+        return self._preview_page_size or self._exchange.limits.page_size
 
     async def run(
         self,
@@ -95,31 +118,10 @@ class BackfillService(WindowWalker):
         """Backfill `series` (default: every configured one) over [start_ms, end_ms), stage by
         stage."""
         stop = stop or asyncio.Event()
-        wanted = list(series) if series is not None else self._settings.all_series()
-        natives, derived = order_series(wanted)
-        group = {k: self._derived_of(k, derived) for k in natives}
-        # In run order: each source, then the series derived from it.
-        ordered = [k2 for k in natives for k2 in [k, *group[k]]]
-        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
-        now = self._clock()
-        end = now if end_ms is None else min(end_ms, now)
-        base = (
-            start_ms if start_ms is not None else now - round(self._settings.backfill_days * DAY_MS)
-        )
-        bounds: dict[SeriesKey, list[tuple[str, int, int]]] = {}
-        for key in natives:
-            tfs = [key.timeframe, *(d.timeframe for d in group[key])]
-            # A source starts at its derived series' period start: no partial first 4h candle.
-            start = min(align(base, tf) for tf in tfs)
-            bounds[key] = stage_bounds(start, end, tfs)
-        names = list(dict.fromkeys(n for b in bounds.values() for n, _, _ in b))
-        names.sort(key=[n for n, _ in STAGES].index)
-        plan = BackfillPlan(
-            stages=[StageProgress(n) for n in names], stage=names[0] if names else DONE
-        )
-        self.plan_state = plan
+        run = self._prepare(series, start_ms, end_ms)
+        natives, names, plan = run.natives, run.names, self.plan_state
         started = time.monotonic()
-        items = await self._estimate(plan, names, natives, bounds, now)
+        items = await self._estimate(names, natives, run)
         log.info(
             "Backfill plan: %d series, %d requests (%s), %.1f s to plan",
             len(natives),
@@ -131,11 +133,10 @@ class BackfillService(WindowWalker):
         ran: set[SeriesKey] = set()
         cancelled = False
         for idx, name in enumerate(names):
-            if idx:
-                items = await self._estimate(
-                    plan, names[idx:], [k for k in natives if k in active], bounds, now
-                )
+            if idx:  # re-estimated: what the earlier stages found changes what is left
+                items = await self._estimate(names[idx:], [k for k in natives if k in active], run)
             plan.stage = name
+            later = {i.series for n in names[idx + 1 :] for i in items.get(n, []) if i.windows}
             for item in items.get(name, []):
                 key = item.series
                 if key not in active or (not item.windows and key in ran):
@@ -143,39 +144,71 @@ class BackfillService(WindowWalker):
                 if stop.is_set():
                     cancelled = True
                     break
-                later = any(
-                    i.windows for n in names[idx + 1 :] for i in items.get(n, []) if i.series == key
-                )
-                await self._run_item(item, now, stop, group[key], later, bounds[key])
+                await self._run_item(item, run, stop, key in later)
                 ran.add(key)
                 state = self.progress[key].state
                 if state in _FINAL_STATES:
                     active.discard(key)
-                cancelled = cancelled or state == JobStatus.CANCELLED
-                if cancelled:
+                if state == JobStatus.CANCELLED:
+                    cancelled = True
                     break
             if cancelled:
                 break
             plan.get(name).done = True
         if not cancelled:
             plan.stage = DONE
-        return self._report(ordered, natives, ran, cancelled)
+        return build_report(self.progress, run.ordered, natives, ran, cancelled)
+
+    async def preview(
+        self,
+        series: Sequence[SeriesKey] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> BackfillPlan:
+        """The plan a run would start with, from the store alone: nothing is fetched."""
+        run = self._prepare(series, start_ms, end_ms)
+        await self._estimate(run.names, run.natives, run)
+        plan = self.plan_state
+        plan.stage = next((s.name for s in plan.stages if s.requests_left), DONE)
+        return plan
+
+    def _prepare(
+        self, series: Sequence[SeriesKey] | None, start_ms: int | None, end_ms: int | None
+    ) -> _Run:
+        wanted = list(series) if series is not None else self._settings.all_series()
+        natives, derived = order_series(wanted)
+        group = {k: self._derived_of(k, derived) for k in natives}
+        # In run order: each source, then the series derived from it.
+        ordered = [k2 for k in natives for k2 in [k, *group[k]]]
+        self.progress = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
+        now = self._clock()
+        end = now if end_ms is None else min(end_ms, now)
+        days_ms = round(self._settings.backfill_days * DAY_MS)
+        base = start_ms if start_ms is not None else now - days_ms
+        bounds: dict[SeriesKey, list[tuple[str, int, int]]] = {}
+        for key in natives:
+            tfs = [key.timeframe, *(d.timeframe for d in group[key])]
+            # A source starts at its derived series' period start: no partial first 4h candle.
+            start = min(align(base, tf) for tf in tfs)
+            bounds[key] = stage_bounds(start, end, tfs)
+        names = list(dict.fromkeys(n for b in bounds.values() for n, _, _ in b))
+        names.sort(key=[n for n, _ in STAGES].index)
+        self.plan_state = BackfillPlan(
+            stages=[StageProgress(n) for n in names], stage=names[0] if names else DONE
+        )
+        return _Run(natives, ordered, group, bounds, names, now)
 
     async def _estimate(
-        self,
-        plan: BackfillPlan,
-        names: Sequence[str],
-        keys: Sequence[SeriesKey],
-        bounds: dict[SeriesKey, list[tuple[str, int, int]]],
-        now: int,
+        self, names: Sequence[str], keys: Sequence[SeriesKey], run: _Run
     ) -> dict[str, list[WorkItem]]:
         """Items of the stages `names` for `keys`, from one `plan` reading per series."""
+        bounds, plan = run.bounds, self.plan_state
         windows: dict[SeriesKey, list[Range]] = {}
         for key in keys:
-            windows[key] = await self.plan(key, bounds[key][-1][1], bounds[key][0][2], now)
+            windows[key] = await self.plan(key, bounds[key][-1][1], bounds[key][0][2], run.now)
             prog = self.progress[key]
             prog.total_ms = prog.done_ms + sum(b - a for a, b in windows[key])
-        page_size = self._exchange.limits.page_size
+        page_size = self._page_size
         result: dict[str, list[WorkItem]] = {}
         for name in names:
             known = {k: (lo, hi, windows[k]) for k in keys for n, lo, hi in bounds[k] if n == name}
@@ -216,32 +249,24 @@ class BackfillService(WindowWalker):
             windows = subtract(windows, await self._store.empty_ranges(key, lower, end))
         return windows
 
-    async def _run_item(
-        self,
-        item: WorkItem,
-        now: int,
-        stop: asyncio.Event,
-        derived: Sequence[SeriesKey],
-        later: bool,
-        bounds: Sequence[tuple[str, int, int]],
-    ) -> None:
+    async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:
         """Walk one item, then rebuild the series derived from it over the stage's range (over
         the whole run's range once the source has nothing left in later stages)."""
         key = item.series
         self._stage = item.stage
-        await self._run_native(item, now, stop)
+        await self._run_native(item, run.now, stop)
         prog = self.progress[key]
         if prog.state == "skipped":
-            for dkey in derived:
+            for dkey in run.group[key]:
                 self.progress[dkey].state = "skipped"
             return
         if prog.state == JobStatus.SUCCESS and later:
             prog.state, prog.finished = "pending", None  # waits for the next stage
         # Rebuilt right after the source, even when it stopped early: what landed is
         # aggregated now, the rest on the next run.
-        low = item.start if later else bounds[-1][1]
-        for dkey in derived:
-            await self._run_derived(dkey, align(low, dkey.timeframe), item.end, now)
+        low = item.start if later else run.bounds[key][-1][1]
+        for dkey in run.group[key]:
+            await self._run_derived(dkey, align(low, dkey.timeframe), item.end, run.now)
 
     async def _run_native(self, item: WorkItem, now: int, stop: asyncio.Event) -> None:
         key = item.series
@@ -311,43 +336,18 @@ class BackfillService(WindowWalker):
                 log.error("Backfill %s failed: %s", key, job.error)
         prog.state, prog.error, prog.finished = str(job.status), job.error, time.monotonic()
 
-    def _report(
-        self,
-        ordered: Sequence[SeriesKey],
-        natives: Sequence[SeriesKey],
-        ran: set[SeriesKey],
-        cancelled: bool,
-    ) -> BackfillReport:
-        """One result per series that ran, whatever the number of stages it ran in."""
-        report = BackfillReport(cancelled=cancelled)
-        for key in ordered:
-            prog = self.progress[key]
-            if prog.state == "pending":
-                # Not started, or waiting for a stage the run did not reach.
-                ok = key in ran and not cancelled
-                prog.state = JobStatus.SUCCESS if ok else JobStatus.CANCELLED
-                prog.finished = prog.finished or (time.monotonic() if key in ran else None)
-            if prog.state == "skipped" and key.symbol not in report.unknown_symbols:
-                report.unknown_symbols.append(key.symbol)
-            if (key in natives and key not in ran) or prog.started is None:
-                continue
-            report.results.append(
-                SeriesResult(
-                    key.symbol,
-                    key.timeframe,
-                    prog.state,
-                    prog.candles,
-                    prog.requests,
-                    prog.rejected,
-                    prog.error,
-                    prog.exchange_outage,
-                )
-            )
-        log.info(
-            "Backfill %s: %d candles in %d requests, %d series failed",
-            "cancelled" if report.cancelled else "complete",
-            report.candles,
-            report.requests,
-            len(report.failed),
-        )
-        return report
+
+async def preview_plan(
+    settings: Settings,
+    store: Store,
+    page_size: int,
+    series: Sequence[SeriesKey] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> BackfillPlan:
+    """The plan a backfill would start with now, read from the store alone (no exchange: the
+    preview fetches nothing, so none is needed)."""
+    service = BackfillService(
+        settings, store, cast(Exchange, None), cast(CandleSink, None), page_size=page_size
+    )
+    return await service.preview(series, start_ms, end_ms)
