@@ -96,7 +96,8 @@ async def test_stopped_backfill_resumes_with_only_the_missing_pages(
     for key in (BTC, ETH):
         await assert_matches_truth(store, simulator, key, align(now - 25 * DAY_MS, "1m"), now)
     jobs = await store.list_jobs(job_type="backfill")
-    assert len(jobs) == 9 and all(j.status == "success" for j in jobs[:4])
+    assert len(jobs) == 9
+    assert all(j.status == "success" for j in jobs[:4])
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -105,7 +105,8 @@ async def test_every_series_gets_its_last_day_then_week_before_any_deep_history(
             )
     # The plan counted every request, ended done, and its estimate was right within one extra
     # request per series and stage (a window holding an exact multiple of a page).
-    assert plan.stage == "done" and plan.requests_left == 0
+    assert plan.stage == "done"
+    assert plan.requests_left == 0
     assert [s.name for s in plan.stages] == ["day", "week", "deep"]
     assert [s.series for s in plan.stages] == [8, 8, 8]
     assert sum(s.requests_done for s in plan.stages) == report.requests == hist_requests(simulator)
@@ -124,7 +125,8 @@ async def test_a_rerun_plans_only_the_tail_and_a_short_range_has_fewer_stages(
             ("day", 2, 2),
             ("week", 2, 2),
         ]
-        assert first.stage == "day" and first.requests_left == 4
+        assert first.stage == "day"
+        assert first.requests_left == 4
         assert (await service.run()).ok
         # Known now: a rerun only has each series' open tail to fetch, in the day stage.
         again = await service.preview()

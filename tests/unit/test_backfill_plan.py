@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from market_data.models import SeriesKey
 from market_data.services.backfill_plan import (
     BackfillPlan,
@@ -49,8 +51,9 @@ def test_boundaries_align_to_the_coarsest_timeframe_of_the_group() -> None:
     ]
     assert all(lo % (4 * HOUR_MS) == 0 for _, lo, _ in bounds[:-1])  # the last: the start
     # contiguous and covering [start, end)
-    assert bounds[0][2] == NOW and bounds[-1][1] == NOW - 10 * DAY_MS
-    assert all(a[1] == b[2] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert bounds[0][2] == NOW
+    assert bounds[-1][1] == NOW - 10 * DAY_MS
+    assert all(a[1] == b[2] for a, b in itertools.pairwise(bounds))
 
 
 def test_an_explicit_past_range_is_staged_from_its_end() -> None:
@@ -80,7 +83,8 @@ def test_items_hold_only_the_missing_windows_inside_their_stage() -> None:
     [btc, eth] = items_for_stage("day", {BTC: (*day, missing), ETH: (*day, [])}, 10_000)
     assert btc.windows == ((NOW - DAY_MS, NOW - 2 * HOUR_MS), (NOW - MINUTE_MS, NOW))
     assert (btc.stage, btc.start, btc.end, btc.requests) == ("day", *day, 2)
-    assert eth.windows == () and eth.requests == 0
+    assert eth.windows == ()
+    assert eth.requests == 0
 
 
 def test_plan_progress_re_estimates_and_gives_an_eta_at_the_spacing() -> None:
