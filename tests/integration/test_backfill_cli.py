@@ -205,3 +205,40 @@ async def test_killed_backfill_resumes_with_only_the_missing_pages(
         await assert_matches_truth(store, simulator, BTC, align(now - 25 * DAY_MS, "1m"), now)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_plan_is_shown_before_the_start_and_progress_by_stage(
+    database_url: str, simulator: Simulator, tmp_path: Path
+) -> None:
+    # 10 days of 1m for two series: per series one request for the last day, one for the week
+    # before it (8,640 candles) and one for the three days before that (4,320).
+    env = cli_env(
+        database_url,
+        simulator,
+        BITFINEX_SYMBOLS="BTCUSD,ETHUSD",
+        RATE_LIMIT_DELAY="0.01",
+        COLUMNS="200",  # not a terminal: wide enough for the progress rows' last column
+    )
+    code, out, err = await run(env, tmp_path, "--timeframe", "1m", "--days", "10")
+    assert code == 0, err
+    text = " ".join(err.split())  # the progress display may wrap lines
+    assert (
+        "plan (recent first): day: 2 series, 2 requests; week: 2 series, 2 requests; "
+        "deep: 2 series, 2 requests; 6 requests, ETA 0m00s at 0.01 s per request"
+    ) in text
+    assert text.index("plan (recent first)") < text.index("BTCUSD/1m")
+    assert re.search(r"plan\b.*\b6/6 requests .*stage done", text), text
+    assert "BTCUSD/1m: success" in out
+
+    # `market-data status` summarises what a backfill would fetch now: the open tails.
+    same = {**env, "BITFINEX_TIMEFRAMES": "1m", "BACKFILL_DAYS": "10"}
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "status", env=same, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    status_out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert (
+        "backfill plan: stage day, 2 requests left, ETA 0m00s (day 0/2, week 0/0, deep 0/0)"
+        in " ".join(status_out.decode().split())
+    )
