@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -203,9 +203,10 @@ class BackfillService(WindowWalker):
     ) -> dict[str, list[WorkItem]]:
         """Items of the stages `names` for `keys`, from one `plan` reading per series."""
         bounds, plan = run.bounds, self.plan_state
-        windows: dict[SeriesKey, list[Range]] = {}
+        windows = await self.plan_many(
+            {k: (bounds[k][-1][1], bounds[k][0][2]) for k in keys}, run.now
+        )
         for key in keys:
-            windows[key] = await self.plan(key, bounds[key][-1][1], bounds[key][0][2], run.now)
             prog = self.progress[key]
             prog.total_ms = prog.done_ms + sum(b - a for a, b in windows[key])
         page_size = self._page_size
@@ -225,29 +226,48 @@ class BackfillService(WindowWalker):
         ]
 
     async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
+        horizon = await self._store.get_retention_horizon(key)
+        return self._lower(key, start, now, horizon)
+
+    def _lower(self, key: SeriesKey, start: int, now: int, horizon: int | None) -> int:
         lower = start
         retention = self._settings.retention_ms(key.timeframe)
         if retention is not None:
             lower = max(lower, now - retention)
-        horizon = await self._store.get_retention_horizon(key)
         if horizon is not None:
             lower = max(lower, horizon)
         return ceil_open(lower, key.timeframe)
 
     async def plan(self, key: SeriesKey, start: int, end: int, now: int) -> list[tuple[int, int]]:
         """The windows still to fetch for `key` in [start, end)."""
-        lower = await self._lower_bound(key, start, now)
-        if lower >= end:
-            return []
-        windows = [(lower, end)]
-        first = await self._store.first_candle(key)
-        if first is not None:
-            last_final = await self._store.last_candle(key, final_only=True)
-            known_end = next_open(last_final.ts, key.timeframe) if last_final else first.ts
-            windows = subtract(windows, [(first.ts, known_end)])
-        if windows:
-            windows = subtract(windows, await self._store.empty_ranges(key, lower, end))
-        return windows
+        return (await self.plan_many({key: (start, end)}, now))[key]
+
+    async def plan_many(
+        self, ranges: Mapping[SeriesKey, tuple[int, int]], now: int
+    ) -> dict[SeriesKey, list[Range]]:
+        """The windows still to fetch per series in its [start, end), from three reads for all
+        the series (their stats, retention horizons and empty ranges), not a few per series:
+        with hundreds of series the plan takes well under a second."""
+        stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
+        horizons = {k: v[2] for k, v in (await self._store.scan_states()).items()}
+        result: dict[SeriesKey, list[Range]] = {}
+        bounds: dict[SeriesKey, tuple[int, int]] = {}
+        for key, (start, end) in ranges.items():
+            lower = self._lower(key, start, now, horizons.get(key))
+            windows = [(lower, end)] if lower < end else []
+            st = stats.get(key)
+            if windows and st is not None and st.first_ts is not None:
+                last = st.last_final_ts
+                known_end = next_open(last, key.timeframe) if last is not None else st.first_ts
+                windows = subtract(windows, [(st.first_ts, known_end)])
+            result[key] = windows
+            if windows:
+                bounds[key] = (lower, end)
+        if bounds:
+            empty = await self._store.empty_ranges_many(bounds)
+            for key in bounds:
+                result[key] = subtract(result[key], empty.get(key, []))
+        return result
 
     async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:
         """Walk one item, then rebuild the series derived from it over the stage's range (over
