@@ -134,3 +134,17 @@ async def test_a_rerun_plans_only_the_tail_and_a_short_range_has_fewer_stages(
             ("day", 2, 2),
             ("week", 0, 0),
         ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_an_empty_range_plans_nothing_and_fetches_nothing(
+    store: Store, database_url: str, simulator: Simulator
+) -> None:
+    settings = make_settings(database_url, simulator, "BTCUSD", "1m")
+    future = simulator.market.now_ms() + DAY_MS
+    async with backfill_service(settings, store) as service:
+        report = await service.run(start_ms=future)
+        assert service.plan_state.stages == []
+        assert service.plan_state.stage == "done"
+    assert report.ok
+    assert report.requests == hist_requests(simulator) == 0

@@ -203,6 +203,7 @@ class BackfillService(WindowWalker):
     ) -> dict[str, list[WorkItem]]:
         """Items of the stages `names` for `keys`, from one `plan` reading per series."""
         bounds, plan = run.bounds, self.plan_state
+        keys = [k for k in keys if bounds[k]]  # none when the range is empty (a future start)
         windows = await self.plan_many(
             {k: (bounds[k][-1][1], bounds[k][0][2]) for k in keys}, run.now
         )
@@ -274,7 +275,7 @@ class BackfillService(WindowWalker):
         the whole run's range once the source has nothing left in later stages)."""
         key = item.series
         self._stage = item.stage
-        await self._run_native(item, run.now, stop)
+        await self.walk_item(item, run.now, stop)
         prog = self.progress[key]
         if prog.state == "skipped":
             for dkey in run.group[key]:
@@ -288,9 +289,12 @@ class BackfillService(WindowWalker):
         for dkey in run.group[key]:
             await self._run_derived(dkey, align(low, dkey.timeframe), item.end, run.now)
 
-    async def _run_native(self, item: WorkItem, now: int, stop: asyncio.Event) -> None:
+    async def walk_item(self, item: WorkItem, now: int, stop: asyncio.Event) -> None:
+        """Execute one work item: walk its windows under one job row. Items do not depend on
+        one another (each is its own windows of one series), so they could be handed out to
+        several workers; derived series are rebuilt by whoever ran their source's item."""
         key = item.series
-        prog = self.progress[key]
+        prog = self.progress.setdefault(key, SeriesProgress(key.symbol, key.timeframe))
         prog.state, prog.finished = JobStatus.RUNNING, None
         prog.started = prog.started or time.monotonic()
         prog.exchange_outage = False

@@ -20,7 +20,9 @@ class SeriesProgress:
 
     symbol: str
     timeframe: str
-    state: str = "pending"  # pending, running, success, failed, cancelled, skipped
+    # pending (not started, or waiting for its next stage), running, success, failed,
+    # cancelled, skipped
+    state: str = "pending"
     candles: int = 0  # rows written (changed or new)
     fetched: int = 0  # rows received from the exchange
     rejected: int = 0  # rows refused by the parser or the store
