@@ -36,6 +36,7 @@ from market_data.daemon_pairs import PAIR_REFRESH_S, PairRefresh
 from market_data.daemon_startup import (
     backfill_until_done,
     describe,
+    log_start,
     logged_failure,
     prepare_database,
     retry_until_stopped,
@@ -47,7 +48,7 @@ from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
-from market_data.services.backfill import BackfillService, SeriesProgress
+from market_data.services.backfill import BackfillPlan, BackfillService, SeriesProgress
 from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
@@ -170,6 +171,10 @@ class Daemon:
         return self.backfill.progress
 
     @property
+    def backfill_plan(self) -> BackfillPlan:
+        return self.backfill.plan_state
+
+    @property
     def sink_stats(self) -> SinkStats:
         return self.sink.stats
 
@@ -206,7 +211,7 @@ class Daemon:
 
     async def run(self, api: Companion) -> int:
         """Run beside `api` until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
-        self._log_start(api.address)
+        log_start(self.settings, api.address)
         with stop_on_signals(self.stop):
             try:
                 async with asyncio.TaskGroup() as group:
@@ -373,22 +378,6 @@ class Daemon:
         if self._lock is not None:  # only once the database is closed
             self._lock.release()
             self._lock = None
-
-    def _log_start(self, api: str) -> None:
-        s = self.settings
-        log.info(
-            "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
-            "(%g days) update=%s api=%s",
-            s.safe_database_url,
-            ",".join(s.masked_dict()["BITFINEX_SYMBOLS"]),
-            ",".join(s.bitfinex_timeframes),
-            "on" if s.ws_ingestion_enabled else "off",
-            "on" if s.backfill_on_startup else "off",
-            s.backfill_days,
-            "on" if s.rest_update_enabled else "off",
-            api,
-        )
-        log.debug("Settings (secrets masked): %s", s.masked_dict())
 
 
 if __name__ == "__main__":

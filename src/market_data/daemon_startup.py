@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from market_data import lifecycle
+from market_data.config import Settings
 from market_data.daemon_state import RuntimeState
 from market_data.errors import MarketDataError, PermanentError
 from market_data.lifecycle import Backoff, Stopped, retry
@@ -151,3 +152,20 @@ async def logged_failure(what: str, work: Callable[[], Awaitable[object]]) -> No
         await work()  # created here: a task refused before it starts leaves no coroutine behind
     except MarketDataError as exc:
         log.error("%s asked for over the API failed: %s", what, describe(exc))
+
+
+def log_start(s: Settings, api: str) -> None:
+    """The daemon's first line: what it runs on and with (secrets masked)."""
+    log.info(
+        "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
+        "(%g days) update=%s api=%s",
+        s.safe_database_url,
+        ",".join(s.masked_dict()["BITFINEX_SYMBOLS"]),
+        ",".join(s.bitfinex_timeframes),
+        "on" if s.ws_ingestion_enabled else "off",
+        "on" if s.backfill_on_startup else "off",
+        s.backfill_days,
+        "on" if s.rest_update_enabled else "off",
+        api,
+    )
+    log.debug("Settings (secrets masked): %s", s.masked_dict())

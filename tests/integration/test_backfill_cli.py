@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from market_data.cli import app
 from market_data.models import SeriesKey
+from market_data.services.backfill_plan import stage_bounds
 from market_data.simulator import Simulator
 from market_data.storage.sql import open_store
-from market_data.timeframes import DAY_MS, align, next_open
+from market_data.timeframes import DAY_MS, align
 from tests.integration.test_backfill import (
     assert_matches_truth,
     backfill_service,
@@ -137,6 +138,8 @@ async def test_exit_codes(database_url: str, simulator: Simulator, tmp_path: Pat
         jobs = [(j.symbol, j.status) for j in await store.list_jobs(job_type="backfill")]
     finally:
         await store.close()
+    # newest first: the rerun (the unknown symbol, BTCUSD's tail), then the first run (its two
+    # days fit one page: one stage, one job)
     assert jobs == [("BTCUSD", "success"), ("NOPEUSD", "failed"), ("BTCUSD", "success")]
 
 
@@ -153,9 +156,12 @@ async def test_ctrl_c_stops_cleanly(
     assert "cancelled" in out.decode()
     store = open_store(database_url)
     try:
-        [job] = await store.list_jobs(job_type="backfill")
-        assert job.status == "cancelled"
-        assert 0 < job.candles_fetched < 30_000
+        # One job per stage begun: the stopped one is the newest (none when the stop fell
+        # between two stages), the ones before it finished.
+        jobs = await store.list_jobs(job_type="backfill")
+        assert jobs[0].status in ("cancelled", "success")
+        assert [j.status for j in jobs[1:]] == ["success"] * (len(jobs) - 1)
+        assert 0 < sum(j.candles_fetched for j in jobs) < 36_000
     finally:
         await store.close()
 
@@ -172,19 +178,62 @@ async def test_killed_backfill_resumes_with_only_the_missing_pages(
     store = open_store(database_url)
     try:
         now = simulator.market.now_ms()
-        last = await store.last_candle(BTC, final_only=True)
-        assert last is not None
-        missing = (
-            len(simulator.market.truth("BTCUSD", "1m", next_open(last.ts, "1m"), now + DAY_MS)) + 1
-        )
+        # Walked newest first: what is missing lies below the first stored candle, plus the
+        # open tail (one request).
+        first = await store.first_candle(BTC)
+        assert first is not None
+        low = align(now - 25 * DAY_MS, "1m")
+        # Per stage (the last day, the week, the deep rest): a page per 10,000 missing candles.
+        below = [
+            len(simulator.market.truth("BTCUSD", "1m", lo, min(hi, first.ts)))
+            for _, lo, hi in stage_bounds(low, now, ["1m"])
+            if lo < first.ts
+        ]
         settings = make_settings(database_url, simulator, "BTCUSD", "1m", backfill_days=25)
         before = hist_requests(simulator)
         async with backfill_service(settings, store) as service:
             report = await service.run()
         assert report.ok
         used = hist_requests(simulator) - before
-        pages = max(1, math.ceil(missing / 10_000))
+        pages = sum(math.ceil(n / 10_000) for n in below) + 1
         assert pages <= used <= pages + 1
         await assert_matches_truth(store, simulator, BTC, align(now - 25 * DAY_MS, "1m"), now)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_plan_is_shown_before_the_start_and_progress_by_stage(
+    database_url: str, simulator: Simulator, tmp_path: Path
+) -> None:
+    # 10 days of 1m for two series: per series one request for the last day, one for the week
+    # before it (8,640 candles) and one for the three days before that (4,320).
+    env = cli_env(
+        database_url,
+        simulator,
+        BITFINEX_SYMBOLS="BTCUSD,ETHUSD",
+        RATE_LIMIT_DELAY="0.01",
+        COLUMNS="200",  # not a terminal: wide enough for the progress rows' last column
+    )
+    code, out, err = await run(env, tmp_path, "--timeframe", "1m", "--days", "10")
+    assert code == 0, err
+    text = " ".join(err.split())  # the progress display may wrap lines
+    assert (
+        "plan (recent first): day: 2 series, 2 requests; week: 2 series, 2 requests; "
+        "deep: 2 series, 2 requests; 6 requests, ETA 0m00s at 0.01 s per request"
+    ) in text
+    assert text.index("plan (recent first)") < text.index("BTCUSD/1m")
+    assert re.search(r"plan\b.*\b6/6 requests .*stage done", text), text
+    assert "BTCUSD/1m: success" in out
+
+    # `market-data status` summarises what a backfill would fetch now: the open tails.
+    same = {**env, "BITFINEX_TIMEFRAMES": "1m", "BACKFILL_DAYS": "10"}
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "status", env=same, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    status_out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert (
+        "backfill plan: stage day, 2 requests left, ETA 0m00s (day 0/2, week 0/0, deep 0/0)"
+        in " ".join(status_out.decode().split())
+    )

@@ -14,7 +14,7 @@ from market_data.models import Candle, SeriesKey
 from market_data.services.sink import CandleSink
 from market_data.simulator import Simulator
 from market_data.storage.base import Store, UpsertResult
-from market_data.timeframes import DAY_MS, align, next_open
+from market_data.timeframes import DAY_MS, align
 from tests.integration.test_backfill import (
     assert_matches_truth,
     backfill_service,
@@ -47,29 +47,40 @@ class HookSink(CandleSink):
 
 
 async def pages_missing(store: Store, sim: Simulator, key: SeriesKey, now: int) -> int:
-    """Pages a forward walk needs to fetch what is missing after the last stored final candle."""
-    last = await store.last_candle(key, final_only=True)
-    start = next_open(last.ts, key.timeframe) if last else align(now - 25 * DAY_MS, "1m")
-    count = len(sim.market.truth(key.symbol, key.timeframe, start, now + DAY_MS)) + 1  # +open
-    return max(1, math.ceil(count / 10_000))
+    """Pages a walk needs to fetch what is missing: below the first stored candle (walked newest
+    first, so what is stored is contiguous up to the present) and the open tail."""
+    first = await store.first_candle(key)
+    start = align(now - 25 * DAY_MS, "1m")
+    below = len(sim.market.truth(key.symbol, key.timeframe, start, first.ts if first else now))
+    return math.ceil(below / 10_000) + 1
 
 
 async def test_stopped_backfill_resumes_with_only_the_missing_pages(
     store: Store, database_url: str, simulator: Simulator
 ) -> None:
-    # 25 days of 1m: four pages for BTCUSD, three for ETHUSD. Stop after BTCUSD's second.
+    # 25 days of 1m in three stages: a page per series for the last day, one for the week, then
+    # three (two for ETHUSD) for the deep rest, each page written in slices of 5,000 rows. Stop
+    # while BTCUSD's first deep page is written (its seventh write).
     settings = make_settings(database_url, simulator, "BTCUSD,ETHUSD", "1m", backfill_days=25)
     stop = asyncio.Event()
-    sink = HookSink(store, settings, 2, stop.set)
+    sink = HookSink(store, settings, 7, stop.set)
     async with backfill_service(settings, store, sink) as service:
         first = await service.run(stop=stop)
         assert service.progress[BTC].state == "cancelled"
         assert service.progress[ETH].state == "cancelled"
+        assert service.plan_state.stage == "deep"
+        assert [s.requests_done for s in service.plan_state.stages] == [2, 2, 1]
     assert first.cancelled
-    assert first.requests == 2
+    assert first.requests == 5
     jobs = await store.list_jobs(job_type="backfill")
-    assert [(j.symbol, j.status) for j in jobs] == [("BTCUSD", "cancelled")]
-    assert jobs[0].candles_fetched == 20_000
+    assert [(j.symbol, j.status) for j in reversed(jobs)] == [
+        ("BTCUSD", "success"),
+        ("ETHUSD", "success"),
+        ("BTCUSD", "success"),
+        ("ETHUSD", "success"),
+        ("BTCUSD", "cancelled"),
+    ]
+    assert jobs[0].candles_fetched == 10_000
 
     now = simulator.market.now_ms()
     expected = await pages_missing(store, simulator, BTC, now) + await pages_missing(
@@ -84,8 +95,9 @@ async def test_stopped_backfill_resumes_with_only_the_missing_pages(
     assert used == second.requests
     for key in (BTC, ETH):
         await assert_matches_truth(store, simulator, key, align(now - 25 * DAY_MS, "1m"), now)
-    statuses = sorted((j.symbol, j.status) for j in await store.list_jobs(job_type="backfill"))
-    assert statuses == [("BTCUSD", "cancelled"), ("BTCUSD", "success"), ("ETHUSD", "success")]
+    jobs = await store.list_jobs(job_type="backfill")
+    assert len(jobs) == 9
+    assert all(j.status == "success" for j in jobs[:4])
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -128,7 +140,8 @@ async def test_limiter_spacing_and_penalty_are_honoured(
     # The exchange allows 5 requests per 0.5 s (then a 0.3 s ban); we pace at one per 0.05 s,
     # which is faster, so the exchange's 429 and our penalty box both come into play.
     sim = await simulator_factory(rest_rate_limit=5, rest_rate_window=0.5, rest_ban_seconds=0.3)
-    # 24 small series: one quick request each, so the pacing, not the work, sets the rate.
+    # 24 small series: one quick request each (two days fit a page: not staged), so the pacing,
+    # not the work, sets the rate.
     settings = make_settings(
         database_url,
         sim,

@@ -167,7 +167,7 @@ async def test_all_pairs_follow_the_exchange_list(
         await again.close()
 
     # `market-data status` reads the pair list once and says the same.
-    rows, _ = await _collect(settings, sim.market.now_ms())
+    rows, _, _plan = await _collect(settings, sim.market.now_ms())
     states = {r.stats.symbol: r.state for r in rows}
     assert states[gone] == "delisted"
     assert states.get(new.symbol, "active") == "active"  # stored only once it traded

@@ -92,9 +92,29 @@ class RateLimiterOut(BaseModel):
     rest_outcomes: dict[str, int] = Field(description="REST requests by outcome")
 
 
+class BackfillStageOut(BaseModel):
+    name: Literal["day", "week", "deep"]
+    series: int = Field(description="series with something to fetch in this stage")
+    requests: int = Field(description="estimated requests (done and left), revised per stage")
+    requests_done: int
+
+
+class BackfillPlanOut(BaseModel):
+    """Recent first, then deep: every series' last day, then its last week, then the rest."""
+
+    stage: Literal["day", "week", "deep", "done"]
+    stages: list[BackfillStageOut]
+    requests_left: int
+    eta_seconds: float = Field(
+        description="requests left x RATE_LIMIT_DELAY; the limiter is shared with live work "
+        "and 429s add waits, so this is a lower bound"
+    )
+
+
 class BackfillOut(BaseModel):
     state: str
     series: list[dict[str, object]]
+    plan: BackfillPlanOut
 
 
 class StatusOut(BaseModel):

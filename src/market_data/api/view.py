@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from market_data.models import SeriesKey
     from market_data.rate_limiter import LimiterStats
     from market_data.scheduler import LoopStatus
-    from market_data.services.backfill import SeriesProgress
+    from market_data.services.backfill import BackfillPlan, SeriesProgress
     from market_data.services.gap_repair import GapStats
     from market_data.services.live.ingestion import WsIngestionState
     from market_data.services.retention import RetentionStats
@@ -55,6 +55,10 @@ class DaemonView(Protocol):
     @property
     def backfill_progress(self) -> Mapping[SeriesKey, SeriesProgress]:
         """The current (or last) backfill's progress per series."""
+
+    @property
+    def backfill_plan(self) -> BackfillPlan:
+        """The current (or last) backfill's stages and requests left."""
 
     @property
     def sink_stats(self) -> SinkStats: ...

@@ -14,6 +14,7 @@ from typing import Any
 
 from market_data.api.schemas import (
     BackfillOut,
+    BackfillPlanOut,
     CheckOut,
     LoopOut,
     RateLimiterOut,
@@ -245,7 +246,10 @@ def backfill(daemon: DaemonView) -> BackfillOut:
                 "error": p.error,
             }
         )
-    return BackfillOut(state=daemon.state.backfill, series=series)
+    plan = daemon.backfill_plan.summary(daemon.settings.rate_limit_delay)
+    return BackfillOut(
+        state=daemon.state.backfill, series=series, plan=BackfillPlanOut.model_validate(plan)
+    )
 
 
 def unknown_symbols(daemon: DaemonView) -> list[str]:

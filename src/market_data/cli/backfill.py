@@ -27,10 +27,16 @@ from market_data.cli.common import (
 from market_data.config import Settings
 from market_data.errors import MarketDataError
 from market_data.models import SeriesKey, SymbolError, canonical_symbol
+from market_data.services.backfill_plan import DONE, format_eta
 from market_data.timeframes import DAY_MS, TimeframeError, from_datetime, parse_timeframe
 
 if TYPE_CHECKING:  # the service pulls in httpx and the store: imported when the command runs
-    from market_data.services.backfill import BackfillReport, BackfillService, SeriesProgress
+    from market_data.services.backfill import (
+        BackfillPlan,
+        BackfillReport,
+        BackfillService,
+        SeriesProgress,
+    )
 
 EXIT_INTERRUPTED = 130
 REFRESH_SECONDS = 0.25
@@ -79,9 +85,45 @@ def _describe(prog: SeriesProgress) -> dict[str, Any]:
     }
 
 
-async def _watch(service: BackfillService, progress: Progress) -> None:
+def _plan_text(plan: BackfillPlan, spacing: float) -> str:
+    """The plan before it starts: per stage, series and requests; the ETA at the spacing."""
+    stages = "; ".join(
+        f"{st.name}: {st.series} series, {st.requests} requests" for st in plan.stages
+    )
+    eta = format_eta(plan.requests_left * spacing)
+    return (
+        f"plan (recent first): {stages or 'nothing to fetch'}; {plan.requests_left} requests, "
+        f"ETA {eta} at {spacing:g} s per request"
+    )
+
+
+def _describe_plan(service: BackfillService, spacing: float) -> dict[str, Any]:
+    """The plan's row: the stage running, requests done of the estimate, ETA at the spacing."""
+    plan = service.plan_state
+    done = sum(st.requests_done for st in plan.stages)
+    return {
+        "candles": sum(p.candles for p in service.progress.values()),
+        "requests": f"{done}/{done + plan.requests_left}",
+        "waits": sum(p.rate_limit_waits for p in service.progress.values()),
+        "state": f"stage {plan.stage}",
+        "eta": format_eta(plan.requests_left * spacing),
+    }
+
+
+def _plan_fraction(service: BackfillService) -> int:
+    plan = service.plan_state
+    done = sum(st.requests_done for st in plan.stages)
+    total = done + plan.requests_left
+    return 1000 if plan.stage == DONE or not total else round(1000 * done / total)
+
+
+async def _watch(service: BackfillService, progress: Progress, spacing: float) -> None:
     tasks: dict[SeriesKey, TaskID] = {}
+    plan_task = progress.add_task("plan", total=1000, **_describe_plan(service, spacing))
     while True:
+        progress.update(
+            plan_task, completed=_plan_fraction(service), **_describe_plan(service, spacing)
+        )
         for key, prog in list(service.progress.items()):
             if key not in tasks:
                 tasks[key] = progress.add_task(str(key), total=1000, **_describe(prog))
@@ -121,7 +163,9 @@ async def _backfill(
             matched = [SeriesKey(s, t) for s in universe.symbols for t in pattern_timeframes]
             series = list(dict.fromkeys([*series, *matched]))
         service = BackfillService(settings, store, exchange, CandleSink(store, settings))
-        work = asyncio.create_task(service.run(series, start_ms, end_ms, stop))
+        plan = await service.preview(series, start_ms, end_ms)
+        console.print(_plan_text(plan, settings.rate_limit_delay))
+        work = asyncio.create_task(service.run(series, start_ms, end_ms, stop), name="backfill")
 
         def interrupt() -> None:
             if stop.is_set():
@@ -136,14 +180,16 @@ async def _backfill(
             TextColumn("{task.description:<16}"),
             BarColumn(),
             TextColumn(
-                "{task.fields[candles]:>9} candles {task.fields[requests]:>5} requests "
+                "{task.fields[candles]:>9} candles {task.fields[requests]:>9} requests "
                 "{task.fields[waits]:>3} rate-limit waits  ETA {task.fields[eta]:>6}  "
                 "{task.fields[state]}"
             ),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console) as progress:
-            watcher = asyncio.create_task(_watch(service, progress))
+            watcher = asyncio.create_task(
+                _watch(service, progress, settings.rate_limit_delay), name="backfill-progress"
+            )
             try:
                 return await work
             except asyncio.CancelledError:
@@ -154,7 +200,7 @@ async def _backfill(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-                await _watch_once(service, progress)
+                await _watch_once(service, progress, settings.rate_limit_delay)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -162,8 +208,12 @@ async def _backfill(
         await store.close()
 
 
-async def _watch_once(service: BackfillService, progress: Progress) -> None:
+async def _watch_once(service: BackfillService, progress: Progress, spacing: float) -> None:
     ids = {task.description: task.id for task in progress.tasks}
+    if "plan" in ids:
+        progress.update(
+            ids["plan"], completed=_plan_fraction(service), **_describe_plan(service, spacing)
+        )
     for key, prog in service.progress.items():
         if str(key) in ids:
             progress.update(ids[str(key)], completed=round(prog.fraction * 1000), **_describe(prog))

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -28,6 +28,13 @@ from market_data.timeframes import (
     timeframe_order,
 )
 
+if TYPE_CHECKING:  # the services pull in the store: imported when the command runs
+    from market_data.exchanges.base import Exchange
+    from market_data.services.backfill_plan import BackfillPlan
+    from market_data.services.sink import CandleSink
+    from market_data.services.universe import SeriesUniverse
+    from market_data.storage.base import Store
+
 # Open gaps are counted from one bounded listing; beyond it the count is shown as "N+".
 GAP_LISTING_LIMIT = 1000
 
@@ -43,9 +50,9 @@ class StatusRow:
     state: str | None = None  # active or delisted; None when not known
 
 
-async def _delisted(settings: Settings, stored: list[str]) -> set[str] | None:
-    """Stored symbols the patterns match that the exchange no longer lists; None when the
-    pair list could not be read."""
+async def _universe(settings: Settings, stored: list[str]) -> SeriesUniverse | None:
+    """The series the patterns give now, stored symbols no longer listed marked delisted; None
+    when the pair list could not be read."""
     from market_data.exchanges.bitfinex import BitfinexRest
     from market_data.rate_limiter import RateLimiter
     from market_data.services.universe import SeriesUniverse
@@ -61,33 +68,60 @@ async def _delisted(settings: Settings, stored: list[str]) -> set[str] | None:
         await rest.aclose()
     universe = SeriesUniverse(settings)
     universe.refresh(pairs)
-    return set(universe.note_stored(stored))
+    universe.note_stored(stored)
+    return universe
 
 
-async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool]:
+async def _preview_plan(
+    settings: Settings, store: Store, series: list[SeriesKey] | None
+) -> BackfillPlan:
+    """The plan a backfill would start with now, read from the store alone (nothing is
+    fetched, so no exchange is needed)."""
+    from market_data.exchanges.bitfinex.exchange import LIMITS
+    from market_data.services.backfill import BackfillService
+
+    service = BackfillService(
+        settings,
+        store,
+        cast("Exchange", None),
+        cast("CandleSink", None),
+        page_size=LIMITS.page_size,
+    )
+    return await service.preview(series)
+
+
+async def _collect(
+    settings: Settings, now_ms: int
+) -> tuple[list[StatusRow], bool, BackfillPlan | None]:
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
     try:
         stats = await store.series_stats()
         gaps = await store.list_gaps(repaired=False, limit=GAP_LISTING_LIMIT)
+        universe = None
+        if settings.has_symbol_patterns:
+            universe = await _universe(settings, sorted({s.symbol for s in stats}))
+        # What a backfill of the configured series would fetch now (from the store alone);
+        # unknown when the patterns could not be resolved.
+        plan = None
+        if universe is not None or not settings.has_symbol_patterns:
+            series = None if universe is None else universe.all_series()
+            plan = await _preview_plan(settings, store, series)
     finally:
         await store.close()
     open_by_series = Counter(gap.series for gap in gaps)
-    delisted = None
-    if settings.has_symbol_patterns:
-        delisted = await _delisted(settings, sorted({s.symbol for s in stats}))
     rows = [
         StatusRow(
             s,
             lag_ms(s, now_ms),
             open_by_series[SeriesKey(s.symbol, s.timeframe)],
-            None if delisted is None else "delisted" if s.symbol in delisted else "active",
+            None if universe is None else universe.state_of(s.symbol),
         )
         for s in stats
     ]
     rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
-    return rows, len(gaps) >= GAP_LISTING_LIMIT
+    return rows, len(gaps) >= GAP_LISTING_LIMIT, plan
 
 
 def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:
@@ -158,7 +192,7 @@ def status(
     settings = settings_or_exit()
     where = settings.database_location()
     try:
-        rows, truncated = run_async(_collect(settings, now_ms()))
+        rows, truncated, plan = run_async(_collect(settings, now_ms()))
     except MarketDataError as exc:
         problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
         if isinstance(exc, StorageError):
@@ -167,7 +201,10 @@ def status(
     if as_json:
         typer.echo(json.dumps(_as_json(rows), indent=2))
         return
-    Console(width=max(100, Console().width)).print(_table(rows, truncated, where))
+    console = Console(width=max(100, Console().width))
+    console.print(_table(rows, truncated, where))
+    if plan is not None:
+        console.print(f"backfill plan: {plan.line(settings.rate_limit_delay)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

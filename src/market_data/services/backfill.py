@@ -1,40 +1,53 @@
-"""Paged, resumable history: walks each native series forward with the fewest requests Bitfinex
-allows, then rebuilds the derived series (4h from 1h) over the range.
+"""Paged, resumable history, recent first: every series gets its last day, then its last week,
+before any series gets deep history; then the derived series (4h from 1h) are rebuilt over what
+their source got.
 
 Per series the range is [start, end) with start = now - BACKFILL_DAYS aligned (never older than
-the timeframe's retention or the store's retention horizon). What is already known is not fetched
-again: the span from the first stored candle to the last stored *final* one, and every range the
-exchange already answered empty (recorded in the store). Each remaining window is walked with
-`sort=1`, explicit `start`/`end` and `limit=10000`; the next page starts one period after the last
-row returned, and a short page ends the window. While one page is written the next is already
-being fetched (one page ahead, no more), so the database and the exchange work at the same time.
+the timeframe's retention or the store's retention horizon). It is cut into stages by depth
+(services/backfill_plan.py: "day", "week", "deep"); each stage runs across all series before the
+next one starts. What is already known is not fetched again: the span from the first stored
+candle to the last stored *final* one, and every range the exchange already answered empty
+(recorded in the store). The plan (series, requests, ETA) is computed up front from those reads
+and re-estimated as each stage starts. Each remaining window is walked newest page first
+(services/backfill_walk.py), which keeps the stored span contiguous, so a stopped run resumes
+with the same reckoning.
 
-When a walk's first row is later than the window start, the exchange has said nothing traded
-before it: [window start, first row) is recorded empty. That is how a recently listed pair stops
-at its first candle and why a rerun does not walk the pre-listing range again.
+Jobs: one job row per series per stage it had something to fetch in (and one for every series in
+the first stage, so a series with nothing left still records its run); derived series get one
+per stage their source ran in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from market_data.config import Settings
 from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
-from market_data.exchanges.base import CandlePage, Exchange
+from market_data.exchanges.base import Exchange
 from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
-from market_data.ranges import proven_empty, subtract
-from market_data.rate_limiter import Priority
+from market_data.ranges import Range, subtract
+from market_data.services.backfill_plan import (
+    DONE,
+    STAGES,
+    BackfillPlan,
+    StageProgress,
+    WorkItem,
+    items_for_stage,
+    stage_bounds,
+)
 from market_data.services.backfill_report import (
     BackfillReport,
     SeriesProgress,
     SeriesResult,
+    build_report,
     order_series,
 )
+from market_data.services.backfill_walk import SOURCE, WindowWalker
 from market_data.services.sink import CandleSink
 from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
@@ -42,21 +55,42 @@ from market_data.timeframes import (
     DAY_MS,
     align,
     ceil_open,
-    format_log_ts,
     next_open,
+    nominal_ms,
     now_ms,
     source_of,
 )
 
 log = logging.getLogger(__name__)
 
-SOURCE = "backfill"
-
 # The seed's module is the backfill's public face; its report types live beside it.
-__all__ = ["BackfillReport", "BackfillService", "SeriesProgress", "SeriesResult", "order_series"]
+__all__ = [
+    "SOURCE",
+    "BackfillPlan",
+    "BackfillReport",
+    "BackfillService",
+    "SeriesProgress",
+    "SeriesResult",
+    "order_series",
+]
+
+_FINAL_STATES = (JobStatus.FAILED, JobStatus.CANCELLED, "skipped")
 
 
-class BackfillService:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run's series and stage ranges, fixed when it starts."""
+
+    natives: list[SeriesKey]  # fetched, sources of derived series first
+    ordered: list[SeriesKey]  # each source, then the series derived from it
+    group: dict[SeriesKey, list[SeriesKey]]  # source -> its derived series
+    bounds: dict[SeriesKey, list[tuple[str, int, int]]]  # source -> its stages, newest first
+    names: list[str]  # the stages, in run order
+    now: int
+    plan: BackfillPlan  # what /status shows of the run (the first one when two overlap)
+
+
+class BackfillService(WindowWalker):
     def __init__(
         self,
         settings: Settings,
@@ -65,8 +99,11 @@ class BackfillService:
         sink: CandleSink,
         *,
         clock: Callable[[], int] | None = None,
+        page_size: int | None = None,
         universe: SeriesUniverse | None = None,
     ) -> None:
+        """`page_size` stands in for the exchange's when there is none (a plan preview)."""
+        super().__init__()
         self._settings = settings
         self._universe = universe or SeriesUniverse.static(settings)
         self._store = store
@@ -74,8 +111,13 @@ class BackfillService:
         self._sink = sink
         self._clock = clock or now_ms
         self.progress: dict[SeriesKey, SeriesProgress] = {}
-        self._limited_seen = 0
+        self.plan_state = BackfillPlan()
+        self._preview_page_size = page_size
         self._runs = 0  # runs going on now (a newly listed pair's may run beside another)
+
+    @property
+    def _page_size(self) -> int:
+        return self._preview_page_size or self._exchange.limits.page_size
 
     async def run(
         self,
@@ -84,7 +126,8 @@ class BackfillService:
         end_ms: int | None = None,
         stop: asyncio.Event | None = None,
     ) -> BackfillReport:
-        """Backfill `series` (default: every active one) over [start_ms, end_ms)."""
+        """Backfill `series` (default: every active one) over [start_ms, end_ms), stage by
+        stage."""
         self._runs += 1
         try:
             return await self._run(series, start_ms, end_ms, stop)
@@ -93,59 +136,119 @@ class BackfillService:
 
     async def _run(
         self,
+        series: Sequence[SeriesKey] | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        stop: asyncio.Event | None,
+    ) -> BackfillReport:
+        stop = stop or asyncio.Event()
+        run = self._prepare(series, start_ms, end_ms)
+        natives, names, plan = run.natives, run.names, run.plan
+        started = time.monotonic()
+        items = await self._estimate(names, natives, run)
+        log.info(
+            "Backfill plan: %d series, %d requests (%s), %.1f s to plan",
+            len(natives),
+            plan.requests_left,
+            ", ".join(f"{s.name} {s.requests}" for s in plan.stages),
+            time.monotonic() - started,
+        )
+        active = set(natives)
+        ran: set[SeriesKey] = set()
+        cancelled = False
+        for idx, name in enumerate(names):
+            if idx:  # re-estimated: what the earlier stages found changes what is left
+                items = await self._estimate(names[idx:], [k for k in natives if k in active], run)
+            plan.stage = name
+            later = {i.series for n in names[idx + 1 :] for i in items.get(n, []) if i.windows}
+            for item in items.get(name, []):
+                key = item.series
+                if key not in active or (not item.windows and key in ran):
+                    continue
+                if stop.is_set():
+                    cancelled = True
+                    break
+                await self._run_item(item, run, stop, key in later)
+                ran.add(key)
+                state = self.progress[key].state
+                if state in _FINAL_STATES:
+                    active.discard(key)
+                if state == JobStatus.CANCELLED:
+                    cancelled = True
+                    break
+            if cancelled:
+                break
+            plan.get(name).done = True
+        if not cancelled:
+            plan.stage = DONE
+        return build_report(self.progress, run.ordered, natives, ran, cancelled)
+
+    async def preview(
+        self,
         series: Sequence[SeriesKey] | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
-        stop: asyncio.Event | None = None,
-    ) -> BackfillReport:
-        stop = stop or asyncio.Event()
+    ) -> BackfillPlan:
+        """The plan a run would start with, from the store alone: nothing is fetched."""
+        run = self._prepare(series, start_ms, end_ms)
+        await self._estimate(run.names, run.natives, run)
+        plan = run.plan
+        plan.stage = next((s.name for s in plan.stages if s.requests_left), DONE)
+        return plan
+
+    def _prepare(
+        self, series: Sequence[SeriesKey] | None, start_ms: int | None, end_ms: int | None
+    ) -> _Run:
         wanted = list(series) if series is not None else self._universe.all_series()
         natives, derived = order_series(wanted)
+        group = {k: self._derived_of(k, derived) for k in natives}
         # In run order: each source, then the series derived from it.
-        ordered = [k2 for k in natives for k2 in [k, *self._derived_of(k, derived)]]
+        ordered = [k2 for k in natives for k2 in [k, *group[k]]]
         fresh = {k: SeriesProgress(k.symbol, k.timeframe) for k in ordered + derived}
         # A run still going keeps its series in view (and in reach of its own lookups).
         self.progress = {**self.progress, **fresh} if self._runs > 1 else fresh
-        report = BackfillReport()
         now = self._clock()
         end = now if end_ms is None else min(end_ms, now)
         days_ms = round(self._settings.backfill_days * DAY_MS)
+        base = start_ms if start_ms is not None else now - days_ms
+        bounds: dict[SeriesKey, list[tuple[str, int, int]]] = {}
         for key in natives:
-            if stop.is_set():
-                report.cancelled = True
-                self.progress[key].state = JobStatus.CANCELLED
-                continue
-            base = start_ms if start_ms is not None else now - days_ms
+            tfs = [key.timeframe, *(d.timeframe for d in group[key])]
             # A source starts at its derived series' period start: no partial first 4h candle.
-            start = min(
-                [align(base, key.timeframe)]
-                + [align(base, d.timeframe) for d in self._derived_of(key, derived)]
-            )
-            result = await self._run_native(key, start, end, now, stop)
-            report.results.append(result)
-            if result.status == "skipped" and key.symbol not in report.unknown_symbols:
-                report.unknown_symbols.append(key.symbol)
-            report.cancelled = report.cancelled or result.status == JobStatus.CANCELLED
-            # Rebuilt right after the source, even when it stopped early: what landed is
-            # aggregated now, the rest on the next run.
-            for dkey in self._derived_of(key, derived):
-                if result.status == "skipped":
-                    self.progress[dkey].state = "skipped"
-                    continue
-                report.results.append(
-                    await self._run_derived(dkey, align(base, dkey.timeframe), end, now)
-                )
-        for key in derived:
-            if self.progress[key].state == "pending":
-                self.progress[key].state = JobStatus.CANCELLED
-        log.info(
-            "Backfill %s: %d candles in %d requests, %d series failed",
-            "cancelled" if report.cancelled else "complete",
-            report.candles,
-            report.requests,
-            len(report.failed),
+            start = min(align(base, tf) for tf in tfs)
+            bounds[key] = stage_bounds(start, end, tfs)
+            if bounds[key] and (end - start) // nominal_ms(key.timeframe) < self._page_size:
+                # One page holds the whole range (1h for a year): staging it would cost a
+                # request per stage for nothing, so it all comes with the first stage.
+                bounds[key] = [(bounds[key][0][0], start, end)]
+        names = list(dict.fromkeys(n for b in bounds.values() for n, _, _ in b))
+        names.sort(key=[n for n, _ in STAGES].index)
+        plan = BackfillPlan(
+            stages=[StageProgress(n) for n in names], stage=names[0] if names else DONE
         )
-        return report
+        if self._runs <= 1:  # a run beside another (a newly listed pair's) keeps its plan apart
+            self.plan_state = plan
+        return _Run(natives, ordered, group, bounds, names, now, plan)
+
+    async def _estimate(
+        self, names: Sequence[str], keys: Sequence[SeriesKey], run: _Run
+    ) -> dict[str, list[WorkItem]]:
+        """Items of the stages `names` for `keys`, from one `plan` reading per series."""
+        bounds, plan = run.bounds, run.plan
+        keys = [k for k in keys if bounds[k]]  # none when the range is empty (a future start)
+        windows = await self.plan_many(
+            {k: (bounds[k][-1][1], bounds[k][0][2]) for k in keys}, run.now
+        )
+        for key in keys:
+            prog = self.progress[key]
+            prog.total_ms = prog.done_ms + sum(b - a for a, b in windows[key])
+        page_size = self._page_size
+        result: dict[str, list[WorkItem]] = {}
+        for name in names:
+            known = {k: (lo, hi, windows[k]) for k in keys for n, lo, hi in bounds[k] if n == name}
+            result[name] = items_for_stage(name, known, page_size)
+            plan.set_items(name, result[name])
+        return result
 
     @staticmethod
     def _derived_of(source: SeriesKey, derived: Sequence[SeriesKey]) -> list[SeriesKey]:
@@ -156,42 +259,84 @@ class BackfillService:
         ]
 
     async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
+        horizon = await self._store.get_retention_horizon(key)
+        return self._lower(key, start, now, horizon)
+
+    def _lower(self, key: SeriesKey, start: int, now: int, horizon: int | None) -> int:
         lower = start
         retention = self._settings.retention_ms(key.timeframe)
         if retention is not None:
             lower = max(lower, now - retention)
-        horizon = await self._store.get_retention_horizon(key)
         if horizon is not None:
             lower = max(lower, horizon)
         return ceil_open(lower, key.timeframe)
 
     async def plan(self, key: SeriesKey, start: int, end: int, now: int) -> list[tuple[int, int]]:
         """The windows still to fetch for `key` in [start, end)."""
-        lower = await self._lower_bound(key, start, now)
-        if lower >= end:
-            return []
-        windows = [(lower, end)]
-        first = await self._store.first_candle(key)
-        if first is not None:
-            last_final = await self._store.last_candle(key, final_only=True)
-            known_end = next_open(last_final.ts, key.timeframe) if last_final else first.ts
-            windows = subtract(windows, [(first.ts, known_end)])
-        if windows:
-            windows = subtract(windows, await self._store.empty_ranges(key, lower, end))
-        return windows
+        return (await self.plan_many({key: (start, end)}, now))[key]
 
-    async def _run_native(
-        self, key: SeriesKey, start: int, end: int, now: int, stop: asyncio.Event
-    ) -> SeriesResult:
+    async def plan_many(
+        self, ranges: Mapping[SeriesKey, tuple[int, int]], now: int
+    ) -> dict[SeriesKey, list[Range]]:
+        """The windows still to fetch per series in its [start, end), from three reads for all
+        the series (their stats, retention horizons and empty ranges), not a few per series:
+        with hundreds of series the plan takes well under a second."""
+        stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
+        horizons = {k: v[2] for k, v in (await self._store.scan_states()).items()}
+        result: dict[SeriesKey, list[Range]] = {}
+        bounds: dict[SeriesKey, tuple[int, int]] = {}
+        for key, (start, end) in ranges.items():
+            lower = self._lower(key, start, now, horizons.get(key))
+            windows = [(lower, end)] if lower < end else []
+            st = stats.get(key)
+            if windows and st is not None and st.first_ts is not None:
+                last = st.last_final_ts
+                known_end = next_open(last, key.timeframe) if last is not None else st.first_ts
+                windows = subtract(windows, [(st.first_ts, known_end)])
+            result[key] = windows
+            if windows:
+                bounds[key] = (lower, end)
+        if bounds:
+            empty = await self._store.empty_ranges_many(bounds)
+            for key in bounds:
+                result[key] = subtract(result[key], empty.get(key, []))
+        return result
+
+    async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:
+        """Walk one item, then rebuild the series derived from it over the stage's range (over
+        the whole run's range once the source has nothing left in later stages)."""
+        key = item.series
+        self._stage = item.stage
+        await self.walk_item(item, run.now, stop)
         prog = self.progress[key]
-        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
+        if prog.state == "skipped":
+            for dkey in run.group[key]:
+                self.progress[dkey].state = "skipped"
+            return
+        if prog.state == JobStatus.SUCCESS and later:
+            prog.state, prog.finished = "pending", None  # waits for the next stage
+        # Rebuilt right after the source, even when it stopped early: what landed is
+        # aggregated now, the rest on the next run.
+        low = item.start if later else run.bounds[key][-1][1]
+        for dkey in run.group[key]:
+            await self._run_derived(dkey, align(low, dkey.timeframe), item.end, run.now)
+
+    async def walk_item(self, item: WorkItem, now: int, stop: asyncio.Event) -> None:
+        """Execute one work item: walk its windows under one job row. Items do not depend on
+        one another (each is its own windows of one series), so they could be handed out to
+        several workers; derived series are rebuilt by whoever ran their source's item."""
+        key = item.series
+        prog = self.progress.setdefault(key, SeriesProgress(key.symbol, key.timeframe))
+        prog.state, prog.finished = JobStatus.RUNNING, None
+        prog.started = prog.started or time.monotonic()
         prog.exchange_outage = False
         self._limited_seen = self._exchange.limiter.stats.rate_limited
+        self._job_base = prog.candles
         try:
             async with recorded_job(
                 self._store, JobType.BACKFILL, key.symbol, key.timeframe, logger=log
             ) as job:
-                await self._fetch_series(job, key, start, end, now, stop)
+                await self._fetch_item(job, item, now, stop)
         except asyncio.CancelledError:
             prog.state, prog.finished = JobStatus.CANCELLED, time.monotonic()
             raise
@@ -199,33 +344,16 @@ class BackfillService:
         if prog.state != "skipped":
             prog.state = str(job.status)
         prog.error = job.error
-        return SeriesResult(
-            key.symbol,
-            key.timeframe,
-            prog.state,
-            prog.candles,
-            prog.requests,
-            prog.rejected,
-            job.error,
-            prog.exchange_outage,
-        )
 
-    async def _fetch_series(
-        self,
-        job: JobRecord,
-        key: SeriesKey,
-        start: int,
-        end: int,
-        now: int,
-        stop: asyncio.Event,
+    async def _fetch_item(
+        self, job: JobRecord, item: WorkItem, now: int, stop: asyncio.Event
     ) -> None:
-        """Walk every window still to fetch; the outcome goes on the job."""
+        """Walk every window of the item; the outcome goes on the job."""
+        key = item.series
         prog = self.progress[key]
         try:
             pair = await self._exchange.pair_for(key.symbol)
-            windows = await self.plan(key, start, end, now)
-            prog.total_ms = sum(b - a for a, b in windows)
-            for window in windows:
+            for window in item.windows:
                 if stop.is_set() or not await self._walk(key, pair, window, now, job, stop):
                     job.cancel()
                     break
@@ -238,128 +366,28 @@ class BackfillService:
             prog.exchange_outage = is_exchange_outage(exc)
             log.error("Backfill %s failed: %s", key, job.error)
         self._count_waits(prog)
-        job.candles = prog.candles
+        job.candles = prog.candles - self._job_base
 
-    def _count_waits(self, prog: SeriesProgress) -> None:
-        # The limiter is shared by the process: 429s while this series runs are counted for it.
-        limited = self._exchange.limiter.stats.rate_limited
-        prog.rate_limit_waits += limited - self._limited_seen
-        self._limited_seen = limited
-
-    async def _fetch(self, pair: str, key: SeriesKey, cursor: int, end: int) -> CandlePage:
-        return await self._exchange.fetch_candles(
-            pair,
-            key.timeframe,
-            cursor,
-            end - 1,
-            limit=self._exchange.limits.page_size,
-            sort=1,
-            priority=Priority.BULK,
-        )
-
-    async def _walk(
-        self,
-        key: SeriesKey,
-        pair: str,
-        window: tuple[int, int],
-        now: int,
-        job: JobRecord,
-        stop: asyncio.Event,
-    ) -> bool:
-        """Walk one window forward; False when stopped before its end."""
+    async def _run_derived(self, key: SeriesKey, start: int, end: int, now: int) -> None:
         prog = self.progress[key]
-        w_start, w_end = window
-        cursor = w_start
-        ahead: asyncio.Task[CandlePage] | None = asyncio.create_task(
-            self._fetch(pair, key, cursor, w_end)
-        )
-        first_page = True
-        try:
-            while ahead is not None:
-                page = await ahead
-                ahead = None
-                prog.requests += 1
-                self._count_waits(prog)
-                last_ts = page.max_ts
-                more = page.raw_count >= self._exchange.limits.page_size and last_ts is not None
-                next_cursor = next_open(last_ts, key.timeframe) if last_ts is not None else w_end
-                more = more and next_cursor < w_end
-                if more and not stop.is_set():
-                    ahead = asyncio.create_task(self._fetch(pair, key, next_cursor, w_end))
-                await self._write(key, page)
-                walked_to = next_cursor if more else w_end
-                # Only the first page records the stretch before its first row, as the backfill
-                # always has (a later page's stretch, from one period after the previous page's
-                # newest row, would be proven too; kept as it was).
-                await self._record_empty(key, cursor if first_page else None, page, walked_to, now)
-                first_page = False
-                prog.done_ms += walked_to - cursor
-                cursor = walked_to
-                job.candles = prog.candles
-                await self._store.update_job_progress(job.id, prog.candles)
-                if more and stop.is_set():
-                    return False
-        finally:
-            if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, MarketDataError):
-                    await ahead
-        return True
-
-    async def _record_empty(
-        self, key: SeriesKey, head: int | None, page: CandlePage, covered_end: int, now: int
-    ) -> None:
-        """Periods the exchange answered for without a candle had no trades: remember them, so
-        no one asks again and gap detection never mistakes them for lost data. On a walk's
-        first page that includes [window start, first row): how a recently listed pair stops
-        at its first candle."""
-        ranges = proven_empty(
-            [c.ts for c in page.candles],
-            head,
-            covered_end,
-            now,
-            key.timeframe,
-            refused=page.rejected_count,
-        )
-        if not ranges:
-            return
-        await self._store.add_empty_ranges(key, ranges)
-        if head is not None and ranges[0][0] == head:
-            log.info("Backfill %s: no candles before %s", key, format_log_ts(ranges[0][1]))
-
-    async def _write(self, key: SeriesKey, page: CandlePage) -> None:
-        prog = self.progress[key]
-        prog.fetched += page.raw_count
-        if page.rejected_count:
-            # Already logged by the REST client; kept in quarantine for inspection.
-            prog.rejected += page.rejected_count
-            await self._sink.refuse(key, page.rejected, SOURCE, page.rejected_count)
-        if page.candles:
-            result = await self._sink.write(page.candles, SOURCE, derive=False)
-            prog.candles += result.written
-            prog.rejected += len(result.rejected)
-
-    async def _run_derived(self, key: SeriesKey, start: int, end: int, now: int) -> SeriesResult:
-        prog = self.progress[key]
-        prog.state, prog.started = JobStatus.RUNNING, time.monotonic()
+        prog.state, prog.finished = JobStatus.RUNNING, None
+        prog.started = prog.started or time.monotonic()
         source = SeriesKey(key.symbol, source_of(key.timeframe))
         async with recorded_job(
             self._store, JobType.BACKFILL, key.symbol, key.timeframe, logger=log
         ) as job:
             try:
                 lower = await self._lower_bound(key, start, now)
-                prog.total_ms = max(0, end - lower)
+                prog.total_ms = max(prog.total_ms, end - lower)
                 if lower < end:
                     result = await self._sink.derived.recompute(
                         source, lower, end, timeframes=[key.timeframe], now_ms=self._clock()
                     )
-                    prog.candles, prog.rejected = result.written, len(result.rejected)
+                    job.candles = result.written
+                    prog.candles += result.written
+                    prog.rejected += len(result.rejected)
                 prog.done_ms = prog.total_ms
             except MarketDataError as exc:
                 job.fail(describe(exc))
                 log.error("Backfill %s failed: %s", key, job.error)
-            job.candles = prog.candles
         prog.state, prog.error, prog.finished = str(job.status), job.error, time.monotonic()
-        return SeriesResult(
-            key.symbol, key.timeframe, prog.state, prog.candles, 0, prog.rejected, job.error
-        )

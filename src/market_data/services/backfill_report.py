@@ -3,12 +3,15 @@ progress bar), a result per series and the run's report; and the order series ar
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from market_data.models import JobStatus, SeriesKey
 from market_data.timeframes import is_native, source_of
+
+log = logging.getLogger("market_data.services.backfill")
 
 
 @dataclass(slots=True)
@@ -17,7 +20,9 @@ class SeriesProgress:
 
     symbol: str
     timeframe: str
-    state: str = "pending"  # pending, running, success, failed, cancelled, skipped
+    # pending (not started, or waiting for its next stage), running, success, failed,
+    # cancelled, skipped
+    state: str = "pending"
     candles: int = 0  # rows written (changed or new)
     fetched: int = 0  # rows received from the exchange
     rejected: int = 0  # rows refused by the parser or the store
@@ -90,3 +95,46 @@ def order_series(series: Sequence[SeriesKey]) -> tuple[list[SeriesKey], list[Ser
     )
     natives.sort(key=lambda k: k not in sources)  # stable: configured order otherwise
     return natives, derived
+
+
+def build_report(
+    progress: Mapping[SeriesKey, SeriesProgress],
+    ordered: Sequence[SeriesKey],
+    natives: Sequence[SeriesKey],
+    ran: set[SeriesKey],
+    cancelled: bool,
+) -> BackfillReport:
+    """The run's report: one result per series that ran, whatever the number of stages it ran
+    in; series still waiting for a stage end `success` (`cancelled` if the run stopped)."""
+    report = BackfillReport(cancelled=cancelled)
+    for key in ordered:
+        prog = progress[key]
+        if prog.state == "pending":
+            # Not started, or waiting for a stage the run did not reach.
+            ok = key in ran and not cancelled
+            prog.state = JobStatus.SUCCESS if ok else JobStatus.CANCELLED
+            prog.finished = prog.finished or (time.monotonic() if key in ran else None)
+        if prog.state == "skipped" and key.symbol not in report.unknown_symbols:
+            report.unknown_symbols.append(key.symbol)
+        if (key in natives and key not in ran) or prog.started is None:
+            continue
+        report.results.append(
+            SeriesResult(
+                key.symbol,
+                key.timeframe,
+                prog.state,
+                prog.candles,
+                prog.requests,
+                prog.rejected,
+                prog.error,
+                prog.exchange_outage,
+            )
+        )
+    log.info(
+        "Backfill %s: %d candles in %d requests, %d series failed",
+        "cancelled" if report.cancelled else "complete",
+        report.candles,
+        report.requests,
+        len(report.failed),
+    )
+    return report
