@@ -97,7 +97,13 @@ class Daemon:
             if settings.ws_ingestion_enabled
             else None
         )
-        self.gaps = GapService(settings, self.store, self.exchange, self.sink)
+        self.gaps = GapService(
+            settings,
+            self.store,
+            self.exchange,
+            self.sink,
+            unconfirmed=self.ws.oldest_unconfirmed if self.ws is not None else None,
+        )
         self.retention = RetentionService(settings, self.store)
         self.update = UpdateService(settings, self.store, self.exchange, self.sink)
         self.loops: dict[str, PeriodicLoop] = self._build_loops()

@@ -98,7 +98,7 @@ class WsIngestionState:
 
     @property
     def unchecked_final_series(self) -> int:
-        return len(self._check.unchecked) if self._check is not None else 0
+        return self._check.unchecked.final_series() if self._check is not None else 0
 
     @property
     def queue_depth(self) -> int:
@@ -135,6 +135,7 @@ class WsIngestion:
         maintenance_timeout: float = 180.0,
         shutdown_timeout: float = 5.0,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,  # on `clock_ms`; 0 = no check
+        confirm_seconds: float = 3600.0,  # a quiet series' confirmation cadence, on `clock_ms`
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
@@ -146,6 +147,7 @@ class WsIngestion:
         bound = queue_size or max(1_000, 5 * settings.ws_save_batch_size)
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
+        self._confirm_ms = int(confirm_seconds * 1000)
         self._clock_ms = clock_ms or now_ms
         self._options = StreamOptions(
             clock_ms=self._clock_ms,
@@ -213,7 +215,13 @@ class WsIngestion:
                 state.queue_max_depth = depth
 
         state = self.state
-        pool = self._exchange.live_stream(pairs, deliver, catchup.request, self._options)
+
+        def ready(shard_id: int, series: list[SeriesKey]) -> None:
+            catchup.request(shard_id, series)
+            if check is not None:
+                check.watch(series)  # from now on their quiet periods are to confirm
+
+        pool = self._exchange.live_stream(pairs, deliver, ready, self._options)
         state._queue, state._pool = queue, pool
         state.writer, state.catchup = writer.stats, catchup.stats
         if check is not None:
@@ -273,6 +281,7 @@ class WsIngestion:
             source="ws_reconcile",
             priority=Priority.NORMAL,
             write=write_through_writer,
+            record_empty=True,
         )
         return FinalCheck(
             checker,
@@ -281,11 +290,21 @@ class WsIngestion:
             batch_age_ms=int(self._reconcile_seconds * 1000),
             spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
             grace_ms=int(self._grace_seconds * 1000),
+            # See DueRules: 57 minutes of an hour, whatever the cadence.
+            confirm_age_ms=self._confirm_ms * 57 // 60,
+            confirm_interval_ms=self._confirm_ms,
+            max_periods=self._exchange.limits.page_size,
             clock_ms=self._clock_ms,
             clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
+
+    def oldest_unconfirmed(self) -> dict[SeriesKey, int]:
+        """Per series, the oldest period the stream watches that REST has not confirmed yet
+        (gap detection stops before it)."""
+        check = self.state._check
+        return check.unchecked.oldest_unconfirmed() if check is not None else {}
 
     async def _resolve_pairs(self, stop: asyncio.Event) -> dict[SeriesKey, str]:
         """Exchange pair ids of the native series; unlisted symbols are reported and skipped."""
