@@ -11,7 +11,7 @@ Two kinds of closed period wait for the check against REST (`final_check.py`):
   `confirm_interval_ms`), and the confirmation records them empty or writes the candle the
   stream missed.
 
-A series is watched from the period in which its channel became ready; from then on every
+A series is watched from the period before its channel became ready; from then on every
 period that closes (past the grace) joins its pending span on each `advance`, with or without
 an update. A reconnect keeps the watch: the catch-up fills the break, and the span still gets
 confirmed, so nothing in it is lost. Memory is O(series): one span, one cursor, one time.
@@ -113,8 +113,11 @@ class UncheckedFinals:
 
     def watch(self, series: SeriesKey, now_ms: int) -> None:
         """The series' channel is ready at `now_ms`: periods from the running one on are the
-        stream's to see. A series already watched keeps its cursor (a reconnect)."""
-        self._watch.setdefault(series, align(now_ms, series.timeframe))
+        stream's to see. The one before is taken too: the start-up catch-up cannot prove it
+        empty (it is the newest ended period when it asks), and REST confirms it with the rest.
+        A series already watched keeps its cursor (a reconnect)."""
+        tf = series.timeframe
+        self._watch.setdefault(series, previous_open(align(now_ms, tf), tf))
 
     def unwatch(self, series: SeriesKey) -> None:
         """No longer streamed: what is pending is still checked, nothing new is added."""
