@@ -4,6 +4,8 @@ one request per series an hour."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from market_data.models import SeriesKey
@@ -61,13 +63,15 @@ def test_a_span_being_checked_still_counts_as_unchecked_until_settled() -> None:
     unchecked.note(BTC, T0)
     unchecked.note(BTC, T0 + 3 * MINUTE_MS)
     taken = unchecked.take(BTC, 10_000, T0 + HOUR_MS)
-    assert taken is not None and taken.span == (T0, T0 + 3 * MINUTE_MS)
+    assert taken is not None
+    assert taken.span == (T0, T0 + 3 * MINUTE_MS)
     assert unchecked.oldest_close_ms() == T0 + MINUTE_MS  # the age gauge does not dip
     assert unchecked.most_overdue(T0 + HOUR_MS, NOW_RULES) is None  # not picked twice
     unchecked.note(BTC, T0 + 4 * MINUTE_MS)  # finalized while the check runs
     unchecked.settle(BTC, taken.left((T0 + MINUTE_MS, T0 + MINUTE_MS)))  # a refused row
     again = unchecked.take(BTC, 10_000, T0 + HOUR_MS)
-    assert again is not None and again.span == (T0 + MINUTE_MS, T0 + 4 * MINUTE_MS)
+    assert again is not None
+    assert again.span == (T0 + MINUTE_MS, T0 + 4 * MINUTE_MS)
     assert again.final == T0 + MINUTE_MS
     unchecked.settle(BTC, None)
     assert len(unchecked) == 0
@@ -136,10 +140,10 @@ def test_a_quiet_series_costs_one_request_an_hour_and_waits_about_an_hour(tf: st
     starts = [at for at, _ in checks]
     assert len(checks) >= 10
     # The budget: never two requests for the series within an hour.
-    assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= HOUR_MS
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= HOUR_MS
     assert len(checks) <= 12
     # Every period is confirmed: the spans follow each other without a hole.
-    for (_, earlier), (_, later) in zip(checks, checks[1:], strict=False):
+    for (_, earlier), (_, later) in itertools.pairwise(checks):
         assert later.oldest <= next_open(earlier.newest, tf)
     # A candle the stream missed is compared (and written) by the first check after its period
     # closed: within the hour. The oldest pending period (the one the previous check could
