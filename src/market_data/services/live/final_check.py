@@ -115,6 +115,12 @@ class FinalCheck:
                 self.unchecked.watch(key, now)
         self.stats.watched_series = self.unchecked.watched
 
+    def unwatch(self, series: list[SeriesKey]) -> None:
+        """No longer streamed: what is pending is still checked, nothing new joins."""
+        for key in series:
+            self.unchecked.unwatch(key)
+        self.stats.watched_series = self.unchecked.watched
+
     async def run(self, stop: asyncio.Event) -> None:
         next_start = 0.0
         while not stop.is_set():
