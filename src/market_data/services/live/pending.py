@@ -14,7 +14,9 @@ Two kinds of closed period wait for the check against REST (`final_check.py`):
 A series is watched from the period before its channel became ready; from then on every
 period that closes (past the grace) joins its pending span on each `advance`, with or without
 an update. A reconnect keeps the watch: the catch-up fills the break, and the span still gets
-confirmed, so nothing in it is lost. Memory is O(series): one span, one cursor, one time.
+confirmed, so nothing in it is lost. Periods of a break stay in the span too: the confirmation
+is a REST answer like a gap repair's, at one request for the whole span. Memory is O(series):
+one span, one cursor, one time.
 """
 
 from __future__ import annotations
@@ -68,10 +70,13 @@ class DueRules:
       never proves the newest ended period empty, so one newer period must have closed too).
 
     Defaults: the interval (one hour) is the budget, at most one request per quiet series an
-    hour; the age (57 minutes) is below it so that a series that was not checked for a while
-    (just watched, or after its stream finals were checked) is confirmed within the hour. At
-    steady state the interval decides: the oldest pending period is then the one the previous
-    check could not prove yet, one period before that check, so it waits about an hour.
+    hour; the age (57 minutes) is below it so that a series not checked for a while (just
+    watched, or after its stream finals were checked) is confirmed within the hour. At steady
+    state the interval decides: each check shows every period that closed since the previous
+    one, so a candle the stream missed is written within the hour; the oldest pending period is
+    the one the previous check could not prove empty, which waits an hour plus one period (61
+    minutes for 1m; for 1h a page proves an hour only once the next one ended). Shortening the
+    interval would buy little and double the requests.
     """
 
     batch_age_ms: int
