@@ -107,7 +107,10 @@ class Daemon:
             if settings.ws_ingestion_enabled
             else None
         )
-        self.gaps = GapService(settings, self.store, self.exchange, self.sink, universe=u)
+        unconfirmed = self.ws.oldest_unconfirmed if self.ws is not None else None
+        self.gaps = GapService(
+            settings, self.store, self.exchange, self.sink, universe=u, unconfirmed=unconfirmed
+        )
         self.retention = RetentionService(settings, self.store, universe=u)
         self.update = UpdateService(settings, self.store, self.exchange, self.sink, universe=u)
         self.pairs = PairRefresh(u, self.exchange, self.store, self.ws, self.backfill, self)

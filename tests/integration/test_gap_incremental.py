@@ -5,6 +5,7 @@ period and anything older than retention. No exchange is needed: nothing is repa
 from __future__ import annotations
 
 from market_data.models import Candle, SeriesKey
+from market_data.services.gap_repair import GapService
 from market_data.storage.sql import SqlStore
 from market_data.timeframes import DAY_MS, HOUR_MS
 from tests.integration.gap_support import make_settings, punch, rig
@@ -73,3 +74,34 @@ async def test_nothing_older_than_retention_is_reported(store: SqlStore, databas
     assert (await fresh.gaps.detect(full=True)).new_gaps == []
     await r.close()
     await fresh.close()
+
+
+async def test_detection_stops_before_periods_still_to_confirm(
+    store: SqlStore, database_url: str
+) -> None:
+    """The live stream's pending periods are not gaps yet, and the watermark stays behind them
+    at a stored candle, so a hole reaching across them is found whole once they are
+    confirmed (less what the confirmation proved empty)."""
+    clock = [T0 + 40 * HOUR_MS]
+    unconfirmed: dict[SeriesKey, int] = {}
+    settings = make_settings(database_url, "http://127.0.0.1:9")  # never asked
+    r = rig(settings, store, clock=lambda: clock[0])
+    gaps = GapService(
+        settings, store, r.exchange, r.sink, clock=lambda: clock[0],
+        unconfirmed=lambda: unconfirmed,
+    )  # fmt: skip
+    # Holes at 5, 20..25 and 32; hours from 22 on are still to confirm.
+    await store.upsert_candles(hours(0, 40, skip=(5, 20, 21, 22, 23, 24, 25, 32)))
+    unconfirmed[S] = T0 + 22 * HOUR_MS
+    assert ranges((await gaps.detect()).new_gaps) == [(5, 6)]
+    assert (await store.scan_states())[S][1] == T0 + 19 * HOUR_MS  # the candle before 20..25
+    # Confirmed up to 30: hours 22..25 were proven empty; 20..21 stayed a real hole.
+    await store.add_empty_ranges(S, [(T0 + 22 * HOUR_MS, T0 + 26 * HOUR_MS)])
+    unconfirmed[S] = T0 + 30 * HOUR_MS
+    assert ranges((await gaps.detect()).new_gaps) == [(20, 22)]
+    assert (await store.scan_states())[S][1] == T0 + 29 * HOUR_MS
+    # Nothing pending any more (the stream stopped): detection goes on as before.
+    unconfirmed.clear()
+    assert ranges((await gaps.detect()).new_gaps) == [(32, 33)]
+    assert (await store.scan_states())[S][1] == T0 + 39 * HOUR_MS
+    await r.close()

@@ -142,3 +142,36 @@ async def test_a_full_page_proves_only_its_newest_ten_thousand_candles(
     rows = await _stored(store, start, end)
     assert rows[newest.ts].same_values(truth[-1])
     assert not rows[oldest.ts].same_values(truth[0])
+
+
+async def test_a_confirming_check_records_the_no_trade_periods_its_page_proves(
+    simulator_factory: SimulatorFactory, store: SqlStore, database_url: str
+) -> None:
+    thin = PairSpec("BTCUSD", 60_000.0, trade_probability=0.2, trades_per_minute=3.0)
+    sim = await simulator_factory(pairs=(thin,))
+    now = align(sim.market.now_ms(), "1m")
+    start = now - 60 * MINUTE_MS
+    end = now - MINUTE_MS  # the newest ended minute: never proven empty by a page
+    traded = {c.ts for c in sim.market.truth("BTCUSD", "1m", start, now)}
+    quiet = set(range(start, now, MINUTE_MS)) - traded
+    settings = _settings(sim, database_url)
+    sink = CandleSink(store, settings)
+    async with BitfinexRest(sim.rest_url, RateLimiter.from_settings(settings)) as rest:
+        exchange = BitfinexExchange(rest, sim.ws_url)
+        checker = RangeChecker(store, exchange, sink, source=SOURCE, record_empty=True)
+        # A page with refused rows proves nothing: no empty range, everything unconfirmed.
+        sim.faults.update(rest_corrupt_rate=1.0)
+        broken = await checker.check(KEY, "BTCUSD", start, end, closed_before_ms=now)
+        assert await store.empty_ranges(KEY, start, now) == []
+        assert broken.empty_periods == 0
+        assert broken.unconfirmed == (start, end)
+        sim.faults.update(rest_corrupt_rate=0.0)
+        result = await checker.check(KEY, "BTCUSD", start, end, closed_before_ms=now)
+    recorded = {
+        ts for a, b in await store.empty_ranges(KEY, start, now) for ts in range(a, b, MINUTE_MS)
+    }
+    assert recorded == quiet - {end}  # the candles it did not write are the no-trade minutes
+    assert result.empty_periods == len(recorded) > 20
+    # What stays to confirm: the newest ended minute, only when it had no trade.
+    assert result.unconfirmed == ((end, end) if end in quiet else None)
+    assert set((await _stored(store, start, end)).keys()) == traded  # written, source SOURCE

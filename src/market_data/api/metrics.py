@@ -196,6 +196,21 @@ class DaemonCollector(Collector):
         yield _counter(
             "ws_final_check_failures", "Checks against REST that failed (retried)", check.failures
         )
+        yield _gauge(
+            "ws_unconfirmed_periods",
+            "Closed periods the stream saw (traded or not) still to be confirmed against REST",
+            check.pending_periods,
+        )
+        yield _counter(
+            "ws_confirmations",
+            "REST pages asked for to confirm series with only no-trade periods pending",
+            check.confirmations,
+        )
+        yield _counter(
+            "ws_confirmed_empty_periods",
+            "Periods the checks against REST recorded empty (no trades)",
+            check.empty_periods,
+        )
 
     def _gaps(self) -> Iterator[Metric]:
         g = self.daemon.gap_stats

@@ -188,6 +188,8 @@ def websocket(daemon: DaemonView) -> WebSocketOut:
             "failed_subscriptions": st.failed_subscriptions,
             "unchecked_final_oldest_age_seconds": st.unchecked_final_oldest_age_seconds,
             "final_corrections": st.final_check.corrections,
+            "unconfirmed_periods": st.final_check.pending_periods,
+            "confirmations": st.final_check.confirmations,
             "shards": [
                 {
                     "id": c.id,

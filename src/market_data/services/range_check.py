@@ -14,6 +14,11 @@ What a page does not prove stays unproven: rows the parser refused (quarantined 
 sink) prove nothing for their periods, and a full page (newest first) proves nothing before its
 oldest row. `RangeCheckResult.unproven` is the part of the range to check again; everything else
 in [start, end] is verified.
+
+With `record_empty`, the periods of the range the page proves had no trades are recorded empty
+(after the corrections are written), under `ranges.proven_empty`'s rules: the newest ended
+period is left out and a page with refused rows proves nothing. `RangeCheckResult.unconfirmed`
+then spans the periods neither a row nor such a proof covers (still to confirm).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from dataclasses import dataclass, replace
 
 from market_data.exchanges.base import CandlePage, Exchange
 from market_data.models import Candle, SeriesKey
+from market_data.ranges import proven_empty, subtract
 from market_data.rate_limiter import Priority
 from market_data.services.sink import CandleSink
 from market_data.storage.base import Store
-from market_data.timeframes import align, next_open
+from market_data.timeframes import align, duration_ms, is_fixed, next_open, previous_open
 
 WriteCandles = Callable[[Sequence[Candle]], Awaitable[object]]
 
@@ -42,12 +48,16 @@ class RangeCheckResult:
     corrected: int  # stored candles missing, not final or different: rewritten
     extra: int  # stored candles the page does not have (left alone)
     unproven: tuple[int, int] | None  # open times still to check, or None: all verified
+    # Open times neither a row nor a recorded empty proof covers (only with `record_empty`).
+    unconfirmed: tuple[int, int] | None = None
+    empty_periods: int = 0  # periods recorded empty
 
 
 class RangeChecker:
     """Checks ranges of closed candles. `source` names the corrections in the sink's counts;
     `write` replaces the sink as the way corrections are stored (the WebSocket writer's
-    queue, so its view of finality stays whole)."""
+    queue, so its view of finality stays whole); `record_empty` records the no-trade periods
+    a page proves."""
 
     def __init__(
         self,
@@ -58,6 +68,7 @@ class RangeChecker:
         source: str,
         priority: Priority = Priority.NORMAL,
         write: WriteCandles | None = None,
+        record_empty: bool = False,
     ) -> None:
         self._store = store
         self._exchange = exchange
@@ -65,6 +76,7 @@ class RangeChecker:
         self._source = source
         self._priority = priority
         self._write: WriteCandles = write or self._write_to_sink
+        self._record_empty = record_empty
 
     async def check(
         self, series: SeriesKey, pair: str, start_ms: int, end_ms: int, *, closed_before_ms: int
@@ -118,9 +130,43 @@ class RangeChecker:
         )
         if corrections:
             await self._write(corrections)
-        return RangeCheckResult(
+        result = RangeCheckResult(
             series, start_ms, end_ms, len(fetched), len(corrections), extra, unproven
         )
+        if self._record_empty:
+            result = await self._confirm(series, page, page_size, result, closed_before_ms)
+        return result
+
+    async def _confirm(
+        self,
+        series: SeriesKey,
+        page: CandlePage,
+        page_size: int,
+        result: RangeCheckResult,
+        closed_before_ms: int,
+    ) -> RangeCheckResult:
+        """Record the no-trade periods the page proves within the range (after its rows are
+        written: a range is never recorded empty ahead of the rows around it)."""
+        tf = series.timeframe
+        start, end = result.start_ms, next_open(result.end_ms, tf)
+        stamps = [c.ts for c in page.candles if c.ts < end]
+        full = page.raw_count >= page_size
+        empty = proven_empty(
+            stamps,
+            None if full else start,
+            end,
+            closed_before_ms,
+            tf,
+            refused=page.rejected_count,
+        )
+        empty = [(max(a, start), b) for a, b in empty if b > start]
+        if empty:
+            await self._store.add_empty_ranges(series, empty)
+        rows = [(ts, next_open(ts, tf)) for ts in stamps if ts >= start]
+        left = subtract([(start, end)], [*empty, *rows])
+        unconfirmed = (left[0][0], previous_open(left[-1][1], tf)) if left else None
+        periods = sum(_periods(a, b, tf) for a, b in empty)
+        return replace(result, unconfirmed=unconfirmed, empty_periods=periods)
 
     async def _write_to_sink(self, candles: Sequence[Candle]) -> None:
         await self._sink.write(candles, self._source)
@@ -153,6 +199,15 @@ def _unproven(
     if low is None or high is None:
         return None
     return low, high
+
+
+def _periods(start: int, end: int, tf: str) -> int:
+    if is_fixed(tf):
+        return (end - start) // duration_ms(tf)
+    count, ts = 0, start
+    while ts < end and count < 100_000:  # bounded: a range is at most a page of periods
+        count, ts = count + 1, next_open(ts, tf)
+    return count
 
 
 def _refused_times(page: CandlePage) -> list[int]:

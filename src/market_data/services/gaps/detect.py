@@ -13,6 +13,11 @@ A series never scanned before is scanned whole, once. Rows deleted by hand behin
 are only seen by a full scan (`gaps detect --full`). Ranges the exchange already answered with no
 candles (no trades then) are subtracted, and nothing older than the series' retention cut-off (or
 the horizon the cleanup recorded) is ever reported, so a purged range is never fetched again.
+
+Periods the live stream watches and REST has not confirmed yet (`ScanRequest.unconfirmed`: the
+oldest of them) are not gaps yet: the check against REST records them empty or writes their
+candle. A series' scan stops before them and its watermark stays behind them, at a stored
+candle (a hole reaching into them is looked at again, whole, once they are confirmed).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class ScanRequest:
     series: SeriesKey
     stats: SeriesStats | None
     extra_floor: int = 0  # e.g. a derived series' source retention
+    unconfirmed: int | None = None  # the oldest open time still to be confirmed, if any
 
 
 class GapDetector:
@@ -80,7 +86,8 @@ class GapDetector:
         queries: list[tuple[SeriesKey, int, int, int]] = []
         monthly: list[tuple[SeriesKey, int, int]] = []
         floors: dict[SeriesKey, int] = {}
-        to_save: dict[SeriesKey, tuple[int, int]] = {}
+        scanned: dict[SeriesKey, tuple[_ScanState | None, int, int]] = {}  # -> (old, low, high)
+        caps: dict[SeriesKey, int] = {}  # -> the oldest unconfirmed open time, within the scan
         for request in requests:
             series, stats = request.series, request.stats
             if stats is None or stats.first_ts is None or stats.last_final_ts is None:
@@ -91,21 +98,35 @@ class GapDetector:
             high = min(stats.last_final_ts, tfm.last_closed_open(now, tf))
             floor = max(self.floor(series, now, horizon), request.extra_floor)
             low = max(stats.first_ts, floor)
-            if high <= low:
+            cap = request.unconfirmed
+            scan_high = high
+            if cap is not None and cap <= high:
+                caps[series] = cap
+                scan_high = tfm.previous_open(cap, tf)
+            if scan_high <= low:
                 continue
             floors[series] = floor
             old = None if low_seen is None or high_seen is None else _ScanState(low_seen, high_seen)
-            for start, end in [(low, high)] if full else _windows(old, low, high):
+            scanned[series] = (old, low, scan_high)
+            for start, end in [(low, scan_high)] if full else _windows(old, low, scan_high):
+                # A capped scan still reads up to `high`: a hole may reach across the cap.
+                end = high if end == scan_high else end
                 if tfm.is_fixed(tf):
                     queries.append((series, start, end, tfm.duration_ms(tf)))
                 else:
                     monthly.append((series, start, end))
-            new = _merged(old, low, high)
-            if old is None or (new.low, new.high) != (old.low, old.high):
-                to_save[series] = (new.low, new.high)
         holes = await self._store.find_missing_ranges_many(queries) if queries else {}
         for series, start, end in monthly:
             holes.setdefault(series, []).extend(await self._monthly_holes(series, start, end))
+        to_save: dict[SeriesKey, tuple[int, int]] = {}
+        for series, (old, low, scan_high) in scanned.items():
+            if series in caps:
+                holes[series], scan_high = _before(
+                    holes.get(series, []), caps[series], scan_high, series.timeframe
+                )
+            new = _merged(old, low, scan_high)
+            if old is None or (new.low, new.high) != (old.low, old.high):
+                to_save[series] = (new.low, new.high)
         if to_save:
             await self._store.set_scan_states(to_save)
         holes = {series: found for series, found in holes.items() if found}
@@ -129,6 +150,20 @@ class GapDetector:
         if not stored:
             return []
         return missing_runs(tfm.expected_opens(stored[0], stored[-1], tf), set(stored), tf)
+
+
+def _before(holes: list[Range], cap: int, scan_high: int, tf: str) -> tuple[list[Range], int]:
+    """The holes wholly before `cap` (the oldest unconfirmed period), and where the scan may
+    say it checked up to: a hole reaching across the cap is left for a later scan, so the
+    watermark stays at the stored candle before it."""
+    kept: list[Range] = []
+    high = scan_high
+    for start, end in holes:
+        if end <= cap:
+            kept.append((start, end))
+        elif start <= scan_high:
+            high = min(high, tfm.previous_open(start, tf))
+    return kept, high
 
 
 def _merged(old: _ScanState | None, low: int, high: int) -> _ScanState:

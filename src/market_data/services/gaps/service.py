@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from market_data.services.gaps.detect import GapDetector, ScanRequest
 from market_data.services.gaps.repair import GapRepairer, RepairReport, RetryPolicy, span
 from market_data.services.universe import SeriesUniverse
 from market_data.storage.base import Store
-from market_data.timeframes import now_ms, source_of
+from market_data.timeframes import align, now_ms, source_of
 
 if TYPE_CHECKING:
     from market_data.config import Settings
@@ -109,8 +109,12 @@ class GapService:
         clock: Callable[[], int] = now_ms,
         policy: RetryPolicy | None = None,
         universe: SeriesUniverse | None = None,
+        unconfirmed: Callable[[], Mapping[SeriesKey, int]] | None = None,
     ) -> None:
         self._settings = settings
+        # Per series, the oldest period the live stream watches that REST has not confirmed
+        # yet: not a gap (yet), so detection stops before it.
+        self._unconfirmed = unconfirmed
         self._store = store
         self._clock = clock
         self._universe = universe or SeriesUniverse.static(settings)
@@ -159,8 +163,15 @@ class GapService:
         stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
         self._sync_derived()
         series_list = self._series()  # active ones: a delisted series gains no new gaps
+        unconfirmed = self._unconfirmed() if self._unconfirmed is not None else {}
         requests = [
-            ScanRequest(key, stats.get(key), self._extra_floor(key, stats)) for key in series_list
+            ScanRequest(
+                key,
+                stats.get(key),
+                self._extra_floor(key, stats),
+                self._unconfirmed_of(key, unconfirmed),
+            )
+            for key in series_list
         ]
         holes = await self.detector.scan(requests, full=full)
         if holes:
@@ -191,6 +202,16 @@ class GapService:
         if known != self._derived:
             self._derived.clear()
             self._derived.update(known)
+
+    def _unconfirmed_of(
+        self, series: SeriesKey, unconfirmed: Mapping[SeriesKey, int]
+    ) -> int | None:
+        """A derived series waits for its source: its period holding the source's oldest
+        unconfirmed one is not complete yet."""
+        if series not in self._derived:
+            return unconfirmed.get(series)
+        source = unconfirmed.get(SeriesKey(series.symbol, source_of(series.timeframe)))
+        return None if source is None else align(source, series.timeframe)
 
     def _extra_floor(self, series: SeriesKey, stats: dict[SeriesKey, SeriesStats]) -> int:
         """A derived range older than its source's first stored candle (retention purged it

@@ -105,7 +105,7 @@ class WsIngestionState:
 
     @property
     def unchecked_final_series(self) -> int:
-        return len(self._check.unchecked) if self._check is not None else 0
+        return self._check.unchecked.final_series() if self._check is not None else 0
 
     @property
     def queue_depth(self) -> int:
@@ -142,6 +142,7 @@ class WsIngestion:
         maintenance_timeout: float = 180.0,
         shutdown_timeout: float = 5.0,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,  # on `clock_ms`; 0 = no check
+        confirm_seconds: float = 3600.0,  # a quiet series' confirmation cadence, on `clock_ms`
         clock_ms: Callable[[], int] | None = None,
         universe: SeriesUniverse | None = None,
         on_reconnect: Callable[[], None] | None = None,
@@ -164,6 +165,7 @@ class WsIngestion:
         bound = queue_size or max(1_000, 5 * settings.ws_save_batch_size)
         self._grace_seconds = grace_seconds
         self._reconcile_seconds = reconcile_seconds
+        self._confirm_ms = int(confirm_seconds * 1000)
         self._clock_ms = clock_ms or now_ms
         self._options = StreamOptions(
             clock_ms=self._clock_ms,
@@ -233,6 +235,8 @@ class WsIngestion:
 
         def on_ready(shard_id: int, series: list[SeriesKey]) -> None:
             catchup.request(shard_id, series)
+            if check is not None:
+                check.watch(series)  # from now on their quiet periods are to confirm
             self._note_reconnect(shard_id)
 
         state = self.state
@@ -298,6 +302,7 @@ class WsIngestion:
             source="ws_reconcile",
             priority=Priority.NORMAL,
             write=write_through_writer,
+            record_empty=True,
         )
         return FinalCheck(
             checker,
@@ -306,11 +311,21 @@ class WsIngestion:
             batch_age_ms=int(self._reconcile_seconds * 1000),
             spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
             grace_ms=int(self._grace_seconds * 1000),
+            # See DueRules: 57 minutes of an hour, whatever the cadence.
+            confirm_age_ms=self._confirm_ms * 57 // 60,
+            confirm_interval_ms=self._confirm_ms,
+            max_periods=self._exchange.limits.page_size,
             clock_ms=self._clock_ms,
             clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
         )
+
+    def oldest_unconfirmed(self) -> dict[SeriesKey, int]:
+        """Per series, the oldest period the stream watches that REST has not confirmed yet
+        (gap detection stops before it)."""
+        check = self.state._check
+        return check.unchecked.oldest_unconfirmed() if check is not None else {}
 
     async def set_series(self, series: Iterable[SeriesKey]) -> None:
         """Stream exactly these (native) series from now on: new ones are resolved and
@@ -327,6 +342,9 @@ class WsIngestion:
             self._pairs.update(await self._resolve_pairs(missing, stop))
             if gone:
                 await pool.remove(gone)
+                if self.state._check is not None:
+                    # Nothing new joins their spans; what is pending still gets confirmed.
+                    self.state._check.unwatch(list(gone))
             added = {s: self._pairs[s] for s in new if s in self._pairs}
             if added:
                 await pool.add(added)
