@@ -87,9 +87,15 @@ class Daemon:
         self.timings = UpsertTimings()
         self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
         self.limiter = RateLimiter.from_settings(settings)
-        self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
+        self.rest = BitfinexRest(
+            settings.bitfinex_rest_url,
+            self.limiter,
+            source_address=settings.bitfinex_source_address,
+        )
         # The services see the exchange interface only; this is where Bitfinex is chosen.
-        self.exchange = BitfinexExchange(self.rest, settings.bitfinex_ws_url)
+        self.exchange = BitfinexExchange(
+            self.rest, settings.bitfinex_ws_url, settings.bitfinex_source_address
+        )
         self.sink = CandleSink(self.store, settings)
         self.backfill = BackfillService(settings, self.store, self.exchange, self.sink)
         self.ws = (

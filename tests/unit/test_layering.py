@@ -51,6 +51,7 @@ CORE = frozenset(
         "timing",
         "ranges",
         "allowed_hosts",
+        "cluster_settings",
     )
 )
 # What every loop uses (retries, clocks, pacing): above the core, below everything else.
