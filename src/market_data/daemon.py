@@ -26,25 +26,29 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from market_data.config import Settings
+from market_data.daemon_cluster import ClusterDuty
 from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
 from market_data.daemon_startup import (
     backfill_until_done,
     describe,
+    log_start,
+    logged,
     prepare_database,
     retry_until_stopped,
 )
 from market_data.daemon_state import RuntimeState
-from market_data.errors import DaemonBusy, DaemonNotRunning, MarketDataError
+from market_data.errors import DaemonBusy, DaemonNotRunning
 from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
 from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
 from market_data.services.backfill import BackfillService, SeriesProgress
+from market_data.services.cluster import ClusterState
 from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
@@ -85,7 +89,10 @@ class Daemon:
         self.stop = asyncio.Event()
         self.state = RuntimeState(started_at_ms=now_ms())
         self.timings = UpsertTimings()
-        self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
+        self.store: Store = open_store(
+            settings.database_url, upsert_timings=self.timings, owner=settings.daemon_id
+        )
+        self.cluster = ClusterDuty(settings, self.store)
         self.limiter = RateLimiter.from_settings(settings)
         self.rest = BitfinexRest(
             settings.bitfinex_rest_url,
@@ -115,12 +122,19 @@ class Daemon:
         s = self.settings
         detect_s = s.gap_detection_interval_minutes * 60
         repair_s = s.gap_repair_interval_minutes * 60
+        led = self.cluster.led  # these run on one member of a cluster, once for all
         loops = [
-            PeriodicLoop("gap_detection", self._detect_gaps, detect_s, initial_delay=detect_s),
+            self.cluster.loop(),
+            PeriodicLoop(
+                "gap_detection",
+                led("gap_detection", self._detect_gaps),
+                detect_s,
+                initial_delay=detect_s,
+            ),
             PeriodicLoop("gap_repair", self.gaps.repair, repair_s, initial_delay=repair_s),
             PeriodicLoop(
                 "cleanup",
-                self.retention.run_once,
+                led("cleanup", self.retention.run_once),
                 s.cleanup_interval_hours * 3600,
                 initial_delay=s.cleanup_initial_delay_minutes * 60,
             ),
@@ -129,7 +143,7 @@ class Daemon:
             loops.append(
                 PeriodicLoop(
                     "update",
-                    self.update.run_once,
+                    led("update", self.update.run_once),
                     s.update_interval_seconds,
                     initial_delay=s.update_interval_seconds,
                 )
@@ -179,6 +193,13 @@ class Daemon:
         return self.limiter.penalty_remaining()
 
     @property
+    def cluster_state(self) -> ClusterState:
+        return self.cluster.state
+
+    def holds_share(self) -> bool:
+        return self.cluster.member.holds_share()
+
+    @property
     def gap_stats(self) -> GapStats:
         return self.gaps.stats
 
@@ -196,7 +217,7 @@ class Daemon:
 
     async def run(self, api: Companion) -> int:
         """Run beside `api` until SIGTERM/SIGINT (or `stop` is set); the process exit code."""
-        self._log_start(api.address)
+        log_start(self.settings, api.address)
         with stop_on_signals(self.stop):
             try:
                 async with asyncio.TaskGroup() as group:
@@ -248,7 +269,9 @@ class Daemon:
 
     async def _startup(self) -> None:
         prepared = await retry_until_stopped(
-            "Database", lambda: prepare_database(self.store, self.state), self.stop
+            "Database",
+            lambda: prepare_database(self.store, self.state, self.cluster.member),
+            self.stop,
         )
         if not prepared:
             return
@@ -300,7 +323,7 @@ class Daemon:
             raise DaemonBusy("a gap repair is already running")
         self._spawn(
             "manual_gap_repair",
-            _logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)),
+            logged("Gap repair", lambda: self.gaps.repair(max_repairs=max_repairs)),
         )
         return "manual_gap_repair"
 
@@ -326,11 +349,14 @@ class Daemon:
         if self.state.database_ready:
             try:
                 n = await asyncio.wait_for(
-                    self.store.fail_running_jobs("cancelled: the daemon stopped", "cancelled"),
+                    self.store.fail_running_jobs(
+                        "cancelled: the daemon stopped", "cancelled", owner=self.settings.daemon_id
+                    ),
                     left(FINAL_STEP_S),
                 )
                 if n:
                     log.info("Marked %d running job(s) cancelled", n)
+                await asyncio.wait_for(self.cluster.leave(), left(FINAL_STEP_S))
             except Exception as exc:
                 log.warning("Could not mark running jobs cancelled: %s", describe(exc))
         api.stop()
@@ -354,31 +380,6 @@ class Daemon:
         if self._lock is not None:  # only once the database is closed
             self._lock.release()
             self._lock = None
-
-    def _log_start(self, api: str) -> None:
-        s = self.settings
-        log.info(
-            "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
-            "(%g days) update=%s api=%s",
-            s.safe_database_url,
-            ",".join(s.bitfinex_symbols),
-            ",".join(s.bitfinex_timeframes),
-            "on" if s.ws_ingestion_enabled else "off",
-            "on" if s.backfill_on_startup else "off",
-            s.backfill_days,
-            "on" if s.rest_update_enabled else "off",
-            api,
-        )
-        log.debug("Settings (secrets masked): %s", s.masked_dict())
-
-
-async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
-    """Work asked for over the API: a failure (the database went away) is logged, and the
-    daemon carries on; only a bug (not a MarketDataError) still stops it."""
-    try:
-        await work()  # created here: a task refused before it starts leaves no coroutine behind
-    except MarketDataError as exc:
-        log.error("%s asked for over the API failed: %s", what, describe(exc))
 
 
 if __name__ == "__main__":

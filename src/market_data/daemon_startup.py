@@ -13,11 +13,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from market_data import lifecycle
+from market_data.config import Settings
 from market_data.daemon_state import RuntimeState
 from market_data.errors import MarketDataError, PermanentError
 from market_data.lifecycle import Backoff, Stopped, retry
 from market_data.models import SeriesKey
 from market_data.services.backfill import BackfillReport, BackfillService
+from market_data.services.cluster import ClusterMember
 from market_data.storage.base import Store
 
 # These are the daemon's own log lines (operators filter on its logger).
@@ -54,8 +56,10 @@ async def retry_until_stopped(
     return True
 
 
-async def prepare_database(store: Store, state: RuntimeState) -> None:
-    """Migrate the schema, then mark jobs a previous process left `running` as failed."""
+async def prepare_database(store: Store, state: RuntimeState, member: ClusterMember) -> None:
+    """Migrate the schema, then mark as failed the jobs left `running` by this daemon's previous
+    instance (same DAEMON_ID), by members whose heartbeat expired, and by processes that never
+    joined the cluster (one-shot commands). A live member's jobs are its own business."""
     try:
         await store.upgrade()
     except BaseException as exc:
@@ -64,9 +68,35 @@ async def prepare_database(store: Store, state: RuntimeState) -> None:
         raise
     state.database_ready = True
     state.database_error = None
-    left = await store.fail_running_jobs("interrupted: the daemon stopped first")
-    if left:
-        log.warning("Marked %d job(s) left running by a previous process as failed", left)
+    closed = await member.fail_jobs_at_start()
+    for owner, n in closed.items():
+        log.warning("Marked %d job(s) left running by %s as failed", n, owner or "a process")
+
+
+def log_start(s: Settings, api: str) -> None:
+    log.info(
+        "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
+        "(%g days) update=%s api=%s daemon_id=%s",
+        s.safe_database_url,
+        ",".join(s.bitfinex_symbols),
+        ",".join(s.bitfinex_timeframes),
+        "on" if s.ws_ingestion_enabled else "off",
+        "on" if s.backfill_on_startup else "off",
+        s.backfill_days,
+        "on" if s.rest_update_enabled else "off",
+        api,
+        s.daemon_id,
+    )
+    log.debug("Settings (secrets masked): %s", s.masked_dict())
+
+
+async def logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
+    """Work asked for over the API: a failure (the database went away) is logged, and the
+    daemon carries on; only a bug (not a MarketDataError) still stops it."""
+    try:
+        await work()  # created here: a task refused before it starts leaves no coroutine behind
+    except MarketDataError as exc:
+        log.error("%s asked for over the API failed: %s", what, describe(exc))
 
 
 class _SeriesFailed(Exception):

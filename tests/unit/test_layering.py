@@ -58,7 +58,7 @@ CORE = frozenset(
 TOOLKIT = frozenset(
     f"{ROOT}.{name}" for name in ("lifecycle", "rate_limiter", "scheduler", "daemon_lock")
 )
-DAEMON = frozenset({f"{ROOT}.daemon", f"{ROOT}.daemon_startup"})
+DAEMON = frozenset({f"{ROOT}.daemon", f"{ROOT}.daemon_startup", f"{ROOT}.daemon_cluster"})
 # The commands that run the simulator (it is their whole point); nothing else in production
 # imports it.
 SIMULATOR_USERS = frozenset({f"{ROOT}.cli.simulate", f"{ROOT}.cli.demo"})
