@@ -225,7 +225,10 @@ class ClusterMember:
                 return self.id
         self._held.discard((LOOP_LEASE, name))
         holder = (await self.store.lease_holders(LOOP_LEASE)).get(name)
-        return None if holder is None else holder[0]
+        if holder is None or holder[0] == self.id:
+            # Our own lease, not renewed for a TTL (fenced): it cannot be trusted any more.
+            return None
+        return holder[0]
 
     async def holds_loop(self, name: str) -> bool:
         return await self.loop_holder(name) == self.id
