@@ -196,8 +196,8 @@ class Daemon:
     def cluster_state(self) -> ClusterState:
         return self.cluster.state
 
-    def holds_share(self) -> bool:
-        return self.cluster.member.holds_share()
+    def cluster_share(self) -> tuple[bool, str]:
+        return self.cluster.member.share_check()
 
     @property
     def gap_stats(self) -> GapStats:

@@ -44,7 +44,8 @@ class ClusterDuty:
         self.member = ClusterMember(store, settings.daemon_id, float(settings.lease_ttl_seconds))
         # The live channels of the whole cluster: every native series (derived timeframes are
         # built from their sources, never streamed).
-        self.channels = [channel_name(s) for s in settings.native_series()]
+        live = settings.ws_ingestion_enabled
+        self.channels = [channel_name(s) for s in settings.native_series()] if live else []
         self._on_channels: ChannelsHook | None = None
         self._announced: set[SeriesKey] | None = None
 

@@ -1,4 +1,6 @@
-"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps."""
+"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps;
+then the daemons sharing the database (cluster members, alive or not). `--json` keeps to the
+series."""
 
 from __future__ import annotations
 
@@ -34,22 +36,41 @@ class StatusRow:
     open_gaps: int
 
 
-async def _collect(settings: Settings, now_ms: int) -> tuple[list[StatusRow], bool]:
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    id: str
+    heartbeat_age_ms: int
+    channels: int
+    jobs: int
+    alive: bool
+
+
+async def _collect(
+    settings: Settings, now_ms: int
+) -> tuple[list[StatusRow], bool, list[MemberRow]]:
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
     try:
         stats = await store.series_stats()
         gaps = await store.list_gaps(repaired=False, limit=GAP_LISTING_LIMIT)
+        db_now, records = await store.list_members()
     finally:
         await store.close()
+    ttl_ms = settings.lease_ttl_seconds * 1000
+    members = [
+        MemberRow(
+            m.id, db_now - m.heartbeat_at, m.channels, m.jobs, db_now - m.heartbeat_at < ttl_ms
+        )
+        for m in records
+    ]
     open_by_series = Counter(gap.series for gap in gaps)
     rows = [
         StatusRow(s, lag_ms(s, now_ms), open_by_series[SeriesKey(s.symbol, s.timeframe)])
         for s in stats
     ]
     rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
-    return rows, len(gaps) >= GAP_LISTING_LIMIT
+    return rows, len(gaps) >= GAP_LISTING_LIMIT, members
 
 
 def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:
@@ -112,6 +133,24 @@ def _table(rows: list[StatusRow], gaps_truncated: bool, where: str) -> Table:
     return table
 
 
+def _members_table(members: list[MemberRow]) -> Table:
+    table = Table(title="daemons on this database", title_justify="left")
+    for name in ("daemon", "heartbeat", "channels", "jobs", "state"):
+        numeric = name in ("channels", "jobs")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    for m in members:
+        table.add_row(
+            m.id,
+            f"{format_duration(max(0, m.heartbeat_age_ms))} ago",
+            str(m.channels),
+            str(m.jobs),
+            "alive" if m.alive else "dead",
+        )
+    if not members:
+        table.caption = "no daemon running"
+    return table
+
+
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -119,7 +158,7 @@ def status(
     settings = settings_or_exit()
     where = settings.database_location()
     try:
-        rows, truncated = run_async(_collect(settings, now_ms()))
+        rows, truncated, members = run_async(_collect(settings, now_ms()))
     except MarketDataError as exc:
         problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
         if isinstance(exc, StorageError):
@@ -128,7 +167,9 @@ def status(
     if as_json:
         typer.echo(json.dumps(_as_json(rows), indent=2))
         return
-    Console(width=max(100, Console().width)).print(_table(rows, truncated, where))
+    console = Console(width=max(100, Console().width))
+    console.print(_table(rows, truncated, where))
+    console.print(_members_table(members))
 
 
 def register(app: typer.Typer) -> None:

@@ -207,12 +207,25 @@ class ClusterMember:
     def holds_share(self) -> bool:
         """Whether this member holds its share of the channels, counting a share still being
         taken over (a previous owner's lease runs out within a TTL) as held."""
+        return self.share_check()[0]
+
+    def share_check(self) -> tuple[bool, str]:
+        """(holds its share, why), for /health."""
         state = self.state
+        alive = sum(1 for m in state.members if m.alive)
+        held = f"holds {state.held_channels} of its {state.expected_channels} channels"
+        if self._renewed_at is None:
+            return True, "joining"
         if self.fenced:
-            return False
-        if state.short_since is None:
-            return True
-        return self._clock() - state.short_since < self.ttl_s * 2
+            ago = self._clock() - self._renewed_at
+            return False, f"fenced: no heartbeat for {ago:.0f} s, so it holds nothing"
+        if state.short_since is not None:
+            short = self._clock() - state.short_since
+            # Within two TTLs a previous owner's leases run out and the share is taken.
+            if short >= self.ttl_s * 2:
+                return False, f"{held} (short for {short:.0f} s)"
+            return True, f"{held} (taking over)"
+        return True, f"{alive} live member(s); {held}"
 
     # -- loops --------------------------------------------------------------------------------
 
