@@ -270,7 +270,9 @@ class Daemon:
     async def _startup(self) -> None:
         prepared = await retry_until_stopped(
             "Database",
-            lambda: prepare_database(self.store, self.state, self.cluster.member),
+            lambda: prepare_database(
+                self.store, self.state, self.cluster.member, sole=self._lock is not None
+            ),
             self.stop,
         )
         if not prepared:

@@ -56,10 +56,13 @@ async def retry_until_stopped(
     return True
 
 
-async def prepare_database(store: Store, state: RuntimeState, member: ClusterMember) -> None:
+async def prepare_database(
+    store: Store, state: RuntimeState, member: ClusterMember, *, sole: bool = False
+) -> None:
     """Migrate the schema, then mark as failed the jobs left `running` by this daemon's previous
     instance (same DAEMON_ID), by members whose heartbeat expired, and by processes that never
-    joined the cluster (one-shot commands). A live member's jobs are its own business."""
+    joined the cluster (one-shot commands). A live member's jobs are its own business. `sole`:
+    this daemon holds the database alone (SQLite's lock), so no other member is alive."""
     try:
         await store.upgrade()
     except BaseException as exc:
@@ -68,9 +71,13 @@ async def prepare_database(store: Store, state: RuntimeState, member: ClusterMem
         raise
     state.database_ready = True
     state.database_error = None
-    closed = await member.fail_jobs_at_start()
+    closed = await member.fail_jobs_at_start(sole=sole)
     for owner, n in closed.items():
-        log.warning("Marked %d job(s) left running by %s as failed", n, owner or "a process")
+        log.warning(
+            "Marked %d job(s) left running by a previous process (%s) as failed",
+            n,
+            owner or "unnamed",
+        )
 
 
 def log_start(s: Settings, api: str) -> None:

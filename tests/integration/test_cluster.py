@@ -307,3 +307,24 @@ async def test_a_single_member_on_sqlite_holds_everything(member: Factory) -> No
     assert [(m.id, m.channels) for m in await only.members()] == [("solo", 48)]
     await only.leave()
     assert await only.members() == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_daemon_holding_the_database_alone_clears_its_predecessor_at_once(
+    member: Factory, store: SqlStore
+) -> None:
+    # The predecessor (another PID, so another default DAEMON_ID) was killed a moment ago: its
+    # heartbeat is fresh, but the file lock the new daemon holds proves it gone.
+    old = await member("host-101")
+    await old.heartbeat()
+    assert await old.sync_channels(CHANNELS) == set(CHANNELS)
+    killed = await old.store.create_job(JobType.BACKFILL, "BTCUSD", "1m")  # type: ignore[attr-defined]
+
+    new = await member("host-202")
+    await prepare_database(new.store, RuntimeState(started_at_ms=0), new, sole=True)  # type: ignore[arg-type]
+    jobs = {j.id: j for j in await store.list_jobs()}
+    assert jobs[killed].status == JobStatus.FAILED
+    assert jobs[killed].last_error == "interrupted: member host-101 stopped"
+    await new.heartbeat()
+    assert await new.sync_channels(CHANNELS) == set(CHANNELS)  # no TTL to wait out
+    assert [m.id for m in await new.members()] == ["host-202"]

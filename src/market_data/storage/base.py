@@ -255,12 +255,17 @@ class ClusterStore(Protocol):
         """Give an item back unfinished (claimable at once)."""
 
     async def fail_member_jobs(
-        self, ttl_ms: int, *, also: str | None = None, unowned: bool = False
+        self,
+        ttl_ms: int,
+        *,
+        also: str | None = None,
+        unowned: bool = False,
+        every_member: bool = False,
     ) -> dict[str, int]:
         """Close as `failed` the jobs left `running` by members without a heartbeat for
-        `ttl_ms`, by `also` (a previous instance of this member), and with `unowned` by no
-        member at all (a process that never joined); the reason names the owner. Jobs closed
-        by owner."""
+        `ttl_ms` (with `every_member`, by any member: the caller knows they are all gone), by
+        `also` (a previous instance of this member), and with `unowned` by no member at all (a
+        process that never joined); the reason names the owner. Jobs closed by owner."""
 
 
 class GapStore(Protocol):

@@ -47,6 +47,13 @@ class ClusterMixin(SqlBase):
     def _now(self, plus_ms: int = 0) -> sa.ColumnElement[Any]:
         return self.dialect.clock(plus_ms)
 
+    def _dead(self, ttl_ms: int) -> sa.Select[Any]:
+        """Members whose heartbeat is older than `ttl_ms`. What they hold is free at once, even
+        where a lease or claim they took after that heartbeat has a little longer to run: a
+        member stops trusting its leases a TTL after its last successful heartbeat began."""
+        m = cluster_members
+        return sa.select(m.c.id).where(m.c.heartbeat_at < self._now(-ttl_ms))
+
     async def heartbeat_member(
         self, member_id: str, *, pid: int, host: str, ttl_ms: int
     ) -> Heartbeat:
@@ -139,7 +146,9 @@ class ClusterMixin(SqlBase):
                     set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
                     # Another owner's lease is taken only once it has expired.
                     where=sa.or_(
-                        leases.c.owner == stmt.excluded.owner, leases.c.expires_at < self._now()
+                        leases.c.owner == stmt.excluded.owner,
+                        leases.c.expires_at < self._now(),
+                        leases.c.owner.in_(self._dead(ttl_ms)),
                     ),
                 ).returning(leases.c.name)
                 taken.update(n for (n,) in await conn.execute(stmt))
@@ -182,6 +191,7 @@ class ClusterMixin(SqlBase):
             w.c.state == "open",
             w.c.expires_at < self._now(),  # its owner stopped renewing it, or done long ago
             sa.and_(w.c.owner == owner, w.c.state == "claimed"),
+            sa.and_(w.c.state == "claimed", w.c.owner.in_(self._dead(ttl_ms))),
         )
         pick = self.dialect.skip_locked(
             sa.select(w.c.key)
@@ -220,14 +230,21 @@ class ClusterMixin(SqlBase):
             await conn.execute(stmt)
 
     async def fail_member_jobs(
-        self, ttl_ms: int, *, also: str | None = None, unowned: bool = False
+        self,
+        ttl_ms: int,
+        *,
+        also: str | None = None,
+        unowned: bool = False,
+        every_member: bool = False,
     ) -> dict[str, int]:
         j, m = ingestion_jobs, cluster_members
-        dead = sa.select(m.c.id).where(m.c.heartbeat_at < self._now(-ttl_ms))
         # (which jobs, the reason) in turn; every condition is re-checked inside the UPDATE.
-        cases: list[tuple[sa.ColumnElement[bool], str]] = [
-            (j.c.owner.in_(dead), "failed: member {} stopped heartbeating"),
-        ]
+        cases: list[tuple[sa.ColumnElement[bool], str]] = []
+        if every_member:
+            cases.append((j.c.owner.in_(sa.select(m.c.id)), "interrupted: member {} stopped"))
+        else:
+            dead = self._dead(ttl_ms)
+            cases.append((j.c.owner.in_(dead), "failed: member {} stopped heartbeating"))
         if also is not None:
             cases.append((j.c.owner == also, "interrupted: {} stopped and started again"))
         if unowned:

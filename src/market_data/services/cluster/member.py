@@ -301,8 +301,18 @@ class ClusterMember:
             log.warning("Marked %d job(s) of member %s (no heartbeat) as failed", n, owner)
         return closed
 
-    async def fail_jobs_at_start(self) -> dict[str, int]:
-        """At start: also close this member's own previous instance's jobs and those of
-        processes that never joined (one-shot commands killed mid-run); a live member's
-        jobs are left alone."""
-        return await self.store.fail_member_jobs(self.ttl_ms, also=self.id, unowned=True)
+    async def fail_jobs_at_start(self, *, sole: bool = False) -> dict[str, int]:
+        """At start: close the jobs of dead members, of this member's own previous instance and
+        of processes that never joined (one-shot commands killed mid-run); a live member's jobs
+        are left alone. `sole`: the caller holds the database alone (SQLite's file lock), so
+        every other member is gone: their jobs are closed and their leases freed now rather
+        than a TTL later."""
+        closed = await self.store.fail_member_jobs(
+            self.ttl_ms, also=self.id, unowned=True, every_member=sole
+        )
+        if sole:
+            _, rows = await self.store.list_members()
+            for row in rows:
+                if row.id != self.id:
+                    await self.store.leave_cluster(row.id)
+        return closed
