@@ -11,6 +11,7 @@ cluster of one): its member, the `cluster_heartbeat` loop, and the hooks the wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -69,10 +70,13 @@ class ClusterDuty:
 
     async def cycle(self) -> str:
         member = self.member
+        # Each step bounded: a hung database call must not keep this cycle from telling the
+        # stream that the member fenced itself (a TTL after its last heartbeat).
+        bound = self.settings.lease_ttl_seconds / 2
         try:
-            await member.heartbeat()
-            await member.fail_dead_members_jobs()
-            owned = await member.sync_channels(self.channels)
+            await asyncio.wait_for(member.heartbeat(), bound)
+            await asyncio.wait_for(member.fail_dead_members_jobs(), bound)
+            owned = await asyncio.wait_for(member.sync_channels(self.channels), bound)
         finally:
             # Also after a failed heartbeat: a fenced member must stop streaming.
             self._announce()

@@ -269,6 +269,7 @@ async def test_a_dead_member_s_claims_and_jobs_pass_to_the_survivors(
     assert jobs[job_a].status == JobStatus.FAILED
     assert jobs[job_a].last_error == "failed: member a stopped heartbeating"
     assert jobs[job_b].status == JobStatus.RUNNING  # b is alive: its job is its own
+    assert (jobs[job_a].owner, jobs[job_b].owner) == ("a", "b")
     assert sorted(await b.claim("gap_repair", ["BTCUSD/1m", "ETHUSD/1m"], limit=5)) == [
         "BTCUSD/1m",
         "ETHUSD/1m",

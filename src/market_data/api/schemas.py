@@ -183,6 +183,7 @@ class JobOut(BaseModel):
     duration_seconds: float | None
     candles_fetched: int
     last_error: str | None
+    owner: str | None = Field(None, description="the DAEMON_ID that ran it")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -201,6 +202,7 @@ class JobOut(BaseModel):
             duration_seconds=duration,
             candles_fetched=job.candles_fetched,
             last_error=job.last_error,
+            owner=job.owner,
         )
 
 

@@ -66,6 +66,7 @@ def _job(row: sa.Row[Any]) -> Job:
         completed_at=m["completed_at"],
         candles_fetched=m["candles_fetched"],
         last_error=m["last_error"],
+        owner=m["owner"],
     )
 
 
