@@ -6,6 +6,7 @@ cycles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +18,14 @@ import market_data
 from market_data.api.app import create_app
 from market_data.config import load_settings
 from market_data.daemon import Daemon
+from market_data.errors import MarketDataError
+from market_data.models import SeriesKey
 from tests.e2e.test_cli_basic import run_cli
+from tests.integration.cluster_support import TcpCut
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 TTL = 5  # LEASE_TTL_SECONDS' least
+SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 SRC = Path(market_data.__file__).resolve().parents[1]  # the code under test, for the CLI
 
 
@@ -28,7 +33,7 @@ def _daemon(database_url: str, daemon_id: str) -> Daemon:
     settings = load_settings(
         env_file=None,
         database_url=database_url,
-        bitfinex_symbols="BTCUSD,ETHUSD,SOLUSD",
+        bitfinex_symbols=",".join(SYMBOLS),
         bitfinex_timeframes="1m,1h",
         bitfinex_rest_url="http://127.0.0.1:9",
         bitfinex_ws_url="ws://127.0.0.1:9/ws/2",
@@ -106,3 +111,41 @@ async def test_status_and_health_show_the_members_and_this_one_s_share(
         await _settle((a,), 6)
         cluster = (await c.get("/status")).json()["cluster"]
         assert [(m["id"], m["channels"]) for m in cluster["members"]] == [("node-a", 6)]
+
+
+async def test_the_stream_is_told_its_channels_and_told_to_stop_when_fenced(
+    database_url: str,
+) -> None:
+    announced: list[set[SeriesKey]] = []
+    async with TcpCut.to_url(database_url) as cut:
+        daemon = _daemon(cut.url, "node-a")
+        daemon.cluster.on_channels(announced.append)
+        try:
+            await daemon.store.upgrade()
+            await daemon.cluster.cycle()
+            assert announced == [{SeriesKey(s, tf) for s in SYMBOLS for tf in ("1m", "1h")}]
+            await daemon.cluster.cycle()
+            assert len(announced) == 1  # told again only when it changes
+
+            cut.cut()  # the database connection is gone: the member fences itself
+            cut_at = time.monotonic()
+            while announced[-1]:
+                with pytest.raises(MarketDataError):
+                    await daemon.cluster.cycle()
+                assert time.monotonic() - cut_at < TTL + 30
+                await asyncio.sleep(0.2)
+            assert time.monotonic() - cut_at >= TTL * 0.5
+            ok, detail = daemon.cluster_share()
+            assert not ok
+            assert detail.startswith("fenced")
+
+            cut.restore()
+            deadline = time.monotonic() + 30
+            while not announced[-1]:
+                with contextlib.suppress(MarketDataError):
+                    await daemon.cluster.cycle()
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            assert len(announced[-1]) == 6
+        finally:
+            await daemon.close()
