@@ -329,3 +329,30 @@ async def test_a_daemon_holding_the_database_alone_clears_its_predecessor_at_onc
     await new.heartbeat()
     assert await new.sync_channels(CHANNELS) == set(CHANNELS)  # no TTL to wait out
     assert [m.id for m in await new.members()] == ["host-202"]
+
+
+@POSTGRES
+async def test_members_syncing_at_the_same_moment_keep_one_owner_per_channel(
+    member: Factory,
+) -> None:
+    # Heartbeats renew, syncs release and take, all at once on separate connections, while a
+    # member joins: never two owners, no error (a lock cycle would be a deadlock error), and
+    # the spread settles.
+    members = [await member(f"m{i}") for i in range(3)]
+
+    async def beat_and_sync(m: ClusterMember) -> None:
+        await m.heartbeat()
+        await m.sync_channels(CHANNELS)
+
+    for round_ in range(12):
+        if round_ == 4:
+            members.append(await member("m3"))
+        await asyncio.gather(*(beat_and_sync(m) for m in members))
+        assert_disjoint(members)
+
+    async def even() -> bool:
+        await asyncio.gather(*(beat_and_sync(m) for m in members))
+        assert_disjoint(members)
+        return shares(members) == [12, 12, 12, 12]
+
+    await wait_until(even, "12 channels each")

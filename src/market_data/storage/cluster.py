@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from market_data.models import JobStatus
 from market_data.storage.base import Heartbeat, MemberRecord
@@ -46,6 +47,13 @@ def _names(names: Sequence[str]) -> list[str]:
 class ClusterMixin(SqlBase):
     def _now(self, plus_ms: int = 0) -> sa.ColumnElement[Any]:
         return self.dialect.clock(plus_ms)
+
+    async def _lock_leases(self, conn: AsyncConnection, where: sa.ColumnElement[bool]) -> None:
+        """Lock these lease rows in key order before changing them. Taking leases locks rows
+        in that order too (names sorted; a conflicting row is locked even when it is not
+        taken), so two transactions never wait on each other in a circle."""
+        order = (leases.c.kind, leases.c.name)
+        await conn.execute(self.dialect.lock_rows(sa.select(*order).where(where).order_by(*order)))
 
     def _dead(self, ttl_ms: int) -> sa.Select[Any]:
         """Members whose heartbeat is older than `ttl_ms`. What they hold is free at once, even
@@ -100,6 +108,7 @@ class ClusterMixin(SqlBase):
         old = self._now(-FORGET_AFTER_MS)
         async with self._write() as conn:
             await conn.execute(row)
+            await self._lock_leases(conn, leases.c.owner == member_id)
             held = frozenset((k, n) for k, n in await conn.execute(renew))
             await conn.execute(claims)
             await conn.execute(counts)
@@ -111,6 +120,7 @@ class ClusterMixin(SqlBase):
 
     async def leave_cluster(self, member_id: str) -> None:
         async with self._write() as conn:
+            await self._lock_leases(conn, leases.c.owner == member_id)
             await conn.execute(leases.delete().where(leases.c.owner == member_id))
             await conn.execute(
                 work_claims.update()
@@ -158,11 +168,10 @@ class ClusterMixin(SqlBase):
         gone = _names(names)
         if not gone:
             return
-        stmt = leases.delete().where(
-            leases.c.kind == kind, leases.c.owner == owner, leases.c.name.in_(gone)
-        )
+        where = sa.and_(leases.c.kind == kind, leases.c.owner == owner, leases.c.name.in_(gone))
         async with self._write() as conn:
-            await conn.execute(stmt)
+            await self._lock_leases(conn, where)
+            await conn.execute(leases.delete().where(where))
 
     async def lease_holders(self, kind: str) -> dict[str, tuple[str, int]]:
         stmt = (

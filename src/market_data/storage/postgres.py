@@ -258,6 +258,9 @@ class PostgresDialect(Dialect):
         now = sa.func.clock_timestamp()
         return now + sa.literal(timedelta(milliseconds=plus_ms), sa.Interval) if plus_ms else now
 
+    def lock_rows(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.with_for_update()
+
     def skip_locked(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select.with_for_update(skip_locked=True)
 
