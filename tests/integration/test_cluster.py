@@ -356,3 +356,25 @@ async def test_members_syncing_at_the_same_moment_keep_one_owner_per_channel(
         return shares(members) == [12, 12, 12, 12]
 
     await wait_until(even, "12 channels each")
+
+
+async def test_a_claimed_item_is_finished_on_success_and_given_back_on_failure(
+    member: Factory,
+) -> None:
+    a, b = await member("a"), await member("b")
+    await a.heartbeat()
+    await b.heartbeat()
+    async with a.claimed("backfill", "BTCUSD/1m/0-1000") as mine:
+        assert mine
+        async with b.claimed("backfill", "BTCUSD/1m/0-1000") as theirs:
+            assert not theirs  # held by a meanwhile
+    assert await b.claim("backfill", ["BTCUSD/1m/0-1000"]) == []  # done: not claimed again
+
+    async def failing_work() -> None:
+        async with a.claimed("backfill", "BTCUSD/1m/1000-2000") as mine:
+            assert mine
+            raise RuntimeError("exchange down")
+
+    with pytest.raises(RuntimeError):
+        await failing_work()
+    assert await b.claim("backfill", ["BTCUSD/1m/1000-2000"]) == ["BTCUSD/1m/1000-2000"]
