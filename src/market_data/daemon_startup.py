@@ -62,7 +62,8 @@ async def prepare_database(
     """Migrate the schema, then mark as failed the jobs left `running` by this daemon's previous
     instance (same DAEMON_ID), by members whose heartbeat expired, and by processes that never
     joined the cluster (one-shot commands). A live member's jobs are its own business. `sole`:
-    this daemon holds the database alone (SQLite's lock), so no other member is alive."""
+    this daemon holds the database alone (SQLite's lock), so no other member is alive.
+    The daemon joins the cluster here (its first heartbeat)."""
     try:
         await store.upgrade()
     except BaseException as exc:
@@ -71,6 +72,8 @@ async def prepare_database(
         raise
     state.database_ready = True
     state.database_error = None
+    # Joining is the first write: a database that cannot take one keeps the start retrying.
+    await member.heartbeat()
     closed = await member.fail_jobs_at_start(sole=sole)
     for owner, n in closed.items():
         log.warning(
