@@ -56,6 +56,12 @@ async def member(database_url: str) -> AsyncIterator[Factory]:
         await store.close()
 
 
+def own_store(m: ClusterMember) -> SqlStore:
+    """The member's whole store (it sees only the cluster part of it)."""
+    assert isinstance(m.store, SqlStore)
+    return m.store
+
+
 def assert_disjoint(members: Iterable[ClusterMember]) -> None:
     seen: dict[str, str] = {}
     for m in members:
@@ -251,8 +257,8 @@ async def test_a_dead_member_s_claims_and_jobs_pass_to_the_survivors(
         "BTCUSD/1m",
         "ETHUSD/1m",
     ]
-    job_a = await a.store.create_job(JobType.BACKFILL, "BTCUSD", "1m")  # type: ignore[attr-defined]
-    job_b = await b.store.create_job(JobType.UPDATE)  # type: ignore[attr-defined]
+    job_a = await own_store(a).create_job(JobType.BACKFILL, "BTCUSD", "1m")
+    job_b = await own_store(b).create_job(JobType.UPDATE)
     assert await b.claim("gap_repair", ["BTCUSD/1m"]) == []
     assert await b.fail_dead_members_jobs() == {}  # a is alive
 
@@ -282,13 +288,13 @@ async def test_prepare_database_leaves_a_live_member_s_jobs_alone(
 ) -> None:
     a = await member("a")
     await a.heartbeat()
-    live = await a.store.create_job(JobType.BACKFILL, "BTCUSD", "1m")  # type: ignore[attr-defined]
+    live = await own_store(a).create_job(JobType.BACKFILL, "BTCUSD", "1m")
     old_self = await member("b")  # b's previous instance: killed, never heartbeated
-    orphan = await old_self.store.create_job(JobType.UPDATE)  # type: ignore[attr-defined]
+    orphan = await own_store(old_self).create_job(JobType.UPDATE)
     unowned = await store.create_job(JobType.CLEANUP)  # a one-shot command, killed
 
     b = await member("b")
-    await prepare_database(b.store, RuntimeState(started_at_ms=0), b)  # type: ignore[arg-type]
+    await prepare_database(own_store(b), RuntimeState(started_at_ms=0), b)
     jobs = {j.id: j for j in await store.list_jobs()}
     assert jobs[live].status == JobStatus.RUNNING
     assert jobs[orphan].status == JobStatus.FAILED
@@ -319,10 +325,10 @@ async def test_a_daemon_holding_the_database_alone_clears_its_predecessor_at_onc
     old = await member("host-101")
     await old.heartbeat()
     assert await old.sync_channels(CHANNELS) == set(CHANNELS)
-    killed = await old.store.create_job(JobType.BACKFILL, "BTCUSD", "1m")  # type: ignore[attr-defined]
+    killed = await own_store(old).create_job(JobType.BACKFILL, "BTCUSD", "1m")
 
     new = await member("host-202")
-    await prepare_database(new.store, RuntimeState(started_at_ms=0), new, sole=True)  # type: ignore[arg-type]
+    await prepare_database(own_store(new), RuntimeState(started_at_ms=0), new, sole=True)
     jobs = {j.id: j for j in await store.list_jobs()}
     assert jobs[killed].status == JobStatus.FAILED
     assert jobs[killed].last_error == "interrupted: member host-101 stopped"
