@@ -87,6 +87,10 @@ async def test_status_and_health_show_the_members_and_this_one_s_share(
             ("node-b", 3, True),
         ]
         assert cluster["held_channels"] == cluster["expected_channels"] == 3
+        metrics = (await c.get("/metrics")).text
+        assert "market_data_cluster_members_alive 2.0" in metrics
+        assert "market_data_cluster_channels_held 3.0" in metrics
+        assert "market_data_cluster_fenced 0.0" in metrics
         health = (await c.get("/health")).json()
         assert health["checks"]["cluster"] == {
             "status": "ok",
