@@ -88,6 +88,7 @@ async def test_two_daemons_split_the_channels_and_one_takes_over_from_a_killed_o
 
         await wait_for(taken_over, TTL + 30, "node-a holding both channels")
         took = time.monotonic() - killed_at
+        print(f"\ntakeover after SIGKILL with LEASE_TTL_SECONDS={TTL}: {took:.1f} s")
         assert took >= TTL * 0.5, took
 
         async def b_jobs_closed() -> bool:
