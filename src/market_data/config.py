@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from market_data import dburl as urls
 from market_data.allowed_hosts import allowed_host, default_allowed_hosts
+from market_data.cluster_settings import DaemonId, LeaseTtlSeconds, SourceAddress, default_daemon_id
 from market_data.config_errors import config_error, problem
 from market_data.config_sources import (
     RETENTION_PREFIX,
@@ -80,6 +81,10 @@ class Settings(BaseSettings):
     bitfinex_timeframes: Annotated[list[str], NoDecode] = ["1h", "4h", "1d"]
     bitfinex_rest_url: str = "https://api-pub.bitfinex.com"
     bitfinex_ws_url: str = "wss://api-pub.bitfinex.com/ws/2"
+    bitfinex_source_address: SourceAddress = None
+
+    daemon_id: DaemonId = Field(default_factory=default_daemon_id)
+    lease_ttl_seconds: LeaseTtlSeconds = 30
 
     backfill_on_startup: bool = True
     backfill_days: float = Field(default=365.0, gt=0, le=36_500)

@@ -31,8 +31,10 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from market_data.config import Settings
+from market_data.daemon_cluster import ClusterDuty
 from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
-from market_data.daemon_pairs import PAIR_REFRESH_S, PairRefresh
+from market_data.daemon_loops import LoopWork, build_loops
+from market_data.daemon_pairs import PairRefresh
 from market_data.daemon_startup import (
     backfill_until_done,
     describe,
@@ -49,6 +51,7 @@ from market_data.models import SeriesKey
 from market_data.rate_limiter import LimiterStats, RateLimiter
 from market_data.scheduler import LoopStatus, PeriodicLoop
 from market_data.services.backfill import BackfillPlan, BackfillService, SeriesProgress
+from market_data.services.cluster import ClusterState
 from market_data.services.gap_repair import GapService, GapStats
 from market_data.services.live.ingestion import WsIngestion, WsIngestionState
 from market_data.services.retention import RetentionService, RetentionStats
@@ -67,7 +70,6 @@ STOP_BUDGET_S = 9.0
 WORK_GRACE_S = 6.0  # phase one: tasks wind down by themselves (WS flush included)
 CANCEL_GRACE_S = 1.0  # phase two: cancelled tasks clean up
 FINAL_STEP_S = 1.0  # each of: mark jobs cancelled, stop the API, close connections
-WAL_CHECKPOINT_INTERVAL_S = 10.0  # SQLite's auto-checkpoint is off (write latency)
 
 
 class Companion(Protocol):
@@ -90,11 +92,20 @@ class Daemon:
         self.stop = asyncio.Event()
         self.state = RuntimeState(started_at_ms=now_ms())
         self.timings = UpsertTimings()
-        self.store: Store = open_store(settings.database_url, upsert_timings=self.timings)
+        self.store: Store = open_store(
+            settings.database_url, upsert_timings=self.timings, owner=settings.daemon_id
+        )
+        self.cluster = ClusterDuty(settings, self.store)
         self.limiter = RateLimiter.from_settings(settings)
-        self.rest = BitfinexRest(settings.bitfinex_rest_url, self.limiter)
+        self.rest = BitfinexRest(
+            settings.bitfinex_rest_url,
+            self.limiter,
+            source_address=settings.bitfinex_source_address,
+        )
         # The services see the exchange interface only; this is where Bitfinex is chosen.
-        self.exchange = BitfinexExchange(self.rest, settings.bitfinex_ws_url)
+        self.exchange = BitfinexExchange(
+            self.rest, settings.bitfinex_ws_url, settings.bitfinex_source_address
+        )
         # Which series every service works on; with patterns it follows the pair list.
         self.universe = SeriesUniverse(settings)
         u = self.universe
@@ -114,50 +125,18 @@ class Daemon:
         self.retention = RetentionService(settings, self.store, universe=u)
         self.update = UpdateService(settings, self.store, self.exchange, self.sink, universe=u)
         self.pairs = PairRefresh(u, self.exchange, self.store, self.ws, self.backfill, self)
-        self.loops: dict[str, PeriodicLoop] = self._build_loops()
+        work = LoopWork(
+            self._detect_gaps,
+            self.gaps.repair,
+            self.retention.run_once,
+            self.update.run_once,
+            self.pairs.refresh,
+            self.store.checkpoint,
+        )
+        self.loops: dict[str, PeriodicLoop] = build_loops(settings, self.cluster, work)
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
         self._lock: DaemonLock | None = None
-
-    def _build_loops(self) -> dict[str, PeriodicLoop]:
-        s = self.settings
-        detect_s = s.gap_detection_interval_minutes * 60
-        repair_s = s.gap_repair_interval_minutes * 60
-        loops = [
-            PeriodicLoop("gap_detection", self._detect_gaps, detect_s, initial_delay=detect_s),
-            PeriodicLoop("gap_repair", self.gaps.repair, repair_s, initial_delay=repair_s),
-            PeriodicLoop(
-                "cleanup",
-                self.retention.run_once,
-                s.cleanup_interval_hours * 3600,
-                initial_delay=s.cleanup_initial_delay_minutes * 60,
-            ),
-        ]
-        if s.rest_update_enabled:
-            loops.append(
-                PeriodicLoop(
-                    "update",
-                    self.update.run_once,
-                    s.update_interval_seconds,
-                    initial_delay=s.update_interval_seconds,
-                )
-            )
-        if s.has_symbol_patterns:
-            loops.append(
-                PeriodicLoop(
-                    "pair_refresh", self.pairs.refresh, PAIR_REFRESH_S, initial_delay=PAIR_REFRESH_S
-                )
-            )
-        if s.is_sqlite:
-            loops.append(
-                PeriodicLoop(
-                    "wal_checkpoint",
-                    self.store.checkpoint,
-                    WAL_CHECKPOINT_INTERVAL_S,
-                    initial_delay=WAL_CHECKPOINT_INTERVAL_S,
-                )
-            )
-        return {loop.name: loop for loop in loops}
 
     # -- what the API reads (api.view.DaemonView) ------------------------------------------------
 
@@ -195,6 +174,13 @@ class Daemon:
 
     def rate_limit_penalty_seconds(self) -> float:
         return self.limiter.penalty_remaining()
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        return self.cluster.state
+
+    def cluster_share(self) -> tuple[bool, str]:
+        return self.cluster.member.share_check()
 
     @property
     def gap_stats(self) -> GapStats:
@@ -266,7 +252,11 @@ class Daemon:
 
     async def _startup(self) -> None:
         prepared = await retry_until_stopped(
-            "Database", lambda: prepare_database(self.store, self.state), self.stop
+            "Database",
+            lambda: prepare_database(
+                self.store, self.state, self.cluster.member, sole=self._lock is not None
+            ),
+            self.stop,
         )
         if not prepared:
             return
@@ -353,11 +343,14 @@ class Daemon:
         if self.state.database_ready:
             try:
                 n = await asyncio.wait_for(
-                    self.store.fail_running_jobs("cancelled: the daemon stopped", "cancelled"),
+                    self.store.fail_running_jobs(
+                        "cancelled: the daemon stopped", "cancelled", owner=self.settings.daemon_id
+                    ),
                     left(FINAL_STEP_S),
                 )
                 if n:
                     log.info("Marked %d running job(s) cancelled", n)
+                await asyncio.wait_for(self.cluster.leave(), left(FINAL_STEP_S))
             except Exception as exc:
                 log.warning("Could not mark running jobs cancelled: %s", describe(exc))
         api.stop()

@@ -19,6 +19,7 @@ from market_data.errors import MarketDataError, PermanentError
 from market_data.lifecycle import Backoff, Stopped, retry
 from market_data.models import SeriesKey
 from market_data.services.backfill import BackfillReport, BackfillService
+from market_data.services.cluster import ClusterMember
 from market_data.storage.base import Store
 
 # These are the daemon's own log lines (operators filter on its logger).
@@ -55,8 +56,14 @@ async def retry_until_stopped(
     return True
 
 
-async def prepare_database(store: Store, state: RuntimeState) -> None:
-    """Migrate the schema, then mark jobs a previous process left `running` as failed."""
+async def prepare_database(
+    store: Store, state: RuntimeState, member: ClusterMember, *, sole: bool = False
+) -> None:
+    """Migrate the schema, then mark as failed the jobs left `running` by this daemon's previous
+    instance (same DAEMON_ID), by members whose heartbeat expired, and by processes that never
+    joined the cluster (one-shot commands). A live member's jobs are its own business. `sole`:
+    this daemon holds the database alone (SQLite's lock), so no other member is alive.
+    The daemon joins the cluster here (its first heartbeat)."""
     try:
         await store.upgrade()
     except BaseException as exc:
@@ -65,9 +72,15 @@ async def prepare_database(store: Store, state: RuntimeState) -> None:
         raise
     state.database_ready = True
     state.database_error = None
-    left = await store.fail_running_jobs("interrupted: the daemon stopped first")
-    if left:
-        log.warning("Marked %d job(s) left running by a previous process as failed", left)
+    # Joining is the first write: a database that cannot take one keeps the start retrying.
+    await member.heartbeat()
+    closed = await member.fail_jobs_at_start(sole=sole)
+    for owner, n in closed.items():
+        log.warning(
+            "Marked %d job(s) left running by a previous process (%s) as failed",
+            n,
+            owner or "unnamed",
+        )
 
 
 class _SeriesFailed(Exception):
@@ -158,7 +171,7 @@ def log_start(s: Settings, api: str) -> None:
     """The daemon's first line: what it runs on and with (secrets masked)."""
     log.info(
         "Starting market-data: database=%s symbols=%s timeframes=%s ws=%s backfill=%s "
-        "(%g days) update=%s api=%s",
+        "(%g days) update=%s api=%s daemon_id=%s",
         s.safe_database_url,
         ",".join(s.masked_dict()["BITFINEX_SYMBOLS"]),
         ",".join(s.bitfinex_timeframes),
@@ -167,5 +180,6 @@ def log_start(s: Settings, api: str) -> None:
         s.backfill_days,
         "on" if s.rest_update_enabled else "off",
         api,
+        s.daemon_id,
     )
     log.debug("Settings (secrets masked): %s", s.masked_dict())

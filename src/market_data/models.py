@@ -149,6 +149,7 @@ class Job:
     completed_at: int | None
     candles_fetched: int
     last_error: str | None
+    owner: str | None = None  # the DAEMON_ID that ran it (None: a one-shot command)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ async def test_the_startup_backfill_rides_out_an_exchange_outage(
     daemon: Daemon, sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "market_data.daemon")
-    await prepare_database(daemon.store, daemon.state)
+    await prepare_database(daemon.store, daemon.state, daemon.cluster.member)
     assert daemon.state.database_ready
     sim.faults.update(rest_error_rate=1.0)
     task = asyncio.create_task(
@@ -76,7 +76,7 @@ async def test_the_startup_backfill_rides_out_an_exchange_outage(
 async def test_the_startup_backfill_stops_while_it_waits_to_retry(
     daemon: Daemon, sim: Simulator
 ) -> None:
-    await prepare_database(daemon.store, daemon.state)
+    await prepare_database(daemon.store, daemon.state, daemon.cluster.member)
     sim.faults.update(rest_error_rate=1.0)
     task = asyncio.create_task(
         backfill_until_done(daemon.backfill, daemon.state, daemon.stop, what="Startup backfill")
@@ -98,7 +98,9 @@ async def test_an_unreachable_database_is_retried_until_the_daemon_stops(
     try:
         task = asyncio.create_task(
             retry_until_stopped(
-                "Database", lambda: prepare_database(daemon.store, daemon.state), daemon.stop
+                "Database",
+                lambda: prepare_database(daemon.store, daemon.state, daemon.cluster.member),
+                daemon.stop,
             )
         )
         await wait_until(lambda: daemon.state.database_error is not None, "a failed attempt")

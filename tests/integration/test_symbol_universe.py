@@ -158,7 +158,7 @@ async def test_all_pairs_follow_the_exchange_list(
     # After a restart the stored series of a pair no longer listed is delisted again.
     again = Daemon(settings)
     try:
-        await prepare_database(again.store, again.state)
+        await prepare_database(again.store, again.state, again.cluster.member)
         await again.pairs.load()
         assert again.universe.state_of(gone) == "delisted"
         assert again.universe.is_active(new.symbol)
@@ -167,7 +167,7 @@ async def test_all_pairs_follow_the_exchange_list(
         await again.close()
 
     # `market-data status` reads the pair list once and says the same.
-    rows, _, _plan = await _collect(settings, sim.market.now_ms())
+    rows, _, _plan, _members = await _collect(settings, sim.market.now_ms())
     states = {r.stats.symbol: r.state for r in rows}
     assert states[gone] == "delisted"
     assert states.get(new.symbol, "active") == "active"  # stored only once it traded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,9 @@ CONTRACT_DEFAULTS = {
     "API_ALLOWED_HOSTS": ["127.0.0.1", "localhost", "[::1]"],
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "text",
+    # CONTRACT section 9 (DAEMON_ID's default, host name and PID, is checked on its own)
+    "LEASE_TTL_SECONDS": 30,
+    "BITFINEX_SOURCE_ADDRESS": None,
 }
 
 
@@ -81,7 +85,20 @@ def config_error(**env: str) -> ConfigError:
 
 
 def test_defaults_equal_the_contract() -> None:
-    assert load_settings(env_file=None).masked_dict() == CONTRACT_DEFAULTS
+    shown = load_settings(env_file=None).masked_dict()
+    assert shown.pop("DAEMON_ID") == f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    assert shown == CONTRACT_DEFAULTS
+
+
+def test_cluster_settings() -> None:
+    settings = load(
+        DAEMON_ID="node-1.eu", LEASE_TTL_SECONDS="12", BITFINEX_SOURCE_ADDRESS=" 10.0.0.7 "
+    )
+    assert settings.daemon_id == "node-1.eu"
+    assert settings.lease_ttl_seconds == 12
+    assert settings.bitfinex_source_address == "10.0.0.7"
+    assert load(BITFINEX_SOURCE_ADDRESS="::1").bitfinex_source_address == "::1"
+    assert load(BITFINEX_SOURCE_ADDRESS="").bitfinex_source_address is None
 
 
 def test_field_names_are_the_variables_in_lower_case() -> None:
@@ -215,6 +232,13 @@ def test_retention_for_any_timeframe_month_and_forever() -> None:
         ("RETENTION_7H", "1", "no known timeframe"),
         ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("LOG_FORMAT", "xml", "text or json"),
+        ("DAEMON_ID", "node 1", "without spaces"),
+        ("DAEMON_ID", "nœud", "printable ASCII"),
+        ("DAEMON_ID", "n" * 65, "at most 64"),
+        ("LEASE_TTL_SECONDS", "4", "at least 5"),
+        ("LEASE_TTL_SECONDS", "3601", "at most 3600"),
+        ("LEASE_TTL_SECONDS", "1.5", "whole number"),
+        ("BITFINEX_SOURCE_ADDRESS", "eth0", "not an IP address"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable: str, value: str, fragment: str) -> None:
@@ -304,7 +328,9 @@ def test_env_example_documents_every_setting_with_its_default() -> None:
     text = example.read_text()
     for name in CONTRACT_DEFAULTS:
         assert f"{name}=" in text, name
-    assert load_settings(env_file=str(example)).masked_dict() == CONTRACT_DEFAULTS
+    shown = load_settings(env_file=str(example)).masked_dict()
+    shown.pop("DAEMON_ID")
+    assert shown == CONTRACT_DEFAULTS
 
 
 def test_readme_documents_every_setting() -> None:

@@ -53,13 +53,22 @@ CORE = frozenset(
         "allowed_hosts",
         "symbols",
         "config_values",
+        "cluster_settings",
     )
 )
 # What every loop uses (retries, clocks, pacing): above the core, below everything else.
 TOOLKIT = frozenset(
     f"{ROOT}.{name}" for name in ("lifecycle", "rate_limiter", "scheduler", "daemon_lock")
 )
-DAEMON = frozenset({f"{ROOT}.daemon", f"{ROOT}.daemon_startup", f"{ROOT}.daemon_pairs"})
+DAEMON = frozenset(
+    {
+        f"{ROOT}.daemon",
+        f"{ROOT}.daemon_startup",
+        f"{ROOT}.daemon_pairs",
+        f"{ROOT}.daemon_cluster",
+        f"{ROOT}.daemon_loops",
+    }
+)
 # The commands that run the simulator (it is their whole point); nothing else in production
 # imports it.
 SIMULATOR_USERS = frozenset({f"{ROOT}.cli.simulate", f"{ROOT}.cli.demo"})

@@ -66,6 +66,7 @@ class DaemonCollector(Collector):
         yield from self._websocket()
         yield from self._gaps()
         yield from self._loops()
+        yield from self._cluster()
         yield from self._series()
         yield from self._process()
 
@@ -95,6 +96,20 @@ class DaemonCollector(Collector):
         hist.add_metric([], timings.seconds.cumulative(), timings.seconds.sum)
         yield hist
         yield _counter("upsert_errors", "Upserts that raised", timings.errors)
+
+    def _cluster(self) -> Iterator[Metric]:
+        st = self.daemon.cluster_state
+        alive = sum(1 for m in st.members if m.alive)
+        yield _gauge("cluster_members_alive", "Daemons heartbeating on this database", alive)
+        yield _gauge("cluster_channels_held", "Live channels this daemon holds", st.held_channels)
+        yield _gauge(
+            "cluster_channels_expected",
+            "This daemon's share of the live channels",
+            st.expected_channels,
+        )
+        yield _gauge(
+            "cluster_fenced", "1 while this daemon holds nothing (no heartbeat)", st.fenced
+        )
 
     def _rest(self) -> Iterator[Metric]:
         rest = self.daemon.rest_stats

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from market_data.models import Gap, Job
 from market_data.timeframes import format_ts
@@ -117,6 +117,26 @@ class BackfillOut(BaseModel):
     plan: BackfillPlanOut
 
 
+class MemberOut(BaseModel):
+    id: str
+    heartbeat: str = Field(description="its latest heartbeat, on the database's clock")
+    channels: int = Field(description="live channels it held then")
+    jobs: int = Field(description="jobs it had running then")
+    alive: bool = Field(description="heartbeat within LEASE_TTL_SECONDS")
+
+
+class ClusterOut(BaseModel):
+    """The daemons sharing this database (one on SQLite)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    self_id: str = Field(alias="self", description="this daemon's DAEMON_ID")
+    members: list[MemberOut]
+    expected_channels: int = Field(description="this member's share of the live channels")
+    held_channels: int
+    fenced: bool = Field(description="no heartbeat within a TTL: it holds nothing")
+
+
 class StatusOut(BaseModel):
     now: str
     started_at: str
@@ -131,6 +151,7 @@ class StatusOut(BaseModel):
     backfill: BackfillOut
     written_by_source: dict[str, int]
     rate_limiter: RateLimiterOut | None = None
+    cluster: ClusterOut | None = None
 
 
 class GapOut(BaseModel):
@@ -186,6 +207,7 @@ class JobOut(BaseModel):
     duration_seconds: float | None
     candles_fetched: int
     last_error: str | None
+    owner: str | None = Field(None, description="the DAEMON_ID that ran it")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -204,6 +226,7 @@ class JobOut(BaseModel):
             duration_seconds=duration,
             candles_fetched=job.candles_fetched,
             last_error=job.last_error,
+            owner=job.owner,
         )
 
 

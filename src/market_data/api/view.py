@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from market_data.rate_limiter import LimiterStats
     from market_data.scheduler import LoopStatus
     from market_data.services.backfill import BackfillPlan, SeriesProgress
+    from market_data.services.cluster import ClusterState
     from market_data.services.gap_repair import GapStats
     from market_data.services.live.ingestion import WsIngestionState
     from market_data.services.retention import RetentionStats
@@ -43,6 +44,13 @@ class DaemonView(Protocol):
     @property
     def store(self) -> Store:
         """The daemon's store, for the read endpoints (and /health's ping)."""
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        """This member and the others sharing the database (a cluster of one on SQLite)."""
+
+    def cluster_share(self) -> tuple[bool, str]:
+        """Whether this member holds its share of the live channels, and why not."""
 
     @property
     def loop_statuses(self) -> Sequence[LoopStatus]:

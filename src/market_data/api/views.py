@@ -16,7 +16,9 @@ from market_data.api.schemas import (
     BackfillOut,
     BackfillPlanOut,
     CheckOut,
+    ClusterOut,
     LoopOut,
+    MemberOut,
     RateLimiterOut,
     SeriesOut,
     WebSocketOut,
@@ -26,7 +28,7 @@ from market_data.api.view import DaemonView
 from market_data.models import SeriesKey, SeriesStats
 from market_data.scheduler import LoopStatus
 from market_data.storage.base import Store
-from market_data.timeframes import count_periods, next_open, nominal_ms
+from market_data.timeframes import count_periods, format_ts, next_open, nominal_ms
 
 # Open gaps read to count them per series; beyond this the per-series counts are a lower bound
 # (the total comes from count_open_gaps()).
@@ -228,6 +230,27 @@ def websocket_health(daemon: DaemonView, now: int) -> WsHealth:
         return WsHealth(False, f"refused by the exchange: {st.failed_subscriptions}")
     live = sum(1 for c in conns if c.state == "subscribed")
     return WsHealth(True, f"{live}/{len(conns)} connections subscribed")
+
+
+def cluster(daemon: DaemonView) -> ClusterOut:
+    st = daemon.cluster_state
+    members = [
+        MemberOut(
+            id=m.id,
+            heartbeat=format_ts(m.heartbeat),
+            channels=m.channels,
+            jobs=m.jobs,
+            alive=m.alive,
+        )
+        for m in st.members
+    ]
+    return ClusterOut(
+        self_id=st.self_id,
+        members=members,
+        expected_channels=st.expected_channels,
+        held_channels=st.held_channels,
+        fenced=st.fenced,
+    )
 
 
 def backfill(daemon: DaemonView) -> BackfillOut:

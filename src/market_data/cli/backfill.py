@@ -150,9 +150,9 @@ async def _backfill(
 
     store = open_store(settings)
     limiter = RateLimiter.from_settings(settings)
-    exchange = BitfinexExchange(
-        BitfinexRest(settings.bitfinex_rest_url, limiter), settings.bitfinex_ws_url
-    )
+    source = settings.bitfinex_source_address
+    rest = BitfinexRest(settings.bitfinex_rest_url, limiter, source_address=source)
+    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url, source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:

@@ -44,8 +44,10 @@ async def _with_service(settings: Settings, work: Callable[[GapService], Awaitab
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
-    rest = BitfinexRest(settings.bitfinex_rest_url, RateLimiter.from_settings(settings))
-    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url)
+    source = settings.bitfinex_source_address
+    limiter = RateLimiter.from_settings(settings)
+    rest = BitfinexRest(settings.bitfinex_rest_url, limiter, source_address=source)
+    exchange = BitfinexExchange(rest, settings.bitfinex_ws_url, source)
     try:
         await store.upgrade()
         service = GapService(settings, store, exchange, CandleSink(store, settings))

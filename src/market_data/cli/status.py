@@ -1,4 +1,6 @@
-"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps.
+"""`market-data status`: per stored series, how much is there, how fresh, and its open gaps;
+then the backfill plan and the daemons sharing the database (cluster members, alive or not).
+`--json` keeps to the series.
 
 With BITFINEX_SYMBOLS patterns the exchange's pair list is read once, so a stored series whose
 pair is no longer listed shows as delisted (when the exchange cannot be reached, no state is
@@ -90,9 +92,18 @@ async def _preview_plan(
     return await service.preview(series)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    id: str
+    heartbeat_age_ms: int
+    channels: int
+    jobs: int
+    alive: bool
+
+
 async def _collect(
     settings: Settings, now_ms: int
-) -> tuple[list[StatusRow], bool, BackfillPlan | None]:
+) -> tuple[list[StatusRow], bool, BackfillPlan | None, list[MemberRow]]:
     from market_data.storage.sql import open_store
 
     store = open_store(settings)
@@ -108,8 +119,16 @@ async def _collect(
         if universe is not None or not settings.has_symbol_patterns:
             series = None if universe is None else universe.all_series()
             plan = await _preview_plan(settings, store, series)
+        db_now, records = await store.list_members()
     finally:
         await store.close()
+    ttl_ms = settings.lease_ttl_seconds * 1000
+    members = [
+        MemberRow(
+            m.id, db_now - m.heartbeat_at, m.channels, m.jobs, db_now - m.heartbeat_at < ttl_ms
+        )
+        for m in records
+    ]
     open_by_series = Counter(gap.series for gap in gaps)
     rows = [
         StatusRow(
@@ -121,7 +140,7 @@ async def _collect(
         for s in stats
     ]
     rows.sort(key=lambda r: (r.stats.symbol, timeframe_order(r.stats.timeframe)))
-    return rows, len(gaps) >= GAP_LISTING_LIMIT, plan
+    return rows, len(gaps) >= GAP_LISTING_LIMIT, plan, members
 
 
 def lag_ms(stats: SeriesStats, now_ms: int) -> int | None:
@@ -185,6 +204,24 @@ def _table(rows: list[StatusRow], gaps_truncated: bool, where: str) -> Table:
     return table
 
 
+def _members_table(members: list[MemberRow]) -> Table:
+    table = Table(title="daemons on this database", title_justify="left")
+    for name in ("daemon", "heartbeat", "channels", "jobs", "state"):
+        numeric = name in ("channels", "jobs")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
+    for m in members:
+        table.add_row(
+            m.id,
+            f"{format_duration(max(0, m.heartbeat_age_ms))} ago",
+            str(m.channels),
+            str(m.jobs),
+            "alive" if m.alive else "dead",
+        )
+    if not members:
+        table.caption = "no daemon running"
+    return table
+
+
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -192,7 +229,7 @@ def status(
     settings = settings_or_exit()
     where = settings.database_location()
     try:
-        rows, truncated, plan = run_async(_collect(settings, now_ms()))
+        rows, truncated, plan, members = run_async(_collect(settings, now_ms()))
     except MarketDataError as exc:
         problem = str(exc) if where in str(exc) else f"database at {where}: {exc}"
         if isinstance(exc, StorageError):
@@ -205,6 +242,7 @@ def status(
     console.print(_table(rows, truncated, where))
     if plan is not None:
         console.print(f"backfill plan: {plan.line(settings.rate_limit_delay)}", highlight=False)
+    console.print(_members_table(members))
 
 
 def register(app: typer.Typer) -> None:

@@ -84,6 +84,27 @@ class CandleColumns:
         return len(self.ts)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """One daemon of a cluster as its row says (times on the database's clock)."""
+
+    id: str
+    started_at: int
+    heartbeat_at: int
+    pid: int | None
+    host: str | None
+    channels: int  # channel leases it held at its latest heartbeat
+    jobs: int  # jobs it had running then
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a heartbeat found: the database's time, and the leases this member now holds."""
+
+    now: int
+    held: frozenset[tuple[str, str]]  # (kind, name)
+
+
 class StoreLifecycle(Protocol):
     async def upgrade(self) -> None:
         """Create or migrate the schema (Alembic, to head)."""
@@ -185,8 +206,66 @@ class JobStore(Protocol):
     ) -> list[Job]:
         """Newest first."""
 
-    async def fail_running_jobs(self, reason: str, status: str = "failed") -> int:
-        """Mark every job still `running` (left by a killed process, or at shutdown)."""
+    async def fail_running_jobs(
+        self, reason: str, status: str = "failed", *, owner: str | None = None
+    ) -> int:
+        """Mark every job still `running` (left by a killed process, or at shutdown), or only
+        `owner`'s."""
+
+
+class ClusterStore(Protocol):
+    """Several daemons on one database: members, leases and claimed work. Every time is judged
+    by the database's clock (PostgreSQL's `clock_timestamp()`), so the members' clocks may
+    differ; `ttl_ms` is how long a heartbeat, a lease or a claim stays valid."""
+
+    async def heartbeat_member(
+        self, member_id: str, *, pid: int, host: str, ttl_ms: int
+    ) -> Heartbeat:
+        """Upsert the member's row (heartbeat now), renew its leases and claimed work for
+        `ttl_ms`, record its channel and running job counts, and drop what expired long ago."""
+
+    async def leave_cluster(self, member_id: str) -> None:
+        """Delete the member's row and give up its leases and claims (a clean stop)."""
+
+    async def list_members(self) -> tuple[int, list[MemberRecord]]:
+        """The database's time now and every member's row."""
+
+    async def take_leases(
+        self, kind: str, names: Sequence[str], owner: str, ttl_ms: int
+    ) -> set[str]:
+        """Take or renew the named leases: those free, expired or already `owner`'s; the names
+        now held. A lease another owner holds is never taken before it expires."""
+
+    async def release_leases(self, kind: str, names: Sequence[str], owner: str) -> None: ...
+
+    async def lease_holders(self, kind: str) -> dict[str, tuple[str, int]]:
+        """name -> (owner, expires_at) of the unexpired leases of `kind`."""
+
+    async def claim_work(
+        self, kind: str, keys: Sequence[str], owner: str, ttl_ms: int, limit: int
+    ) -> list[str]:
+        """Claim up to `limit` of `keys` that nobody holds (never claimed, or the claim expired,
+        or done long enough ago); the keys claimed, each by exactly one caller however many
+        claim at once."""
+
+    async def finish_work(self, kind: str, key: str, owner: str, keep_ms: int) -> None:
+        """Mark an item done; it is not claimable again for `keep_ms`."""
+
+    async def release_work(self, kind: str, key: str, owner: str) -> None:
+        """Give an item back unfinished (claimable at once)."""
+
+    async def fail_member_jobs(
+        self,
+        ttl_ms: int,
+        *,
+        also: str | None = None,
+        unowned: bool = False,
+        every_member: bool = False,
+    ) -> dict[str, int]:
+        """Close as `failed` the jobs left `running` by members without a heartbeat for
+        `ttl_ms` (with `every_member`, by any member: the caller knows they are all gone), by
+        `also` (a previous instance of this member), and with `unowned` by no member at all (a
+        process that never joined); the reason names the owner. Jobs closed by owner."""
 
 
 class GapStore(Protocol):
@@ -278,6 +357,13 @@ class CoverageStore(Protocol):
 
 
 class Store(
-    StoreLifecycle, CandleStore, JobStore, GapStore, SeriesStateStore, CoverageStore, Protocol
+    StoreLifecycle,
+    CandleStore,
+    JobStore,
+    GapStore,
+    SeriesStateStore,
+    CoverageStore,
+    ClusterStore,
+    Protocol,
 ):
     """Every purpose at once: what the daemon holds, and what `sql.SqlStore` implements."""

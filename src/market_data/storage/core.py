@@ -48,6 +48,7 @@ class SqlBase:
         *,
         clock: Callable[[], int] = now_ms,
         exchange: str = EXCHANGE,
+        owner: str | None = None,
     ) -> None:
         try:
             self.url = normalize_database_url(database_url)
@@ -55,6 +56,7 @@ class SqlBase:
             raise ConfigError("DATABASE_URL", str(exc)) from None
         self.target = describe_target(database_url)
         self.exchange = exchange
+        self.owner = owner  # DAEMON_ID, recorded on the jobs this store creates
         self._password = password_of(database_url)
         self._clock = clock
         self.dialect = dialect_for(self.url, exchange)

@@ -112,6 +112,23 @@ class Dialect(ABC):
     def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
         """A stored time column as epoch milliseconds, for arithmetic in SQL (coverage)."""
 
+    # -- several daemons on one database (cluster.py) ---------------------------------------------
+
+    @abstractmethod
+    def clock(self, plus_ms: int = 0) -> sa.ColumnElement[Any]:
+        """The database's time now (+ `plus_ms`), comparable with and storable in a time column:
+        lease expiries are judged by one clock, whatever the members' machines say."""
+
+    def lock_rows(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        """`select` locking the rows it returns until the transaction ends (waiting for them);
+        the default leaves it as it is (SQLite: one writer at a time)."""
+        return select
+
+    def skip_locked(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        """`select` locking the rows it returns and passing over rows another transaction has
+        locked (claims); the default leaves it as it is (SQLite: one writer at a time)."""
+        return select
+
     # -- the gap detector's many-series reads (one or a few statements per cycle) ----------------
 
     @abstractmethod

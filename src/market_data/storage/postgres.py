@@ -18,7 +18,7 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -252,6 +252,17 @@ class PostgresDialect(Dialect):
 
     def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
         return sa.cast(sa.extract("epoch", column) * 1000, sa.BigInteger)
+
+    def clock(self, plus_ms: int = 0) -> sa.ColumnElement[Any]:
+        # clock_timestamp(), not now(): the time of the statement, not of its transaction.
+        now = sa.func.clock_timestamp()
+        return now + sa.literal(timedelta(milliseconds=plus_ms), sa.Interval) if plus_ms else now
+
+    def lock_rows(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.with_for_update()
+
+    def skip_locked(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.with_for_update(skip_locked=True)
 
     async def prepare_migration(self, conn: AsyncConnection) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))

@@ -66,6 +66,7 @@ def _job(row: sa.Row[Any]) -> Job:
         completed_at=m["completed_at"],
         candles_fetched=m["candles_fetched"],
         last_error=m["last_error"],
+        owner=m["owner"],
     )
 
 
@@ -83,6 +84,7 @@ class JobsMixin(SqlBase):
             status=JobStatus.RUNNING.value,
             started_at=self._clock(),
             candles_fetched=0,
+            owner=self.owner,
         )
         async with self._write() as conn:
             return int((await conn.execute(stmt.returning(ingestion_jobs.c.id))).scalar_one())
@@ -130,7 +132,9 @@ class JobsMixin(SqlBase):
         async with self._read() as conn:
             return [_job(row) for row in await conn.execute(stmt)]
 
-    async def fail_running_jobs(self, reason: str, status: str = "failed") -> int:
+    async def fail_running_jobs(
+        self, reason: str, status: str = "failed", *, owner: str | None = None
+    ) -> int:
         if status not in _JOB_STATUSES or status == JobStatus.RUNNING:
             raise ValueError(f"cannot end jobs as {status!r}")
         stmt = (
@@ -138,6 +142,8 @@ class JobsMixin(SqlBase):
             .where(ingestion_jobs.c.status == JobStatus.RUNNING)
             .values(status=status, completed_at=self._clock(), last_error=_error_text(reason))
         )
+        if owner is not None:
+            stmt = stmt.where(ingestion_jobs.c.owner == owner)
         async with self._write() as conn:
             return int((await conn.execute(stmt)).rowcount)
 

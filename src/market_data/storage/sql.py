@@ -24,6 +24,7 @@ from market_data.storage.base import (
     UpsertResult,
 )
 from market_data.storage.batches import prepare
+from market_data.storage.cluster import ClusterMixin
 from market_data.storage.core import SqlBase
 from market_data.storage.coverage import CoverageMixin
 from market_data.storage.detection import DetectionMixin
@@ -59,7 +60,7 @@ def _candle(row: Sequence[Any]) -> Candle:
     return Candle(sym, tf, int(ts), o, h, lo, c, v, bool(final))
 
 
-class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, SqlBase):
+class SqlStore(JobsMixin, GapsMixin, DetectionMixin, CoverageMixin, ClusterMixin, SqlBase):
     def __init__(
         self,
         database_url: str,

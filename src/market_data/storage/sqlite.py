@@ -236,6 +236,13 @@ class SqliteDialect(Dialect):
     def epoch_ms(self, column: Any) -> sa.ColumnElement[int]:
         return sa.type_coerce(column, sa.BigInteger)
 
+    def clock(self, plus_ms: int = 0) -> sa.ColumnElement[Any]:
+        # This machine's clock (one daemon per file), as epoch ms like every stored time.
+        now = sa.cast(
+            sa.func.round((sa.func.julianday("now") - 2440587.5) * 86_400_000.0), sa.Integer
+        )
+        return now + plus_ms if plus_ms else now
+
     async def write_small(self, raw: Any, batches: list[SeriesBatch]) -> int:
         rows = [row for batch in batches for row in batch.rows]
         keys: list[Any] = []

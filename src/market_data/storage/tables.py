@@ -62,8 +62,10 @@ ingestion_jobs = sa.Table(
     sa.Column("completed_at", EpochMs),
     sa.Column("candles_fetched", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
+    sa.Column("owner", sa.Text),  # the DAEMON_ID of the daemon that runs it
     sa.Index(None, "started_at"),
     sa.Index(None, "status"),
+    sa.Index(None, "owner", "status"),
 )
 
 data_gaps = sa.Table(
@@ -128,4 +130,47 @@ rejected_candles = sa.Table(
     sa.Column("raw", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("seen_at", EpochMs, nullable=False),
+)
+
+# -- several daemons on one database (services/cluster) ------------------------------------------
+
+cluster_members = sa.Table(
+    "cluster_members",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # DAEMON_ID
+    sa.Column("started_at", EpochMs, nullable=False),
+    sa.Column("heartbeat_at", EpochMs, nullable=False),  # the database's clock
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.Text),
+    sa.Column("channels", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("jobs", sa.Integer, nullable=False, server_default="0"),
+)
+
+# One owner per (kind, name) until expires_at: live channels, loop leadership.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("expires_at", EpochMs, nullable=False),
+    sa.PrimaryKeyConstraint("kind", "name"),
+    sa.Index(None, "owner"),
+)
+
+# Work items members claim (backfill windows, gap repairs): `claimed` by an owner until
+# expires_at (renewed with its heartbeat), `done` (kept until expires_at so a member working from
+# an older list does not repeat it), or `open`.
+work_claims = sa.Table(
+    "work_claims",
+    metadata,
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default="open"),
+    sa.Column("owner", sa.Text),
+    sa.Column("expires_at", EpochMs),
+    sa.Column("payload", sa.Text),
+    sa.PrimaryKeyConstraint("kind", "key"),
+    sa.Index(None, "owner"),
+    sa.CheckConstraint("state IN ('open', 'claimed', 'done')", name="ck_work_claims_state"),
 )

@@ -85,6 +85,7 @@ async def health(daemon: DaemonDep) -> JSONResponse:
         exchange_error is None,
         f"unreachable: {exchange_error}" if exchange_error else "reachable",
     )
+    checks["cluster"] = views.check(*daemon.cluster_share())
     checks["backfill"] = views.check(
         state.backfill_error is None, state.backfill_error or state.backfill
     )

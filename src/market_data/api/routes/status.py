@@ -51,4 +51,5 @@ async def status(request: Request, daemon: DaemonDep) -> StatusOut:
         backfill=views.backfill(daemon),
         written_by_source=dict(daemon.sink_stats.written_by_source),
         rate_limiter=views.rate_limiter(daemon),
+        cluster=views.cluster(daemon),
     )

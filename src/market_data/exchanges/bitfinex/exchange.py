@@ -34,9 +34,10 @@ LIMITS = ExchangeLimits(
 class BitfinexExchange:
     """The Bitfinex adapter the daemon hands to the services."""
 
-    def __init__(self, rest: BitfinexRest, ws_url: str) -> None:
+    def __init__(self, rest: BitfinexRest, ws_url: str, source_address: str | None = None) -> None:
         self.rest = rest
         self.ws_url = ws_url
+        self.source_address = source_address  # BITFINEX_SOURCE_ADDRESS: the WebSocket's too
 
     @property
     def name(self) -> str:
@@ -97,6 +98,7 @@ class BitfinexExchange:
         ]
         ws_options = WsOptions(
             url=self.ws_url,
+            source_address=self.source_address,
             clock_ms=options.clock_ms,
             max_per_connection=options.max_per_connection,
             heartbeat_timeout=options.heartbeat_timeout,

@@ -83,6 +83,7 @@ class BitfinexRest:
         pair_list_ttl: float = 3600.0,
         clock_ms: Callable[[], int] = now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        source_address: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
@@ -98,6 +99,10 @@ class BitfinexRest:
             timeout=httpx.Timeout(timeout),
             follow_redirects=True,
             headers={"Accept": "application/json", "User-Agent": f"market-data/{__version__}"},
+            # BITFINEX_SOURCE_ADDRESS: the exchange's rate limits count per client address.
+            transport=httpx.AsyncHTTPTransport(local_address=source_address)
+            if source_address
+            else None,
         )
         self._pairs: dict[str, str] | None = None  # canonical symbol -> exchange pair id
         self._pairs_loaded = 0.0  # time.monotonic() of the last load

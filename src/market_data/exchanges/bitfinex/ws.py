@@ -74,6 +74,7 @@ class WsOptions:
     healthy_after: float = 30.0  # a connection up this long resets the backoff
     connections_per_minute: int = WS_CONNECTIONS_PER_MINUTE
     handshake_penalty: float = 60.0  # a refused handshake blocks new connections this long
+    source_address: str | None = None  # the local address to connect from (None: any)
 
 
 class ProtocolViolation(MarketDataError):
@@ -208,6 +209,8 @@ class Shard:
             ping_interval=None,
             compression=None,
             max_size=16 * 1024 * 1024,
+            # Passed on to loop.create_connection: the exchange counts limits per address.
+            local_addr=None if opts.source_address is None else (opts.source_address, 0),
         ) as ws:
             self._ws = ws
             if stop.is_set():
