@@ -5,8 +5,11 @@ with it; up first so /health answers while the rest starts), `startup` (database
 retry, then everything below), `ws_ingestion`, `startup_backfill` (in the background: the live
 stream never waits for history; both startup steps are in daemon_startup.py), and one task per
 periodic loop (`gap_detection`, `gap_repair`, `update`, `cleanup`, `wal_checkpoint`, and
-`pair_refresh` with BITFINEX_SYMBOLS patterns: daemon_pairs.py). Work asked
-for over the API (`manual_backfill`, `manual_gap_repair`) runs in the same group.
+`pair_refresh` with BITFINEX_SYMBOLS patterns: daemon_pairs.py; daemon_loops.py builds them), and
+`cluster_heartbeat` with `ws_channels` (daemon_cluster.py: on PostgreSQL several daemons split
+the live channels by leases, the backfill items and gap repairs by claims, and one of them runs
+gap detection, retention and the update loop). Work asked for over the API (`manual_backfill`,
+`manual_gap_repair`) runs in the same group.
 
 Shutdown (SIGTERM/SIGINT only set the stop event) has two phases: every task sees the stop event
 and winds down (no new cycles, WebSocket ingestion flushes every buffered candle, backfill stops at
@@ -27,14 +30,15 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine
 from typing import Any, Protocol
 
 from market_data.config import Settings
-from market_data.daemon_cluster import ClusterDuty
+from market_data.daemon_cluster import ClusterDuty, LiveChannels
 from market_data.daemon_lock import DaemonLock, acquire_daemon_lock
 from market_data.daemon_loops import LoopWork, build_loops
 from market_data.daemon_pairs import PairRefresh
+from market_data.daemon_readout import DaemonReadout
 from market_data.daemon_startup import (
     backfill_until_done,
     describe,
@@ -45,17 +49,19 @@ from market_data.daemon_startup import (
 )
 from market_data.daemon_state import RuntimeState
 from market_data.errors import DaemonBusy, DaemonNotRunning
-from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest, RestStats
+from market_data.exchanges.bitfinex import BitfinexExchange, BitfinexRest
 from market_data.lifecycle import stop_on_signals
 from market_data.models import SeriesKey
-from market_data.rate_limiter import LimiterStats, RateLimiter
-from market_data.scheduler import LoopStatus, PeriodicLoop
-from market_data.services.backfill import BackfillPlan, BackfillService, SeriesProgress
-from market_data.services.cluster import ClusterState
-from market_data.services.gap_repair import GapService, GapStats
-from market_data.services.live.ingestion import WsIngestion, WsIngestionState
-from market_data.services.retention import RetentionService, RetentionStats
-from market_data.services.sink import CandleSink, SinkStats
+from market_data.rate_limiter import RateLimiter
+from market_data.scheduler import PeriodicLoop
+from market_data.services.backfill import (
+    BackfillService,
+    ItemClaim,
+)
+from market_data.services.gap_repair import GapService
+from market_data.services.live.ingestion import WsIngestion
+from market_data.services.retention import RetentionService
+from market_data.services.sink import CandleSink
 from market_data.services.universe import SeriesUniverse
 from market_data.services.update import UpdateService
 from market_data.storage.base import Store
@@ -86,7 +92,7 @@ class Companion(Protocol):
         """Finish: gracefully, or at once with `force`."""
 
 
-class Daemon:
+class Daemon(DaemonReadout):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop = asyncio.Event()
@@ -119,12 +125,18 @@ class Daemon:
             else None
         )
         unconfirmed = self.ws.oldest_unconfirmed if self.ws is not None else None
+        shared = self.cluster.shared  # several daemons split the repairs, backfills, channels
         self.gaps = GapService(
-            settings, self.store, self.exchange, self.sink, universe=u, unconfirmed=unconfirmed
+            *ws_args,
+            universe=u,
+            unconfirmed=unconfirmed,
+            claim=self.cluster.gap_repair if shared else None,
         )
+        self.backfill_claim: ItemClaim | None = self.cluster.backfill_item if shared else None
+        self.channels = LiveChannels(self.ws, u, self.cluster)
         self.retention = RetentionService(settings, self.store, universe=u)
         self.update = UpdateService(settings, self.store, self.exchange, self.sink, universe=u)
-        self.pairs = PairRefresh(u, self.exchange, self.store, self.ws, self.backfill, self)
+        self.pairs = PairRefresh(u, self.exchange, self.store, self.backfill, self)
         work = LoopWork(
             self._detect_gaps,
             self.gaps.repair,
@@ -137,58 +149,6 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._work: dict[str, asyncio.Task[None]] = {}
         self._lock: DaemonLock | None = None
-
-    # -- what the API reads (api.view.DaemonView) ------------------------------------------------
-
-    @property
-    def loop_statuses(self) -> list[LoopStatus]:
-        return [loop.status for loop in self.loops.values()]
-
-    @property
-    def ws_state(self) -> WsIngestionState | None:
-        return None if self.ws is None else self.ws.state
-
-    @property
-    def backfill_progress(self) -> Mapping[SeriesKey, SeriesProgress]:
-        return self.backfill.progress
-
-    @property
-    def backfill_plan(self) -> BackfillPlan:
-        return self.backfill.plan_state
-
-    @property
-    def sink_stats(self) -> SinkStats:
-        return self.sink.stats
-
-    @property
-    def upsert_timings(self) -> UpsertTimings:
-        return self.timings
-
-    @property
-    def rest_stats(self) -> RestStats:
-        return self.rest.stats
-
-    @property
-    def limiter_stats(self) -> LimiterStats:
-        return self.limiter.stats
-
-    def rate_limit_penalty_seconds(self) -> float:
-        return self.limiter.penalty_remaining()
-
-    @property
-    def cluster_state(self) -> ClusterState:
-        return self.cluster.state
-
-    def cluster_share(self) -> tuple[bool, str]:
-        return self.cluster.member.share_check()
-
-    @property
-    def gap_stats(self) -> GapStats:
-        return self.gaps.stats
-
-    @property
-    def retention_stats(self) -> RetentionStats:
-        return self.retention.stats
 
     # -- running -----------------------------------------------------------------------------
 
@@ -268,6 +228,9 @@ class Daemon:
                 return
         self.state.phase = "running"
         if self.ws is not None:
+            if self.cluster.shared:  # this member's share only, once the cluster says which
+                self._spawn("ws_channels", self.channels.follow(self.stop))
+            await self.restream()
             self._spawn("ws_ingestion", self.ws.run(self.stop))
         if self.settings.backfill_on_startup:
             self._spawn("startup_backfill", self._startup_backfill())
@@ -276,8 +239,14 @@ class Daemon:
         for loop in self.loops.values():
             self._spawn(loop.name, loop.run(self.stop))
 
+    async def restream(self) -> None:
+        await self.channels.restream()
+
     async def _startup_backfill(self) -> None:
-        if await backfill_until_done(self.backfill, self.state, self.stop, what="Startup backfill"):
+        done = await backfill_until_done(
+            self.backfill, self.state, self.stop, what="Startup backfill", claim=self.backfill_claim
+        )
+        if done:
             # Fresh history: look for holes right after it rather than an interval from now.
             self.loops["gap_detection"].trigger()
 

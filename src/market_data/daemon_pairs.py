@@ -13,8 +13,7 @@ from typing import Protocol
 from market_data.daemon_startup import backfill_until_done
 from market_data.daemon_state import RuntimeState
 from market_data.exchanges.base import Exchange
-from market_data.services.backfill import BackfillService
-from market_data.services.live.ingestion import WsIngestion
+from market_data.services.backfill import BackfillService, ItemClaim
 from market_data.services.universe import SeriesUniverse, UniverseChange
 from market_data.storage.base import Store
 
@@ -25,10 +24,16 @@ PAIR_REFRESH_S = 86_400.0  # the exchange lists and delists pairs rarely; reconn
 
 
 class _Running(Protocol):
-    """What of the daemon the refresh reads: its state and stop event."""
+    """What of the daemon the refresh uses: its state and stop event, how it claims backfill
+    items among several daemons, and how it streams what the universe (and the cluster) say."""
 
     state: RuntimeState
     stop: asyncio.Event
+
+    @property
+    def backfill_claim(self) -> ItemClaim | None: ...
+
+    async def restream(self) -> None: ...
 
 
 class PairRefresh:
@@ -37,14 +42,12 @@ class PairRefresh:
         universe: SeriesUniverse,
         exchange: Exchange,
         store: Store,
-        ws: WsIngestion | None,
         backfill: BackfillService,
         daemon: _Running,
     ) -> None:
         self._universe = universe
         self._exchange = exchange
         self._store = store
-        self._ws = ws
         self._backfill = backfill
         self._daemon = daemon
 
@@ -61,8 +64,7 @@ class PairRefresh:
             len(delisted),
             f" ({', '.join(delisted[:20])})" if delisted else "",
         )
-        if self._ws is not None:
-            await self._ws.set_series(universe.native_series())
+        await self._daemon.restream()
 
     async def refresh(self) -> UniverseChange:
         """Read the pair list again: stream and backfill new pairs, drop delisted ones."""
@@ -75,8 +77,8 @@ class PairRefresh:
             )
         if change.added:
             log.info("Newly listed, streaming and backfilling: %s", ", ".join(change.added))
-        if change and self._ws is not None:
-            await self._ws.set_series(universe.native_series())
+        if change:
+            await self._daemon.restream()
         if change.added:
             added = set(change.added)
             await backfill_until_done(
@@ -85,5 +87,6 @@ class PairRefresh:
                 self._daemon.stop,
                 what="Backfill of newly listed pairs",
                 series=[k for k in universe.all_series() if k.symbol in added],
+                claim=self._daemon.backfill_claim,
             )
         return change

@@ -18,7 +18,7 @@ from market_data.daemon_state import RuntimeState
 from market_data.errors import MarketDataError, PermanentError
 from market_data.lifecycle import Backoff, Stopped, retry
 from market_data.models import SeriesKey
-from market_data.services.backfill import BackfillReport, BackfillService
+from market_data.services.backfill import BackfillReport, BackfillService, ItemClaim
 from market_data.services.cluster import ClusterMember
 from market_data.storage.base import Store
 
@@ -98,6 +98,7 @@ async def backfill_until_done(
     what: str,
     series: list[SeriesKey] | None = None,
     start_ms: int | None = None,
+    claim: ItemClaim | None = None,
 ) -> bool:
     """Backfill `series` (every configured one when None) from `start_ms` (BACKFILL_DAYS when
     None); series that failed (exchange down, database read-only, full or unreachable) are
@@ -110,7 +111,7 @@ async def backfill_until_done(
 
     async def one_round() -> bool:
         nonlocal todo
-        report = await backfill.run(series=todo, start_ms=start_ms, stop=stop)
+        report = await backfill.run(series=todo, start_ms=start_ms, stop=stop, claim=claim)
         state.unknown_symbols = sorted(set(state.unknown_symbols) | set(report.unknown_symbols))
         if report.cancelled or stop.is_set():
             return False

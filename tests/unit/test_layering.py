@@ -67,6 +67,7 @@ DAEMON = frozenset(
         f"{ROOT}.daemon_pairs",
         f"{ROOT}.daemon_cluster",
         f"{ROOT}.daemon_loops",
+        f"{ROOT}.daemon_readout",
     }
 )
 # The commands that run the simulator (it is their whole point); nothing else in production

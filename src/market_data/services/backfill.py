@@ -23,14 +23,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 
 from market_data.config import Settings
 from market_data.errors import MarketDataError, UnknownSymbol, is_exchange_outage
 from market_data.exchanges.base import Exchange
 from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
-from market_data.ranges import Range, subtract
+from market_data.ranges import Range
+from market_data.services.backfill_known import lower_bound, missing_windows
 from market_data.services.backfill_plan import (
     DONE,
     STAGES,
@@ -54,8 +56,6 @@ from market_data.storage.base import Store
 from market_data.timeframes import (
     DAY_MS,
     align,
-    ceil_open,
-    next_open,
     nominal_ms,
     now_ms,
     source_of,
@@ -69,6 +69,7 @@ __all__ = [
     "BackfillPlan",
     "BackfillReport",
     "BackfillService",
+    "ItemClaim",
     "SeriesProgress",
     "SeriesResult",
     "order_series",
@@ -88,6 +89,11 @@ class _Run:
     names: list[str]  # the stages, in run order
     now: int
     plan: BackfillPlan  # what /status shows of the run (the first one when two overlap)
+
+
+# Claims one item for this daemon among several (series, stage, start, end): yields whether
+# this daemon walks it (the cluster's work claims; finished when the block ends).
+ItemClaim = Callable[[SeriesKey, str, int, int], AbstractAsyncContextManager[bool]]
 
 
 class BackfillService(WindowWalker):
@@ -125,12 +131,14 @@ class BackfillService(WindowWalker):
         start_ms: int | None = None,
         end_ms: int | None = None,
         stop: asyncio.Event | None = None,
+        claim: ItemClaim | None = None,
     ) -> BackfillReport:
         """Backfill `series` (default: every active one) over [start_ms, end_ms), stage by
-        stage."""
+        stage. With `claim` (several daemons run the same backfill), an item is walked only
+        by the daemon that claims it, re-planned from the store at that moment."""
         self._runs += 1
         try:
-            return await self._run(series, start_ms, end_ms, stop)
+            return await self._run(series, start_ms, end_ms, stop, claim)
         finally:
             self._runs -= 1
 
@@ -140,6 +148,7 @@ class BackfillService(WindowWalker):
         start_ms: int | None,
         end_ms: int | None,
         stop: asyncio.Event | None,
+        claim: ItemClaim | None,
     ) -> BackfillReport:
         stop = stop or asyncio.Event()
         run = self._prepare(series, start_ms, end_ms)
@@ -168,7 +177,10 @@ class BackfillService(WindowWalker):
                 if stop.is_set():
                     cancelled = True
                     break
-                await self._run_item(item, run, stop, key in later)
+                if claim is None:
+                    await self._run_item(item, run, stop, key in later)
+                else:
+                    await self._claimed_item(claim, item, run, stop, key in later)
                 ran.add(key)
                 state = self.progress[key].state
                 if state in _FINAL_STATES:
@@ -260,16 +272,7 @@ class BackfillService(WindowWalker):
 
     async def _lower_bound(self, key: SeriesKey, start: int, now: int) -> int:
         horizon = await self._store.get_retention_horizon(key)
-        return self._lower(key, start, now, horizon)
-
-    def _lower(self, key: SeriesKey, start: int, now: int, horizon: int | None) -> int:
-        lower = start
-        retention = self._settings.retention_ms(key.timeframe)
-        if retention is not None:
-            lower = max(lower, now - retention)
-        if horizon is not None:
-            lower = max(lower, horizon)
-        return ceil_open(lower, key.timeframe)
+        return lower_bound(self._settings, key, start, now, horizon)
 
     async def plan(self, key: SeriesKey, start: int, end: int, now: int) -> list[tuple[int, int]]:
         """The windows still to fetch for `key` in [start, end)."""
@@ -278,29 +281,19 @@ class BackfillService(WindowWalker):
     async def plan_many(
         self, ranges: Mapping[SeriesKey, tuple[int, int]], now: int
     ) -> dict[SeriesKey, list[Range]]:
-        """The windows still to fetch per series in its [start, end), from three reads for all
-        the series (their stats, retention horizons and empty ranges), not a few per series:
-        with hundreds of series the plan takes well under a second."""
-        stats = {SeriesKey(s.symbol, s.timeframe): s for s in await self._store.series_stats()}
-        horizons = {k: v[2] for k, v in (await self._store.scan_states()).items()}
-        result: dict[SeriesKey, list[Range]] = {}
-        bounds: dict[SeriesKey, tuple[int, int]] = {}
-        for key, (start, end) in ranges.items():
-            lower = self._lower(key, start, now, horizons.get(key))
-            windows = [(lower, end)] if lower < end else []
-            st = stats.get(key)
-            if windows and st is not None and st.first_ts is not None:
-                last = st.last_final_ts
-                known_end = next_open(last, key.timeframe) if last is not None else st.first_ts
-                windows = subtract(windows, [(st.first_ts, known_end)])
-            result[key] = windows
-            if windows:
-                bounds[key] = (lower, end)
-        if bounds:
-            empty = await self._store.empty_ranges_many(bounds)
-            for key in bounds:
-                result[key] = subtract(result[key], empty.get(key, []))
-        return result
+        """The windows still to fetch per series in its [start, end) (backfill_known.py)."""
+        return await missing_windows(self._store, self._settings, ranges, now)
+
+    async def _claimed_item(
+        self, claim: ItemClaim, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool
+    ) -> None:
+        async with claim(item.series, item.stage, item.start, item.end) as mine:
+            if not mine:  # another daemon walks it (and rebuilds its derived series)
+                run.plan.get(item.stage).requests_done += item.requests
+                return
+            # What another daemon fetched meanwhile is known now: only the rest is walked.
+            fresh = await self.plan_many({item.series: (item.start, item.end)}, run.now)
+            await self._run_item(replace(item, windows=tuple(fresh[item.series])), run, stop, later)
 
     async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:
         """Walk one item, then rebuild the series derived from it over the stage's range (over

@@ -12,7 +12,6 @@ from market_data.services.cluster.member import (
     channel_name,
     channel_series,
     series_key,
-    window_key,
 )
 
 __all__ = [
@@ -27,5 +26,4 @@ __all__ = [
     "channel_series",
     "series_key",
     "share_of",
-    "window_key",
 ]

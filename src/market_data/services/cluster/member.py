@@ -37,7 +37,7 @@ from .assignment import share_of
 log = logging.getLogger(__name__)
 
 LOOP_LEASE = "loop"
-BACKFILL_WORK = "backfill"  # a backfill window (window_key)
+BACKFILL_WORK = "backfill"  # one series' backfill stage (daemon_cluster.backfill_item)
 GAP_REPAIR_WORK = "gap_repair"  # one series' gap repairs (series_key)
 DONE_KEEP_S = 3600.0  # a finished work item is not claimed again for this long
 MAX_MEMBERS_SHOWN = 1000
@@ -54,10 +54,6 @@ def channel_series(name: str) -> SeriesKey:
 
 def series_key(series: SeriesKey) -> str:
     return str(series)
-
-
-def window_key(series: SeriesKey, start_ms: int, end_ms: int) -> str:
-    return f"{series}/{start_ms}-{end_ms}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,16 +264,19 @@ class ClusterMember:
             return []
         return await self.store.claim_work(kind, list(candidates), self.id, self.ttl_ms, limit)
 
-    async def finish(self, kind: str, key: str) -> None:
-        await self.store.finish_work(kind, key, self.id, int(DONE_KEEP_S * 1000))
+    async def finish(self, kind: str, key: str, keep_s: float = DONE_KEEP_S) -> None:
+        await self.store.finish_work(kind, key, self.id, int(keep_s * 1000))
 
     async def release(self, kind: str, key: str) -> None:
         await self.store.release_work(kind, key, self.id)
 
     @asynccontextmanager
-    async def claimed(self, kind: str, key: str) -> AsyncIterator[bool]:
+    async def claimed(
+        self, kind: str, key: str, keep_s: float = DONE_KEEP_S
+    ) -> AsyncIterator[bool]:
         """`async with member.claimed(BACKFILL_WORK, key) as mine:` do the work when `mine`;
-        finished on success, given back when the work raises."""
+        finished on success (not claimed again for `keep_s`; 0: free at once), given back when
+        the work raises."""
         mine = bool(await self.claim(kind, [key]))
         if not mine:
             yield False
@@ -290,7 +289,10 @@ class ClusterMember:
             except Exception as exc:  # it expires with the claim anyway
                 log.warning("Could not give back %s %s: %s", kind, key, exc)
             raise
-        await self.finish(kind, key)
+        if keep_s > 0:
+            await self.finish(kind, key, keep_s)
+        else:
+            await self.release(kind, key)
 
     # -- jobs ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -110,11 +111,14 @@ class GapService:
         policy: RetryPolicy | None = None,
         universe: SeriesUniverse | None = None,
         unconfirmed: Callable[[], Mapping[SeriesKey, int]] | None = None,
+        claim: Callable[[SeriesKey], AbstractAsyncContextManager[bool]] | None = None,
     ) -> None:
         self._settings = settings
         # Per series, the oldest period the live stream watches that REST has not confirmed
         # yet: not a gap (yet), so detection stops before it.
         self._unconfirmed = unconfirmed
+        # Several daemons on one database: a series' gaps are repaired by the one claiming it.
+        self._claim = claim
         self._store = store
         self._clock = clock
         self._universe = universe or SeriesUniverse.static(settings)
@@ -320,7 +324,12 @@ class GapService:
                 if budget is not None and spent and spent + self.repairer.cost(unit) > budget:
                     return
                 taken.update(g.id for g in unit)
-                await self.repairer.repair_unit(unit, report)
+                if self._claim is None:
+                    await self.repairer.repair_unit(unit, report)
+                    continue
+                async with self._claim(unit[0].series) as mine:
+                    if mine:  # else another daemon repairs this series now
+                        await self.repairer.repair_unit(unit, report)
 
     def _count(self, report: RepairReport) -> None:
         st = self.stats
