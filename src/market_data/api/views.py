@@ -57,6 +57,7 @@ def series_rows(
 ) -> list[SeriesOut]:
     settings = daemon.settings
     configured = settings.all_series()
+    configured_set = set(configured)  # a set per row made /status quadratic in series
     derived = set(settings.derived_series())
     by_key = {SeriesKey(s.symbol, s.timeframe): s for s in stats}
     keys = list(dict.fromkeys([*configured, *sorted(by_key, key=str)]))
@@ -70,7 +71,7 @@ def series_rows(
                 symbol=key.symbol,
                 timeframe=key.timeframe,
                 derived=key in derived,
-                configured=key in set(configured),
+                configured=key in configured_set,
                 candle_count=st.candle_count if st else 0,
                 first_candle=iso(st.first_ts if st else None),
                 last_candle=iso(last),
