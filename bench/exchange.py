@@ -45,7 +45,7 @@ from market_data.simulator import SimulatorConfig, exchange_pairs, run_simulator
 from market_data.simulator.exchange import is_test_pair  # noqa: E402
 from market_data.simulator.market import Market  # noqa: E402
 from market_data.storage.sql import open_store  # noqa: E402
-from market_data.timeframes import align, count_periods, next_open  # noqa: E402
+from market_data.timeframes import MINUTE_MS, align, count_periods, next_open  # noqa: E402
 
 TIMEFRAMES = ("1m", "1h")
 PAGE = 10_000
@@ -135,7 +135,15 @@ async def compare_truth(
                 fields = ("open", "high", "low", "close", "volume")
                 if t is None or any(getattr(c, f) != getattr(t, f) for f in fields):
                     unequal += 1
-            missing += sum(1 for ts in truth if ts >= since_ms and ts not in ours)
+                    if unequal <= 5:
+                        print(f"  unequal: stored {c}\n           truth  {t}", flush=True)
+            # A candle that closed in the last two minutes may still be on its way (flushes).
+            settled = end_ms - 2 * MINUTE_MS
+            missing += sum(
+                1
+                for ts in truth
+                if ts >= since_ms and next_open(ts, tf) <= settled and ts not in ours
+            )
     return stored, unequal, missing, checked
 
 
