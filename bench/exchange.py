@@ -338,6 +338,10 @@ def report(
             f"{run.cycles[-1][2]} / {run.cycles[-1][3]}" if run.cycles else "-",
         ),
         ("closed candles stored / unequal", f"{stored:,} / {unequal}"),
+        (
+            "unchecked final candles, oldest (s)",
+            _f(run.status["websocket"]["details"].get("unchecked_final_oldest_age_seconds")),
+        ),
         ("closed since start missing (of truth)", f"{missing} (of {checked:,} checked)"),
     ]
     for name, value in rows:
