@@ -5,6 +5,7 @@ Times are ISO 8601 UTC strings (`2026-02-05T20:00:00Z`); durations are seconds.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +15,13 @@ from market_data.timeframes import format_ts
 
 
 def iso(ts_ms: int | None) -> str | None:
-    return None if ts_ms is None else format_ts(ts_ms)
+    return None if ts_ms is None else _iso(ts_ms)
+
+
+# /status formats three times per series, mostly the same few minutes: strftime was a sixth of it.
+@lru_cache(maxsize=4096)
+def _iso(ts_ms: int) -> str:
+    return format_ts(ts_ms)
 
 
 class CheckOut(BaseModel):

@@ -58,31 +58,43 @@ def series_rows(
     now: int,
     empty_ms: Mapping[SeriesKey, int] | None = None,
 ) -> list[SeriesOut]:
+    # Per request with 600 series every lookup counts: SeriesKey hashes in Python, so each key
+    # is looked up once per mapping, and only the stored series not configured are sorted.
     universe = daemon.universe
-    configured = universe.all_series() + universe.delisted_series()
-    configured_set = set(configured)
-    derived = universe.known_derived()
+    configured = list(dict.fromkeys(universe.all_series() + universe.delisted_series()))
+    derived = set(universe.known_derived())
     by_key = {SeriesKey(s.symbol, s.timeframe): s for s in stats}
-    keys = list(dict.fromkeys([*configured, *sorted(by_key, key=str)]))
+    configured_set = set(configured)
+    extra = sorted((k for k in by_key if k not in configured_set), key=str)
+    empty = empty_ms or {}
     rows: list[SeriesOut] = []
-    for key in keys:
+    for key in (*configured, *extra):
         st = by_key.get(key)
-        last = st.last_ts if st else None
-        lag = None if last is None else max(0.0, (now - next_open(last, key.timeframe)) / 1000)
+        tf = key.timeframe
+        if st is None:
+            last = first = last_final = None
+            count = 0
+        else:
+            last, first, last_final, count = (
+                st.last_ts,
+                st.first_ts,
+                st.last_final_ts,
+                st.candle_count,
+            )
         rows.append(
             SeriesOut(
                 symbol=key.symbol,
-                timeframe=key.timeframe,
-                derived=key in derived,
+                timeframe=tf,
+                derived=bool(derived) and key in derived,
                 configured=key in configured_set,
                 state=universe.state_of(key.symbol),
-                candle_count=st.candle_count if st else 0,
-                first_candle=iso(st.first_ts if st else None),
+                candle_count=count,
+                first_candle=iso(first),
                 last_candle=iso(last),
-                last_closed_candle=iso(st.last_final_ts if st else None),
-                lag_seconds=lag,
-                open_gaps=open_gaps.get(key, 0),
-                **_completeness(st, (empty_ms or {}).get(key, 0)),
+                last_closed_candle=iso(last_final),
+                lag_seconds=None if last is None else max(0.0, (now - next_open(last, tf)) / 1000),
+                open_gaps=open_gaps.get(key, 0) if open_gaps else 0,
+                **_completeness(st, empty.get(key, 0) if empty else 0),
             )
         )
     return rows

@@ -19,7 +19,6 @@ from market_data.storage.tables import (
 )
 
 MAX_LIST = 10_000  # any listing returns at most this many rows
-_INSERT_CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
 _JOB_TYPES = frozenset(JobType)
 _JOB_STATUSES = frozenset(JobStatus)
 _CLOSED = (GapStatus.REPAIRED.value, GapStatus.EMPTY.value)
@@ -255,18 +254,22 @@ class GapsMixin(SqlBase):
             }
             for start, end in widest.items()
         ]
-        async with self._write() as conn:
-            for i in range(0, len(rows), _INSERT_CHUNK):
-                stmt = self.dialect.insert(empty_ranges).values(rows[i : i + _INSERT_CHUNK])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["exchange", "symbol", "timeframe", "range_start"],
-                    set_={
-                        "range_end": self.dialect.greatest(
-                            empty_ranges.c.range_end, stmt.excluded.range_end
-                        )
-                    },
+        if not rows:
+            return
+        # One statement run for many rows, not a multi-row VALUES: SQLAlchemy compiles a VALUES
+        # list anew for each row count (~15 ms), and the live writer calls this every minute
+        # for every quiet series.
+        stmt = self.dialect.insert(empty_ranges)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["exchange", "symbol", "timeframe", "range_start"],
+            set_={
+                "range_end": self.dialect.greatest(
+                    empty_ranges.c.range_end, stmt.excluded.range_end
                 )
-                await conn.execute(stmt)
+            },
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt, rows)
 
     async def empty_ranges(
         self, series: SeriesKey, start_ms: int, end_ms: int
