@@ -120,7 +120,13 @@ class Daemon(DaemonReadout):
         ws_args = (settings, self.store, self.exchange, self.sink)
         reconnected = self._pairs_may_have_changed
         self.ws = (
-            WsIngestion(*ws_args, universe=u, on_reconnect=reconnected)
+            WsIngestion(
+                *ws_args,
+                universe=u,
+                on_reconnect=reconnected,
+                # Alone on its database, its startup backfill covers all it starts streaming.
+                backfill_covers_start=settings.backfill_on_startup and not self.cluster.shared,
+            )
             if settings.ws_ingestion_enabled
             else None
         )

@@ -24,7 +24,7 @@ from market_data.simulator.faults import Faults
 from market_data.simulator.pairs import PairSpec
 from market_data.storage.sql import SqlStore
 from market_data.storage.tables import rejected_candles
-from market_data.timeframes import MINUTE_MS, align, ceil_open, previous_open
+from market_data.timeframes import DAY_MS, MINUTE_MS, align, ceil_open, previous_open
 from tests.integration.gap_support import Rig, make_settings, punch, rig
 from tests.integration.test_ws_ingestion import ingesting, ws_settings
 from tests.integration.test_ws_shards import wait_until
@@ -58,8 +58,11 @@ async def test_the_snapshot_proves_its_no_trade_minutes_and_gaps_stay_real(
     settings = ws_settings(sim, database_url)
     started = sim.market.now_ms()
     # Older than anything the start-up catch-up (the last 5 minutes) or the live stream sees:
-    # only the snapshot (240 traded minutes, about 40 hours on this pair) answers for it.
-    snapshot_only = align(started, "1m") - 10 * MINUTE_MS
+    # only the snapshot (240 traded minutes, about 40 hours on this pair) answers for it. The
+    # snapshot proves the minutes before its newest candle only (the newest ended period is
+    # left out), so the cut is never later than the last trade before the start.
+    traded = sim.market.truth(KEY.symbol, KEY.timeframe, started - 2 * DAY_MS, started)
+    snapshot_only = min(align(started, "1m") - 10 * MINUTE_MS, traded[-1].ts)
     async with ingesting(sim, store, settings):
 
         async def snapshot_stored() -> bool:

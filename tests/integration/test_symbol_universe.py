@@ -115,8 +115,9 @@ async def test_all_pairs_follow_the_exchange_list(
         await wait_until(new_streamed_and_backfilled, "the new pair to be streamed and backfilled")
         assert daemon.universe.state_of(new.symbol) == "active"
         # The range before its listing is on record as empty: a rerun will not walk it again.
-        [(empty_from, empty_to)] = await daemon.store.empty_ranges(new, 0, sim.market.now_ms())
-        assert empty_to - empty_from >= 60 * 60_000  # most of the 72 minutes walked
+        # (On PostgreSQL the walk and the first catch-up may record it in adjacent pieces.)
+        before = await daemon.store.empty_ranges(new, 0, sim.market.now_ms())
+        assert sum(b - a for a, b in before) >= 60 * 60_000  # most of the 72 minutes walked
 
         # A pair with stored candles is delisted: unsubscribed, shown delisted, data kept.
         stats = {s.symbol: s for s in await daemon.store.series_stats() if s.candle_count > 0}

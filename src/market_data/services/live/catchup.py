@@ -1,6 +1,7 @@
 """REST catch-up for the WebSocket stream: what a channel missed while it was away.
 
-- The first time a series is subscribed in this process: the last WS_CATCHUP_LOOKBACK_MINUTES.
+- The first time a series is subscribed in this process: the last WS_CATCHUP_LOOKBACK_MINUTES
+  (none for the series the startup backfill covers: it walks the same recent window first).
 - After a reconnect or a maintenance resubscribe (URGENT): from the series' last final stored
   candle (or the last caught-up one, whichever is older) to now.
 
@@ -75,8 +76,12 @@ class CatchUp:
         clock: Clock = SYSTEM_CLOCK,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
+        left_to_backfill: frozenset[SeriesKey] = frozenset(),
     ) -> None:
         self._retry_initial, self._retry_max = retry_initial, retry_max
+        # Series whose first subscription needs no catch-up: the startup backfill, which walks
+        # the recent day first, fetches the same window (one request per series saved).
+        self._left_to_backfill = set(left_to_backfill)
         self._store = store
         self._exchange = exchange
         self._sink = sink
@@ -97,6 +102,10 @@ class CatchUp:
     def request(self, _shard_id: int, series: list[SeriesKey]) -> None:
         """A shard (re)subscribed these series: fetch what they may have missed, urgently."""
         for key in series:
+            if key in self._left_to_backfill and key not in self._verified:
+                self._left_to_backfill.discard(key)
+                self._verified[key] = self._clock_ms() - self._grace_ms
+                continue
             if key in self._pairs:
                 self._wanted[key] = (0.0, Priority.URGENT)
         self.stats.queued = len(self._wanted)

@@ -146,11 +146,14 @@ class WsIngestion:
         clock_ms: Callable[[], int] | None = None,
         universe: SeriesUniverse | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        backfill_covers_start: bool = False,
     ) -> None:
         self.settings = settings
         universe = universe or SeriesUniverse.static(settings)
         self._wanted: list[SeriesKey] = universe.native_series()
         self._on_reconnect = on_reconnect
+        # Series streamed from the start are backfilled too: no first catch-up for them.
+        self._backfill_covers_start = backfill_covers_start
         self._reconnects: dict[int, int] = {}  # per connection, reconnects already reported
         self._pairs: dict[SeriesKey, str] = {}  # resolved pair ids, shared with catch-up
         self._pool: LiveStream | None = None
@@ -225,6 +228,7 @@ class WsIngestion:
             clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
+            left_to_backfill=frozenset(pairs) if self._backfill_covers_start else frozenset(),
         )
 
         async def deliver(frame: CandleFrame) -> None:
