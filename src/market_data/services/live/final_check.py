@@ -204,13 +204,14 @@ class FinalCheck:
         self.unchecked.settle(series, left)
         if later is not None:
             self.unchecked.settle(series, later)
-        if self._sibling is not None and self._sibling.siblings(series):
+        sibling = self._sibling
+        if sibling is not None and sibling.siblings(series):
             # What the check proved: the span up to what it left (or up to its end).
             proved_to = left.oldest if left is not None else next_open(check_end, tf)
             stalled = result.unproven[0] if result.unproven is not None else None
             if result.extra:  # a stored minute the exchange lacks would skew an aggregate
                 proved_to = stalled = span[0]
-            await self._confirm_siblings(series, span[0], proved_to, stalled, stop)
+            await self._confirm_siblings(sibling, series, (span[0], proved_to), stalled, stop)
         if result.unproven is None:
             self._retry.pop(series, None)
         else:
@@ -235,18 +236,17 @@ class FinalCheck:
 
     async def _confirm_siblings(
         self,
+        sibling: SiblingConfirm,
         series: SeriesKey,
-        start: int,
-        proved_to: int,
+        proved: tuple[int, int],
         stalled: int | None,
         stop: asyncio.Event,
     ) -> None:
-        assert self._sibling is not None
+        """The 1m check of `series` proved [start, end) of it: confirm its coarser siblings."""
         done: list[SiblingResult] = []
-        sibling = self._sibling
 
         async def confirm() -> None:
-            done.append(await sibling.confirmed(series, start, proved_to, stalled))
+            done.append(await sibling.confirmed(series, proved[0], proved[1], stalled))
 
         try:
             await until_stopped(stop, confirm())
