@@ -59,7 +59,9 @@ async def test_a_1h_series_is_confirmed_from_its_1m_checks_without_requests_of_i
     async with ingesting(sim, store, settings, confirm_seconds=CONFIRM_S) as ingestion:
         state = ingestion.state
         await wait_until(
-            lambda: state.catchup.runs >= 2 and state.catchup.queued == 0, "the start-up catch-up"
+            lambda: state.catchup.runs >= 2 and state.catchup.queued == 0,
+            "the start-up catch-up",
+            60,
         )
         hourly_before = hist_requests(sim, "1h")
         minutely_before = hist_requests(sim, "1m")
