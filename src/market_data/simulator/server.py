@@ -206,7 +206,9 @@ class Simulator:
                 return _response(429, _RATE_LIMITED)
             return None
         result = await self._rest(peer, request.path)
-        self.stats.record_rest(endpoint_of(request.path), result.outcome, result.status, peer)
+        self.stats.record_rest(
+            endpoint_of(request.path), result.outcome, result.status, peer, request.path
+        )
         return _response(
             result.status, result.body, "text/html" if result.outcome == "server_error" else None
         )

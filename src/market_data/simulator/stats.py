@@ -16,6 +16,7 @@ class RestRecord:
     outcome: str  # ok, rate_limited, banned, storm, server_error, bad_request, not_found
     status: int
     peer: str
+    target: str = ""  # the request's path and query (`/v2/candles/trade:1h:tBTCUSD/hist?...`)
 
 
 @dataclass(slots=True)
@@ -34,8 +35,10 @@ class SimStats:
     ws_errors_sent: Counter[int] = field(default_factory=Counter)
     faults_fired: Counter[str] = field(default_factory=Counter)
 
-    def record_rest(self, endpoint: str, outcome: str, status: int, peer: str) -> None:
-        self.rest_log.append(RestRecord(time.time(), endpoint, outcome, status, peer))
+    def record_rest(
+        self, endpoint: str, outcome: str, status: int, peer: str, target: str = ""
+    ) -> None:
+        self.rest_log.append(RestRecord(time.time(), endpoint, outcome, status, peer, target))
         self.rest_counts[(endpoint, outcome)] += 1
 
     def rest_requests(

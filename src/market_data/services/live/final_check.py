@@ -21,6 +21,10 @@ without one, is pending here (`pending.py`), and checked:
   the pending ones); what a page did not prove (refused rows, a truncated page, the newest
   ended period when it has no row) stays pending and is asked again.
 
+A coarser series streamed with its 1m sibling (1h and 1m of one pair) asks nothing itself: the
+1m check proves every minute, and the coarser periods inside what it proved are confirmed from
+them (`sibling.py`), so a pair costs one request an hour, not one per series.
+
 `oldest_age_ms()` is how long the oldest unchecked stream final has been closed: the longest a
 wrong final candle can have been visible. It is exported in /metrics, with the periods pending.
 
@@ -31,6 +35,7 @@ WS_CATCHUP_LOOKBACK_MINUTES from REST anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from market_data.errors import MarketDataError
 from market_data.lifecycle import SYSTEM_CLOCK, Backoff, Clock, until_stopped
 from market_data.models import SeriesKey
 from market_data.services.live.pending import HOUR_MS, DueRules, Pending, UncheckedFinals
+from market_data.services.live.sibling import SiblingConfirm, SiblingResult
 from market_data.services.range_check import RangeChecker, RangeCheckResult
 from market_data.timeframes import align, next_open, now_ms, previous_open
 
@@ -60,6 +66,7 @@ class FinalCheckStats:
     failures: int = 0
     confirmations: int = 0  # checks of series with only no-trade periods pending
     empty_periods: int = 0  # periods the checks recorded empty (no trades)
+    sibling_periods: int = 0  # coarser periods confirmed from their 1m sibling's check
     pending_periods: int = 0  # closed periods waiting for the check (updated each loop)
     watched_series: int = 0
     last_check_ms: int | None = None
@@ -85,8 +92,10 @@ class FinalCheck:
         tick_s: float = 0.5,
         retry_initial: float = 2.0,
         retry_max: float = 60.0,
+        sibling: SiblingConfirm | None = None,
     ) -> None:
         self._checker = checker
+        self._sibling = sibling
         self._pairs = pairs
         self.unchecked = unchecked
         self.rules = DueRules(batch_age_ms, grace_ms, confirm_age_ms, confirm_interval_ms)
@@ -112,13 +121,16 @@ class FinalCheck:
         now = self._clock_ms()
         for key in series:
             if key in self._pairs:
-                self.unchecked.watch(key, now)
+                start = self._sibling.watch_from(key, now) if self._sibling else None
+                self.unchecked.watch(key, now, start)
         self.stats.watched_series = self.unchecked.watched
 
     def unwatch(self, series: list[SeriesKey]) -> None:
         """No longer streamed: what is pending is still checked, nothing new joins."""
         for key in series:
             self.unchecked.unwatch(key)
+            if self._sibling is not None:
+                self._sibling.forget(key)
         self.stats.watched_series = self.unchecked.watched
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -132,13 +144,12 @@ class FinalCheck:
                 await until_stopped(stop, self._clock.sleep(min(self._tick_s, next_start - now)))
                 continue
             retrying = {s for s, (until, _) in self._retry.items() if until > now}
-            series = self.unchecked.most_overdue(
-                self._clock_ms(), self.rules, retrying.__contains__
-            )
+            skip = functools.partial(self._skipped, retrying)
+            series = self.unchecked.most_overdue(self._clock_ms(), self.rules, skip)
             if series is None:
                 # Ages are on the ingestion clock, which may run faster than real time (the
                 # simulator's), so wait at most a tick and look again.
-                due = self.unchecked.next_due_ms(self.rules)
+                due = self.unchecked.next_due_ms(self.rules, skip)
                 wait = self._tick_s
                 if due is not None:
                     wait = min(wait, (due - self._clock_ms()) / 1000)
@@ -146,6 +157,10 @@ class FinalCheck:
                 continue
             next_start = now + self._spacing_s
             await self._check(series, stop)
+
+    def _skipped(self, retrying: set[SeriesKey], series: SeriesKey) -> bool:
+        """Not checked now: retrying later, or left to its 1m sibling's check."""
+        return series in retrying or (self._sibling is not None and self._sibling.waits(series))
 
     async def _check(self, series: SeriesKey, stop: asyncio.Event) -> None:
         pending = self.unchecked.take(series, self._max_periods, self._clock_ms())
@@ -185,9 +200,18 @@ class FinalCheck:
             self.unchecked.settle(series, pending)
             return
         result = done[0]
-        self.unchecked.settle(series, _left(pending, result))
+        left = _left(pending, result)
+        self.unchecked.settle(series, left)
         if later is not None:
             self.unchecked.settle(series, later)
+        sibling = self._sibling
+        if sibling is not None and sibling.siblings(series):
+            # What the check proved: the span up to what it left (or up to its end).
+            proved_to = left.oldest if left is not None else next_open(check_end, tf)
+            stalled = result.unproven[0] if result.unproven is not None else None
+            if result.extra:  # a stored minute the exchange lacks would skew an aggregate
+                proved_to = stalled = span[0]
+            await self._confirm_siblings(sibling, series, (span[0], proved_to), stalled, stop)
         if result.unproven is None:
             self._retry.pop(series, None)
         else:
@@ -209,6 +233,34 @@ class FinalCheck:
                 result.corrected,
                 result.compared,
             )
+
+    async def _confirm_siblings(
+        self,
+        sibling: SiblingConfirm,
+        series: SeriesKey,
+        proved: tuple[int, int],
+        stalled: int | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """The 1m check of `series` proved [start, end) of it: confirm its coarser siblings."""
+        done: list[SiblingResult] = []
+
+        async def confirm() -> None:
+            done.append(await sibling.confirmed(series, proved[0], proved[1], stalled))
+
+        try:
+            await until_stopped(stop, confirm())
+        except MarketDataError as exc:  # the store: the periods stay pending, tried next time
+            self.stats.failures += 1
+            log.warning("Confirming the siblings of %s failed (%s)", series, exc)
+            return
+        if done:
+            stats, got = self.stats, done[0]
+            stats.sibling_periods += got.periods
+            stats.candles_checked += got.compared
+            stats.corrections += got.corrected
+            stats.extra += got.extra
+            stats.empty_periods += got.empty_periods
 
     def _failed(self, series: SeriesKey, exc: Exception) -> None:
         delay = self._defer(series)

@@ -45,6 +45,7 @@ from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.live.catchup import CatchUp, CatchupStats
 from market_data.services.live.final_check import FinalCheck, FinalCheckStats, UncheckedFinals
+from market_data.services.live.sibling import SiblingConfirm
 from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.services.range_check import RangeChecker
 from market_data.services.sink import CandleSink
@@ -308,10 +309,12 @@ class WsIngestion:
             write=write_through_writer,
             record_empty=True,
         )
+        unchecked = UncheckedFinals()  # a 1m series' checks confirm its coarser siblings too
+        sibling = SiblingConfirm(self._store, write_through_writer, unchecked, pairs)
         return FinalCheck(
             checker,
             pairs,
-            UncheckedFinals(),
+            unchecked,
             batch_age_ms=int(self._reconcile_seconds * 1000),
             spacing_s=s.rate_limit_delay / RECONCILE_BUDGET_SHARE,
             grace_ms=int(self._grace_seconds * 1000),
@@ -323,6 +326,7 @@ class WsIngestion:
             clock=clock,
             retry_initial=max(0.5, s.ws_reconnect_initial_backoff),
             retry_max=max(5.0, s.ws_reconnect_max_backoff),
+            sibling=sibling,
         )
 
     def oldest_unconfirmed(self) -> dict[SeriesKey, int]:

@@ -116,13 +116,17 @@ class UncheckedFinals:
         """A candle finalized from the stream (its values may be stale)."""
         self._add(series, Pending(ts, ts, ts))
 
-    def watch(self, series: SeriesKey, now_ms: int) -> None:
+    def watch(self, series: SeriesKey, now_ms: int, from_ms: int | None = None) -> None:
         """The series' channel is ready at `now_ms`: periods from the running one on are the
         stream's to see. The one before is taken too: the start-up catch-up cannot prove it
         empty (it is the newest ended period when it asks), and REST confirms it with the rest.
-        A series already watched keeps its cursor (a reconnect)."""
+        `from_ms` starts the watch earlier still (a 1m series covering its coarser siblings'
+        first periods: `sibling.py`). A series already watched keeps its cursor (a reconnect)."""
         tf = series.timeframe
-        self._watch.setdefault(series, previous_open(align(now_ms, tf), tf))
+        start = previous_open(align(now_ms, tf), tf)
+        if from_ms is not None:
+            start = min(start, align(from_ms, tf))
+        self._watch.setdefault(series, start)
 
     def unwatch(self, series: SeriesKey) -> None:
         """No longer streamed: what is pending is still checked, nothing new is added."""
@@ -131,6 +135,36 @@ class UncheckedFinals:
     @property
     def watched(self) -> int:
         return len(self._watch)
+
+    def is_watched(self, series: SeriesKey) -> bool:
+        return series in self._watch
+
+    def waiting(self, series: SeriesKey) -> Pending | None:
+        """The series' pending span, unless none or it is being checked."""
+        return self._pending.get(series)
+
+    def oldest(self, series: SeriesKey) -> int | None:
+        """The oldest period of the series not confirmed yet: pending, being checked or (for a
+        watched one) the next to close. None: nothing, and not watched."""
+        opens = [p.oldest for p in (self._pending.get(series), self._checking.get(series)) if p]
+        cursor = self._watch.get(series)
+        if cursor is not None:
+            opens.append(cursor)
+        return min(opens, default=None)
+
+    def confirm_through(self, series: SeriesKey, last_open: int) -> None:
+        """The series' pending periods up to `last_open` are confirmed (by other means than its
+        own check): what is newer stays, its finals with it."""
+        pending = self._pending.get(series)
+        if pending is None or last_open < pending.oldest:
+            return
+        if last_open >= pending.newest:
+            del self._pending[series]
+            return
+        # Only the oldest final is known: the rest may hold one from its first period on.
+        self._pending[series] = pending.left(
+            (next_open(last_open, series.timeframe), pending.newest)
+        )
 
     def advance(self, closed_by_ms: int) -> None:
         """Add every watched period that ended by `closed_by_ms` (now minus the grace)."""
@@ -187,10 +221,16 @@ class UncheckedFinals:
                 best, best_due = series, due
         return best
 
-    def next_due_ms(self, rules: DueRules) -> int | None:
-        """When the next series is due (None when nothing is pending)."""
+    def next_due_ms(
+        self, rules: DueRules, skip: Callable[[SeriesKey], bool] = lambda _: False
+    ) -> int | None:
+        """When the next series is due (None when nothing is pending but what `skip` skips)."""
         return min(
-            (rules.due_ms(s, p, self._last_start.get(s)) for s, p in self._pending.items()),
+            (
+                rules.due_ms(s, p, self._last_start.get(s))
+                for s, p in self._pending.items()
+                if not skip(s)
+            ),
             default=None,
         )
 
