@@ -25,14 +25,12 @@ removed may still finish).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from market_data.config import Settings
-from market_data.errors import ExchangeUnavailable, RateLimited, UnknownSymbol
 from market_data.exchanges.base import (
     CandleFrame,
     ConnectionInfo,
@@ -40,11 +38,12 @@ from market_data.exchanges.base import (
     LiveStream,
     StreamOptions,
 )
-from market_data.lifecycle import Backoff, Clock, Stopped, SystemClock, retry
+from market_data.lifecycle import Clock, SystemClock
 from market_data.models import Candle, SeriesKey
 from market_data.rate_limiter import Priority
 from market_data.services.live.catchup import CatchUp, CatchupStats
 from market_data.services.live.final_check import FinalCheck, FinalCheckStats, UncheckedFinals
+from market_data.services.live.pair_ids import resolve_pairs
 from market_data.services.live.sibling import SiblingConfirm
 from market_data.services.live.writer import CandleWriter, CatchupBatch, QueueItem, WriterStats
 from market_data.services.range_check import RangeChecker
@@ -191,7 +190,9 @@ class WsIngestion:
         self._stop = stop
         async with self._reconcile:
             pairs = self._pairs
-            pairs.update(await self._resolve_pairs(self._wanted, stop))
+            pairs.update(
+                await resolve_pairs(self._exchange, self._wanted, stop, self.state.unknown_symbols)
+            )
         if stop.is_set():
             return
         if not pairs:
@@ -347,7 +348,9 @@ class WsIngestion:
                 return
             new = [s for s in wanted if s not in self._streaming]
             missing = [s for s in new if s not in self._pairs]
-            self._pairs.update(await self._resolve_pairs(missing, stop))
+            self._pairs.update(
+                await resolve_pairs(self._exchange, missing, stop, self.state.unknown_symbols)
+            )
             if gone:
                 await pool.remove(gone)
                 if self.state._check is not None:
@@ -376,29 +379,3 @@ class WsIngestion:
     @property
     def connections(self) -> list[ConnectionInfo]:
         return self._pool.connections if self._pool is not None else []
-
-    async def _resolve_pairs(
-        self, wanted: Iterable[SeriesKey], stop: asyncio.Event
-    ) -> dict[SeriesKey, str]:
-        """Exchange pair ids of native series; unlisted symbols are reported and skipped."""
-        pairs: dict[SeriesKey, str] = {}
-        backoff = Backoff(1.0, 60.0)
-
-        def retrying(exc: BaseException, _failures: int, delay: float) -> None:
-            log.warning("Cannot load the pair list (%s); retrying in %.0f s", exc, delay)
-
-        for series in wanted:
-            try:
-                pairs[series] = await retry(
-                    functools.partial(self._exchange.pair_for, series.symbol),
-                    backoff=backoff,
-                    stop=stop,
-                    retry_on=(ExchangeUnavailable, RateLimited),
-                    on_retry=retrying,
-                )
-            except UnknownSymbol as exc:
-                self.state.unknown_symbols[series.symbol] = str(exc)
-                log.error("Not subscribing %s: %s", series, exc)
-            except Stopped:
-                break
-        return pairs
