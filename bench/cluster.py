@@ -1,0 +1,407 @@
+"""Cluster benchmark: the first backfill's wall time with 1, 2 and 3 daemons on one PostgreSQL
+database, and the takeover time after a SIGKILL.
+
+    .venv/bin/python bench/cluster.py                       # 24 pairs x 1m, 14 days
+    .venv/bin/python bench/cluster.py --pairs 12 --days 7   # a quicker run
+
+(a) backfill: N daemon processes (N = 1, 2, 3; a fresh database each run) start together on one
+    PostgreSQL database, each from its own loopback address (BITFINEX_SOURCE_ADDRESS
+    127.0.0.2, .3, .4) and with RATE_LIMIT_DELAY=--delay; the simulator (a child process, its
+    candles computed before the first run) admits --rest-limit requests per minute per client
+    address, so one address's budget is what binds and more daemons go faster only by having
+    more addresses. Timed from the start until every daemon's /status says its backfill is
+    done (each has walked what it claimed and skipped what the others claimed), then checked
+    against the database: the same candles in every run, requests used against the minimum
+    (one 10,000-candle page per 10,000 stored candles per series). The live stream is off
+    here: its catch-up requests would share the budget with the backfill.
+    Target: 3 daemons >= 2.7 x faster than 1.
+(b) takeover: 3 daemons with the live stream on (a short backfill) hold a third of the
+    channels each; one is SIGKILLed; timed until the survivors' subscribed shards carry every
+    channel again. Target: <= LEASE_TTL_SECONDS (--ttl) + 30 s.
+Temporary databases are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from market_data.simulator import SimulatorConfig, run_simulator
+from market_data.simulator.market import Market
+from market_data.simulator.pairs import pairs_by_name
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PAGE = 10_000
+SPEEDUP_TARGET = 2.7
+TAKEOVER_SLACK_S = 30.0
+SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+# Three-letter pairs: no colon spelling needed; the simulator gives unknown names a liquid spec.
+# fmt: off
+NAMES = [
+    "BTC", "ETH", "SOL", "XRP", "ADA", "DOT", "LTC", "UNI", "EOS", "FIL", "TRX", "XLM",
+    "NEO", "XMR", "ZEC", "ETC", "BAT", "OMG", "IOT", "DAI", "XTZ", "BSV", "BCH", "LEO",
+]
+# fmt: on
+
+
+# --- the simulator, in its own process ----------------------------------------------------------
+
+
+def _serve(config: SimulatorConfig, conn: Connection, days: float, cache_hours: int) -> None:
+    # Candles are computed on demand and cached; computed before the first run, so every run
+    # is served alike (the first would otherwise pay for the generation).
+    defaults = Market.__init__.__kwdefaults__
+    if defaults is not None:
+        defaults["cache_hours"] = cache_hours
+
+    async def main() -> None:
+        async with run_simulator(config) as sim:
+            now = sim.market.now_ms()
+            for spec in config.pairs:
+                sim.market.truth(spec.symbol, "1m", now - int((days + 1) * 86_400_000), now)
+            conn.send((sim.rest_url, sim.ws_url))
+            loop = asyncio.get_running_loop()
+            while True:
+                ask = await loop.run_in_executor(None, conn.recv)
+                if ask == "stop":
+                    return
+                conn.send(dict(sim.stats.rest_counts))
+
+    asyncio.run(main())
+
+
+class ChildSimulator:
+    def __init__(self, config: SimulatorConfig, days: float) -> None:
+        self._parent, child = mp.Pipe()
+        hours = int((days + 6) * 24 * len(config.pairs)) + 1000
+        self._proc = mp.get_context("spawn").Process(
+            target=_serve, args=(config, child, days, hours), daemon=True
+        )
+
+    def __enter__(self) -> tuple[str, str]:
+        self._proc.start()
+        if not self._parent.poll(300):
+            raise RuntimeError("the simulator did not start")
+        rest_url, ws_url = self._parent.recv()
+        return str(rest_url), str(ws_url)
+
+    def rest_counts(self) -> dict[tuple[str, str], int]:
+        self._parent.send("stats")
+        counts: dict[tuple[str, str], int] = self._parent.recv()
+        return counts
+
+    def __exit__(self, *exc: object) -> None:
+        self._parent.send("stop")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+
+
+# --- databases and daemons ----------------------------------------------------------------------
+
+
+async def create_database() -> str:
+    name = f"md_bench_cluster_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{ADMIN_URL.rpartition('/')[0]}/{name}"
+
+
+async def drop_database(url: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    name: str
+    proc: asyncio.subprocess.Process
+    client: httpx.AsyncClient
+    log_path: Path
+
+    async def status(self) -> dict[str, Any] | None:
+        try:
+            response = await self.client.get("/status")
+            response.raise_for_status()
+            status: dict[str, Any] = response.json()
+            return status
+        except (httpx.HTTPError, ValueError):
+            return None  # not up yet
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await self.client.aclose()
+
+
+async def start_daemon(workdir: Path, name: str, settings: dict[str, str]) -> Daemon:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITFINEX_", "DATABASE_"))}
+    env.update(settings, DAEMON_ID=name, API_PORT=str(port), LOG_LEVEL="WARNING")
+    log_path = workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "market_data.daemon",
+            cwd=workdir,
+            env=env,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    return Daemon(name, proc, client, log_path)
+
+
+def daemon_settings(
+    args: argparse.Namespace, url: str, urls: tuple[str, str], i: int, live: bool
+) -> dict[str, str]:
+    return {
+        "DATABASE_URL": url,
+        "BITFINEX_REST_URL": urls[0],
+        "BITFINEX_WS_URL": urls[1],
+        "BITFINEX_SOURCE_ADDRESS": SOURCES[i],
+        "BITFINEX_SYMBOLS": ",".join(f"{n}USD" for n in NAMES[: args.pairs]),
+        "BITFINEX_TIMEFRAMES": "1m",
+        "BACKFILL_DAYS": str(args.days if not live else 0.2),
+        "RATE_LIMIT_DELAY": str(args.delay),
+        "LEASE_TTL_SECONDS": str(args.ttl),
+        "WS_INGESTION_ENABLED": str(live).lower(),
+        "REST_UPDATE_ENABLED": "false",
+    }
+
+
+async def poll(what: str, timeout: float, probe: Any, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+# --- (a) backfill -------------------------------------------------------------------------------
+
+
+@dataclass
+class BackfillRun:
+    daemons: int
+    seconds: float
+    candles: int
+    requests: int  # candle requests the simulator answered, 429s included
+    rate_limited: int
+    minimum: int
+
+
+async def stored(url: str) -> tuple[int, int]:
+    """(candles, the minimum requests: ceil(candles / 10,000) per series)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT symbol, timeframe, count(*) AS n FROM candles GROUP BY 1, 2"
+        )
+    finally:
+        await conn.close()
+    return sum(int(r["n"]) for r in rows), sum(math.ceil(int(r["n"]) / PAGE) for r in rows)
+
+
+def candle_requests(before: dict[Any, int], after: dict[Any, int]) -> tuple[int, int]:
+    hist = [k for k in after if k[0] == "candles_hist"]
+    total = sum(after[k] - before.get(k, 0) for k in hist)
+    limited = sum(after[k] - before.get(k, 0) for k in hist if k[1] in ("rate_limited", "banned"))
+    return total, limited
+
+
+async def backfill_run(
+    args: argparse.Namespace, sim: ChildSimulator, urls: tuple[str, str], n: int, tmp: Path
+) -> BackfillRun:
+    url = await create_database()
+    daemons: list[Daemon] = []
+    try:
+        before = sim.rest_counts()
+        began = time.monotonic()
+        for i in range(n):
+            settings = daemon_settings(args, url, urls, i, live=False)
+            daemons.append(await start_daemon(tmp, f"bench-{i + 1}", settings))
+
+        async def all_done() -> bool:
+            for d in daemons:
+                if d.proc.returncode is not None:
+                    raise RuntimeError(f"{d.name} exited: {d.log_path.read_text()[-2000:]}")
+                status = await d.status()
+                if status is None or status["backfill"]["state"] != "done":
+                    return False
+            return True
+
+        await poll(f"{n} daemon(s) to finish the backfill", args.timeout, all_done)
+        seconds = time.monotonic() - began
+        requests, limited = candle_requests(before, sim.rest_counts())
+        candles, minimum = await stored(url)
+        return BackfillRun(n, seconds, candles, requests, limited, minimum)
+    finally:
+        for d in daemons:
+            await d.stop()
+        await drop_database(url)
+
+
+# --- (b) takeover -------------------------------------------------------------------------------
+
+
+def subscribed(status: dict[str, Any] | None) -> set[str]:
+    if status is None:
+        return set()
+    shards = status["websocket"]["details"].get("shards", [])
+    return {str(c) for s in shards if s["state"] == "subscribed" for c in s.get("channels", [])}
+
+
+async def takeover_run(
+    args: argparse.Namespace, urls: tuple[str, str], tmp: Path
+) -> tuple[float, int]:
+    """(seconds from the SIGKILL until the survivors carry every channel, the channels)."""
+    url = await create_database()
+    daemons: list[Daemon] = []
+    channels = {f"{n}USD/1m" for n in NAMES[: args.pairs]}
+    try:
+        for i in range(3):
+            settings = daemon_settings(args, url, urls, i, live=True)
+            daemons.append(await start_daemon(tmp, f"take-{i + 1}", settings))
+
+        async def covered_by(group: list[Daemon]) -> bool:
+            streams = [subscribed(await d.status()) for d in group]
+            return all(streams) and set().union(*streams) >= channels
+
+        await poll("3 daemons streaming every channel", 120 + args.ttl, lambda: covered_by(daemons))
+        victim, survivors = daemons[0], daemons[1:]
+        victim.proc.send_signal(signal.SIGKILL)
+        await victim.proc.wait()
+        killed_at = time.monotonic()
+        await poll("the survivors to take over", args.ttl + 120, lambda: covered_by(survivors))
+        return time.monotonic() - killed_at, len(channels)
+    finally:
+        for d in daemons:
+            await d.stop()
+        await drop_database(url)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> int:
+    pairs = pairs_by_name([f"{n}USD" for n in NAMES[: args.pairs]])
+    limit = args.rest_limit or math.ceil(60 / args.delay) + 5
+    config = SimulatorConfig(
+        port=0,
+        seed=1,
+        pairs=pairs,
+        history_days=args.days + 5,
+        rest_rate_limit=limit,
+        rest_rate_window=60.0,
+        rest_ban_seconds=10.0,
+    )
+    print(
+        f"{args.pairs} pairs x 1m, {args.days:g} days; RATE_LIMIT_DELAY={args.delay}; simulator "
+        f"limit {limit} requests/min per address; PostgreSQL at {ADMIN_URL}"
+    )
+    sim = ChildSimulator(config, args.days)
+    with tempfile.TemporaryDirectory() as tmp_name, sim as urls:
+        tmp = Path(tmp_name)
+        runs = []
+        for n in (1, 2, 3):
+            runs.append(await backfill_run(args, sim, urls, n, tmp))
+            print(f"  {n} daemon(s): {runs[-1].seconds:.1f} s")
+        takeover, channels = await takeover_run(args, urls, tmp)
+    return report(args, runs, takeover, channels)
+
+
+def report(
+    args: argparse.Namespace, runs: list[BackfillRun], takeover: float, channels: int
+) -> int:
+    base = runs[0].seconds
+    print("\n(a) first backfill, PostgreSQL, one source address per daemon")
+    print(
+        f"  {'daemons':>7} {'wall s':>8} {'speedup':>8} {'candles':>10} "
+        f"{'requests':>9} {'minimum':>8} {'ratio':>6} {'429s':>5}"
+    )
+    for r in runs:
+        print(
+            f"  {r.daemons:>7} {r.seconds:>8.1f} {base / r.seconds:>7.2f}x {r.candles:>10,} "
+            f"{r.requests:>9} {r.minimum:>8} {r.requests / max(1, r.minimum):>6.2f} "
+            f"{r.rate_limited:>5}"
+        )
+    speedup = base / runs[-1].seconds
+    same = len({r.candles for r in runs}) == 1
+    ok_speed = speedup >= SPEEDUP_TARGET
+    print(f"  3 daemons >= {SPEEDUP_TARGET}x faster than 1: {speedup:.2f}x {_verdict(ok_speed)}")
+    print(f"  the same candles stored in every run: {_verdict(same)}")
+    limit = args.ttl + TAKEOVER_SLACK_S
+    ok_take = takeover <= limit
+    print(f"\n(b) takeover after a SIGKILL of one of 3 daemons ({channels} channels)")
+    print(
+        f"  {takeover:.1f} s until the survivors stream every channel; target <= "
+        f"LEASE_TTL_SECONDS ({args.ttl:g}) + {TAKEOVER_SLACK_S:g} s: {_verdict(ok_take)}"
+    )
+    return 0 if ok_speed and ok_take and same else 1
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--pairs", type=int, default=24, choices=range(1, len(NAMES) + 1))
+    parser.add_argument("--days", type=float, default=14.0, help="BACKFILL_DAYS")
+    parser.add_argument("--delay", type=float, default=0.75, help="RATE_LIMIT_DELAY, seconds")
+    parser.add_argument(
+        "--rest-limit",
+        type=int,
+        default=0,
+        help="simulator requests/min per address (0: 60/delay + 5)",
+    )
+    parser.add_argument("--ttl", type=float, default=30.0, help="LEASE_TTL_SECONDS")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per backfill run, seconds")
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> Any:
+    return asyncio.run(main(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
