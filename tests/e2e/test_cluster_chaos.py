@@ -104,6 +104,31 @@ async def _cluster(d: DaemonProcess) -> dict[str, Any]:
     return cluster
 
 
+async def _backfills_done(daemons: list[DaemonProcess]) -> bool:
+    for d in daemons:
+        if (await d.json("/status"))["backfill"]["state"] != "done":
+            return False
+    return True
+
+
+async def _backfilled_again(url: str, killed: list[int]) -> dict[str, bool]:
+    """For each series whose backfill job c was killed in: whether a later backfill job of it
+    by a or b succeeded."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT k.symbol || '/' || k.timeframe AS series, EXISTS ("
+            " SELECT 1 FROM ingestion_jobs j WHERE j.job_type = 'backfill'"
+            " AND j.symbol = k.symbol AND j.timeframe = k.timeframe AND j.id > k.id"
+            " AND j.owner IN ('a', 'b') AND j.status = 'success') AS again "
+            "FROM ingestion_jobs k WHERE k.id = ANY($1::bigint[]) AND k.job_type = 'backfill'",
+            killed,
+        )
+    finally:
+        await conn.close()
+    return {str(r["series"]): bool(r["again"]) for r in rows}
+
+
 def _alive(cluster: dict[str, Any]) -> set[str]:
     return {m["id"] for m in cluster["members"] if m["alive"]}
 
@@ -185,6 +210,12 @@ async def test_three_daemons_under_faults_share_the_work_and_lose_nothing(
         sim.set_faults(rest_slow_rate=0.0)
         await wait_for(lambda: _settled([a, b], watch, {"a", "b"}), TTL + 60, "a and b take over")
         figures["takeover_seconds"] = round(time.monotonic() - killed_at, 1)
+        # The backfill items c was walking are taken over by a or b (once c's claims expire):
+        # their backfills are done only when the whole cluster's is.
+        await wait_for(lambda: _backfills_done([a, b]), TTL + 90, "a's and b's backfills done")
+        taken = await _backfilled_again(url, killed)
+        assert taken, "c was killed in no backfill item"
+        assert all(taken.values()), taken
 
         # 2. Restart b: a clean stop, then the same DAEMON_ID again.
         code, _ = await b.stop()
