@@ -50,7 +50,7 @@ TTL = 8
 SYMBOLS = ("BTCUSD", "ETHUSD", "DOGEUSD", "ZRXUSD")
 NATIVE = [SeriesKey(s, tf) for s in SYMBOLS for tf in ("1m", "1h")]
 CHANNELS = {str(k) for k in NATIVE}
-BACKFILL_DAYS = 3.0
+BACKFILL_DAYS = 10.0  # 1m in three stages (day, week, deep): 16 items for three daemons
 OUTAGE_SECONDS = 20.0
 SOURCES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 TOKEN = "cluster-chaos-5c2e"
@@ -192,18 +192,20 @@ async def test_three_daemons_under_faults_share_the_work_and_lose_nothing(
     store = None
     try:
         a, b, c = daemons["a"], daemons["b"], daemons["c"]
-        await wait_for(
-            lambda: _settled([a, b, c], watch, {"a", "b", "c"}), 90, "three members, shares held"
-        )
 
-        # 1. SIGKILL c while it has backfill jobs running.
+        async def three_members() -> bool:
+            return _alive(await _cluster(a)) == {"a", "b", "c"}
+
+        await wait_for(three_members, 60, "a to see three live members")
+
+        # 1. SIGKILL c while it walks a backfill item (and whatever else it has running).
         killed: list[int] = []
 
-        async def c_running() -> bool:
+        async def c_backfilling() -> bool:
             killed[:] = await _running_jobs_of(url, "c")
-            return bool(killed)
+            return bool(await _backfilled_again(url, killed))
 
-        await wait_for(c_running, 60, "a job running on c", every=0.05)
+        await wait_for(c_backfilling, 60, "a backfill job running on c", every=0.05)
         c.proc.send_signal(signal.SIGKILL)
         await c.proc.wait()
         killed_at = time.monotonic()
