@@ -113,8 +113,10 @@ class ClusterDuty:
 
     def backfill_item(
         self, series: SeriesKey, stage: str, start_ms: int, end_ms: int
-    ) -> AbstractAsyncContextManager[bool]:
-        """`async with duty.backfill_item(s, stage, a, b) as mine:` walk the item when `mine`.
+    ) -> AbstractAsyncContextManager[bool | None]:
+        """`async with duty.backfill_item(s, stage, a, b) as mine:` walk the item when `mine`;
+        None: another member holds it now (the backfill asks again until it is done, so an item
+        whose holder died is taken over).
 
         The key is the series and the stage, not the window (whose end is each daemon's own
         "now"), so daemons started apart still split the same items. A finished item is left
@@ -123,7 +125,7 @@ class ClusterDuty:
         fetched (the WebSocket catch-up covers a shorter outage meanwhile)."""
         del start_ms, end_ms  # the claimer re-plans the item's windows from the store
         key = f"{series_key(series)}/{stage}"
-        return self.member.claimed(BACKFILL_WORK, key, BACKFILL_DONE_KEEP_S)
+        return self.member.claimed_or_busy(BACKFILL_WORK, key, BACKFILL_DONE_KEEP_S)
 
     def gap_repair(self, series: SeriesKey) -> AbstractAsyncContextManager[bool]:
         """`async with duty.gap_repair(series) as mine:` repair the series' gaps when `mine`

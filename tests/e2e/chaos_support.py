@@ -263,5 +263,26 @@ async def restart_postgres(timeout: float = 60.0) -> float:
             await asyncio.sleep(0.2)
 
 
+async def allow_connections(url: str, allowed: bool) -> None:
+    """Open or shut one database: shut, new connections are refused and the open ones are
+    terminated, as when the server is down, while the server (and every other test's database)
+    keeps running."""
+    database = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    conn = await asyncpg.connect(admin, timeout=5)
+    try:
+        await conn.execute(
+            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'
+        )
+        if not allowed:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+    finally:
+        await conn.close()
+
+
 def figures_json(figures: list[SeriesFigures]) -> list[dict[str, Any]]:
     return [asdict(f) for f in figures]

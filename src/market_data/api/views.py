@@ -209,6 +209,9 @@ def websocket(daemon: DaemonView) -> WebSocketOut:
                     "id": c.id,
                     "state": c.state,
                     "subscriptions": len(c.subscriptions),
+                    # Which channels: in a cluster, this member's share (at most
+                    # WS_MAX_SUBSCRIPTIONS_PER_CONNECTION names per shard).
+                    "channels": list(c.subscriptions),
                     "connected_since": iso(c.connected_since_ms),
                     "last_message": iso(c.last_message_ms),
                     "reconnects": c.reconnects,

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 
 from market_data.config import Settings
@@ -32,6 +31,7 @@ from market_data.exchanges.base import Exchange
 from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.ranges import Range
+from market_data.services.backfill_claims import ItemClaim, until_done
 from market_data.services.backfill_known import lower_bound, missing_windows
 from market_data.services.backfill_plan import (
     DONE,
@@ -89,11 +89,6 @@ class _Run:
     names: list[str]  # the stages, in run order
     now: int
     plan: BackfillPlan  # what /status shows of the run (the first one when two overlap)
-
-
-# Claims one item for this daemon among several (series, stage, start, end): yields whether
-# this daemon walks it (the cluster's work claims; finished when the block ends).
-ItemClaim = Callable[[SeriesKey, str, int, int], AbstractAsyncContextManager[bool]]
 
 
 class BackfillService(WindowWalker):
@@ -164,6 +159,7 @@ class BackfillService(WindowWalker):
         )
         active = set(natives)
         ran: set[SeriesKey] = set()
+        held: list[WorkItem] = []  # items others held when this run came to them
         cancelled = False
         for idx, name in enumerate(names):
             if idx:  # re-estimated: what the earlier stages found changes what is left
@@ -179,8 +175,8 @@ class BackfillService(WindowWalker):
                     break
                 if claim is None:
                     await self._run_item(item, run, stop, key in later)
-                else:
-                    await self._claimed_item(claim, item, run, stop, key in later)
+                elif await self._claimed_item(claim, item, run, stop, key in later) is None:
+                    held.append(item)
                 ran.add(key)
                 state = self.progress[key].state
                 if state in _FINAL_STATES:
@@ -191,6 +187,11 @@ class BackfillService(WindowWalker):
             if cancelled:
                 break
             plan.get(name).done = True
+        if not cancelled and claim is not None and held:
+            # Walked late, an item's derived series are rebuilt over the whole run's range.
+            cancelled = not await until_done(
+                lambda i: self._claimed_item(claim, i, run, stop, later=False), held, stop
+            )
         if not cancelled:
             plan.stage = DONE
         return build_report(self.progress, run.ordered, natives, ran, cancelled)
@@ -286,14 +287,17 @@ class BackfillService(WindowWalker):
 
     async def _claimed_item(
         self, claim: ItemClaim, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool
-    ) -> None:
+    ) -> bool | None:
+        """Walk the item if this daemon claims it; the claim's answer."""
         async with claim(item.series, item.stage, item.start, item.end) as mine:
             if not mine:  # another daemon walks it (and rebuilds its derived series)
-                run.plan.get(item.stage).requests_done += item.requests
-                return
+                if mine is not None:
+                    run.plan.get(item.stage).requests_done += item.requests
+                return mine
             # What another daemon fetched meanwhile is known now: only the rest is walked.
             fresh = await self.plan_many({item.series: (item.start, item.end)}, run.now)
             await self._run_item(replace(item, windows=tuple(fresh[item.series])), run, stop, later)
+            return True
 
     async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:
         """Walk one item, then rebuild the series derived from it over the stage's range (over

@@ -251,6 +251,9 @@ class ClusterStore(Protocol):
     async def finish_work(self, kind: str, key: str, owner: str, keep_ms: int) -> None:
         """Mark an item done; it is not claimable again for `keep_ms`."""
 
+    async def work_done(self, kind: str, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` marked done and still within their `keep_ms`."""
+
     async def release_work(self, kind: str, key: str, owner: str) -> None:
         """Give an item back unfinished (claimable at once)."""
 

@@ -228,6 +228,17 @@ class ClusterMixin(SqlBase):
         async with self._write() as conn:
             await conn.execute(stmt)
 
+    async def work_done(self, kind: str, keys: Sequence[str]) -> set[str]:
+        w = work_claims
+        stmt = sa.select(w.c.key).where(
+            w.c.kind == kind,
+            w.c.key.in_(_names(keys)),
+            w.c.state == "done",
+            w.c.expires_at >= self._now(),
+        )
+        async with self._read() as conn:
+            return {str(k) for (k,) in await conn.execute(stmt)}
+
     async def release_work(self, kind: str, key: str, owner: str) -> None:
         w = work_claims
         stmt = (

@@ -277,9 +277,20 @@ class ClusterMember:
         """`async with member.claimed(BACKFILL_WORK, key) as mine:` do the work when `mine`;
         finished on success (not claimed again for `keep_s`; 0: free at once), given back when
         the work raises."""
+        async with self.claimed_or_busy(kind, key, keep_s, tell=False) as mine:
+            yield bool(mine)
+
+    @asynccontextmanager
+    async def claimed_or_busy(
+        self, kind: str, key: str, keep_s: float = DONE_KEEP_S, *, tell: bool = True
+    ) -> AsyncIterator[bool | None]:
+        """As `claimed`, but "not mine" is told apart: False when the item is done (within its
+        `keep_s`), None when someone holds it now (or this member is fenced): ask again later,
+        it is free again if the holder dies or gives it back."""
         mine = bool(await self.claim(kind, [key]))
         if not mine:
-            yield False
+            done = not tell or key in await self.store.work_done(kind, [key])
+            yield False if done else None
             return
         try:
             yield True
