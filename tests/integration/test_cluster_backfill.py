@@ -87,3 +87,29 @@ async def test_an_item_left_by_a_dead_member_is_walked_by_a_survivor(
     finally:
         await store_a.close()
         await store_b.close()
+
+
+@POSTGRES
+async def test_an_item_whose_walk_failed_is_given_back_not_marked_done(
+    database_url: str, simulator_factory: SimulatorFactory
+) -> None:
+    sim = await simulator_factory()
+    settings = make_settings(database_url, sim, "BTCUSD", "1m", backfill_days=1)
+    store = open_store(database_url, owner="a")
+    try:
+        a = ClusterMember(store, "a", TTL)
+        await a.heartbeat()
+        key = f"{series_key(SeriesKey('BTCUSD', '1m'))}/day"
+        sim.set_faults(rest_error_rate=1.0)  # every page fails: the item's job fails
+        async with heartbeating(a), backfill_service(settings, store) as service:
+            failed = await asyncio.wait_for(service.run(claim=item_claim(a)), TTL + 60)
+            assert [r.symbol for r in failed.failed] == ["BTCUSD"], failed
+            # Given back: claimable at once (a retry here, or another member, walks it).
+            assert await store.work_done(BACKFILL_WORK, [key]) == set()
+            sim.set_faults(rest_error_rate=0.0)
+            again = await asyncio.wait_for(service.run(claim=item_claim(a)), TTL + 60)
+        assert again.ok, again
+        assert again.requests >= 1
+        assert await store.work_done(BACKFILL_WORK, [key]) == {key}
+    finally:
+        await store.close()

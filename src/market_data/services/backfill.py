@@ -31,7 +31,7 @@ from market_data.exchanges.base import Exchange
 from market_data.lifecycle import JobRecord, describe, recorded_job
 from market_data.models import JobStatus, JobType, SeriesKey
 from market_data.ranges import Range
-from market_data.services.backfill_claims import ItemClaim, until_done
+from market_data.services.backfill_claims import UNFINISHED, GiveBack, ItemClaim, until_done
 from market_data.services.backfill_known import lower_bound, missing_windows
 from market_data.services.backfill_plan import (
     DONE,
@@ -288,15 +288,23 @@ class BackfillService(WindowWalker):
     async def _claimed_item(
         self, claim: ItemClaim, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool
     ) -> bool | None:
-        """Walk the item if this daemon claims it; the claim's answer."""
-        async with claim(item.series, item.stage, item.start, item.end) as mine:
-            if not mine:  # another daemon walks it (and rebuilds its derived series)
-                if mine is not None:
-                    run.plan.get(item.stage).requests_done += item.requests
-                return mine
-            # What another daemon fetched meanwhile is known now: only the rest is walked.
-            fresh = await self.plan_many({item.series: (item.start, item.end)}, run.now)
-            await self._run_item(replace(item, windows=tuple(fresh[item.series])), run, stop, later)
+        """Walk the item if this daemon claims it; the claim's answer. An item that failed or
+        was cancelled is given back rather than marked done, so a retry (here or elsewhere)
+        claims it again."""
+        try:
+            async with claim(item.series, item.stage, item.start, item.end) as mine:
+                if not mine:  # another daemon walks it (and rebuilds its derived series)
+                    if mine is not None:
+                        run.plan.get(item.stage).requests_done += item.requests
+                    return mine
+                # What another daemon fetched meanwhile is known now: only the rest is walked.
+                fresh = await self.plan_many({item.series: (item.start, item.end)}, run.now)
+                walk = replace(item, windows=tuple(fresh[item.series]))
+                await self._run_item(walk, run, stop, later)
+                if self.progress[item.series].state in UNFINISHED:
+                    raise GiveBack
+                return True
+        except GiveBack:
             return True
 
     async def _run_item(self, item: WorkItem, run: _Run, stop: asyncio.Event, later: bool) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from market_data.lifecycle import until_stopped
-from market_data.models import SeriesKey
+from market_data.models import JobStatus, SeriesKey
 from market_data.services.backfill_plan import WorkItem
 
 # Claims one item for this daemon among several (series, stage, start, end), for the block:
@@ -21,6 +21,12 @@ from market_data.services.backfill_plan import WorkItem
 # another holds it now.
 ItemClaim = Callable[[SeriesKey, str, int, int], AbstractAsyncContextManager[bool | None]]
 TAKE_OVER_POLL_S = 1.0  # how often the items others hold are asked for again
+# A claimed item that ended so is given back, not marked done: a retry claims it again.
+UNFINISHED = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class GiveBack(Exception):
+    """Leaves a claimed item's block so the claim is released, not finished."""
 
 
 async def until_done(
