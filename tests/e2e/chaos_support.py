@@ -10,6 +10,7 @@ import asyncio
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,25 +264,46 @@ async def restart_postgres(timeout: float = 60.0) -> float:
             await asyncio.sleep(0.2)
 
 
-async def allow_connections(url: str, allowed: bool) -> None:
-    """Open or shut one database: shut, new connections are refused and the open ones are
-    terminated, as when the server is down, while the server (and every other test's database)
-    keeps running."""
-    database = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    conn = await asyncpg.connect(admin, timeout=5)
+async def _pg_ctl(action: str, timeout: float) -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+    ctl = shutil.which("pg_ctlcluster") or "pg_ctlcluster"
+    proc = await asyncio.create_subprocess_exec(
+        ctl,
+        "--skip-systemctl-redirect",
+        version,
+        "main",
+        action,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, out.decode(errors="replace")
+
+
+async def stop_postgres_for(
+    seconds: float, during: Callable[[], None], timeout: float = 60.0
+) -> None:
+    """Stop the local PostgreSQL server for `seconds` (calling `during()` every half second
+    meanwhile), then start it again and wait until it accepts connections. Only in the serial
+    chaos phase: every database of the server goes away."""
+    await _pg_ctl("stop", timeout)
     try:
-        await conn.execute(
-            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}'
-        )
-        if not allowed:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < seconds:
+            during()
+            await asyncio.sleep(0.5)
     finally:
-        await conn.close()
+        await _pg_ctl("start", timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=2)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise AssertionError("PostgreSQL did not come back after the stop") from None
+            await asyncio.sleep(0.2)
 
 
 def figures_json(figures: list[SeriesFigures]) -> list[dict[str, Any]]:
