@@ -239,29 +239,26 @@ async def running_job_ids(url: str) -> list[int]:
 async def restart_postgres(timeout: float = 60.0) -> float:
     """Restart the local cluster and wait until it accepts connections; the seconds it took."""
     began = time.monotonic()
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
-    ctl = shutil.which("pg_ctlcluster") or "pg_ctlcluster"
-    proc = await asyncio.create_subprocess_exec(
-        ctl,
-        "--skip-systemctl-redirect",
-        version,
-        "main",
-        "restart",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode == 0, out.decode(errors="replace")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=2)
-            await conn.close()
-            return time.monotonic() - began
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise AssertionError("PostgreSQL did not come back after the restart") from None
-            await asyncio.sleep(0.2)
+    await _pg_ctl("restart", timeout)
+    await _wait_accepting(timeout, "after the restart")
+    return time.monotonic() - began
+
+
+async def stop_postgres_for(
+    seconds: float, during: Callable[[], None], timeout: float = 60.0
+) -> None:
+    """Stop the local PostgreSQL server for `seconds` (calling `during()` every half second
+    meanwhile), then start it again and wait until it accepts connections. Only in the serial
+    chaos phase: every database of the server goes away."""
+    await _pg_ctl("stop", timeout)
+    try:
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < seconds:
+            during()
+            await asyncio.sleep(0.5)
+    finally:
+        await _pg_ctl("start", timeout)
+    await _wait_accepting(timeout, "after the stop")
 
 
 async def _pg_ctl(action: str, timeout: float) -> None:
@@ -280,20 +277,7 @@ async def _pg_ctl(action: str, timeout: float) -> None:
     assert proc.returncode == 0, out.decode(errors="replace")
 
 
-async def stop_postgres_for(
-    seconds: float, during: Callable[[], None], timeout: float = 60.0
-) -> None:
-    """Stop the local PostgreSQL server for `seconds` (calling `during()` every half second
-    meanwhile), then start it again and wait until it accepts connections. Only in the serial
-    chaos phase: every database of the server goes away."""
-    await _pg_ctl("stop", timeout)
-    try:
-        stopped = time.monotonic()
-        while time.monotonic() - stopped < seconds:
-            during()
-            await asyncio.sleep(0.5)
-    finally:
-        await _pg_ctl("start", timeout)
+async def _wait_accepting(timeout: float, when: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -302,7 +286,7 @@ async def stop_postgres_for(
             return
         except (OSError, asyncpg.PostgresError, TimeoutError):
             if time.monotonic() > deadline:
-                raise AssertionError("PostgreSQL did not come back after the stop") from None
+                raise AssertionError(f"PostgreSQL did not come back {when}") from None
             await asyncio.sleep(0.2)
 
 
