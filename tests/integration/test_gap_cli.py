@@ -43,7 +43,9 @@ async def test_gap_and_cleanup_commands(tmp_path: Path, simulator: Simulator) ->
     now = simulator.market.now_ms()
     start = align(now - 4 * DAY_MS, "1d")
     await fill(r.sink, simulator, "BTCUSD", "1h", start, align(now, "1h"))
-    hole = (start + 3 * DAY_MS, start + 3 * DAY_MS + 2 * HOUR_MS)
+    # A day back: far from RETENTION_1H's two-day floor, which moves on with the market's clock
+    # while the commands run (a hole at start + 3 days could be as old as the floor itself).
+    hole = (align(now - DAY_MS, "1h"), align(now - DAY_MS, "1h") + 2 * HOUR_MS)
     await punch(store, BTC1H, *hole)
     await r.close()
     await store.close()
